@@ -1,0 +1,3 @@
+"""curation: an image-dataset curation studio (see docs/architecture.md)."""
+
+__version__ = "0.1.0"

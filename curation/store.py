@@ -1,0 +1,688 @@
+"""SQLite label store (WAL): samples, classes, append-only label events, runs, jobs, reviews."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
+STATE_NAMES = {POSITIVE: "positive", UNKNOWN: "unknown", REJECTED: "rejected"}
+SOURCES = ("import", "human", "suggestion", "bulk", "undo", "review")
+TASKS = ("single", "multi")
+SPLITS = ("train", "val", "test", "")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    root_id INTEGER NOT NULL REFERENCES roots(id),
+    path TEXT NOT NULL,
+    sha1 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    split TEXT NOT NULL DEFAULT '',
+    missing INTEGER NOT NULL DEFAULT 0,
+    added REAL NOT NULL,
+    UNIQUE (root_id, path)
+);
+CREATE TABLE IF NOT EXISTS classes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    prompt TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    source TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    undoes INTEGER REFERENCES batches(id),
+    n_events INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    sample_id INTEGER NOT NULL,
+    class_id INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    prev_state INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id);
+CREATE TABLE IF NOT EXISTS labels (
+    sample_id INTEGER NOT NULL,
+    class_id INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (sample_id, class_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    last_event_id INTEGER NOT NULL,
+    encoder TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT '',
+    duration REAL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    artifact TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    heartbeat REAL,
+    error TEXT NOT NULL DEFAULT '',
+    result TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    sample_id INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    run_id INTEGER,
+    batch_id INTEGER,
+    actor TEXT NOT NULL DEFAULT 'user'
+);
+CREATE INDEX IF NOT EXISTS reviews_sample ON reviews(sample_id);
+"""
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+
+
+class StoreError(RuntimeError):
+    """A problem with the label store that the user can act on (the message says how)."""
+
+
+class Store:
+    """The workspace's SQLite database.
+
+    Every public method runs in its own transaction; writes take the write lock up front
+    (``BEGIN IMMEDIATE``) and are retried when another process holds it, so concurrent
+    sessions and the CLI never surface "database is locked".
+
+    Parameters
+    ----------
+    path : Path
+        The ``curation.db`` file. Created (with the current schema) when ``create`` is true.
+    create : bool
+        Create the database when missing.
+    """
+
+    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise StoreError(f"No label store at {self.path}: run `python -m curation init {self.path.parent}`.")
+        self._local = threading.local()
+        self._con().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+            else:
+                _migrate(con, int(row[0]), self.path)
+
+    # ------------------------------------------------------------------ connection
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None or getattr(self._local, "pid", None) != os.getpid():
+            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            con.execute("PRAGMA foreign_keys=ON")
+            self._local.con, self._local.pid = con, os.getpid()
+        return con
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, retried while another writer holds the lock."""
+        con = self._con()
+        for attempt in range(200):
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * (0.5 + random.random()))
+        else:
+            raise StoreError(f"{self.path} stayed locked by another process for minutes; close it and retry.")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        else:
+            con.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._con().execute(sql, params).fetchall()
+
+    def _frame(self, sql: str, params: Sequence[Any] = (), index: str | None = None) -> pd.DataFrame:
+        cur = self._con().execute(sql, params)
+        cols = [c[0] for c in cur.description]
+        df = pd.DataFrame.from_records(cur.fetchall(), columns=cols)
+        return df.set_index(index) if index else df
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    # ------------------------------------------------------------------ meta
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return row[0][0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def task(self) -> str:
+        """``"single"`` (exactly one positive class per labelled sample) or ``"multi"``."""
+        return self.meta("task", "single") or "single"
+
+    def set_task(self, task: str) -> None:
+        if task not in TASKS:
+            raise StoreError(f"Task must be one of {TASKS}, not {task!r}.")
+        if task == "single" and self.task == "multi":
+            many = self._read("SELECT COUNT(*) FROM (SELECT sample_id FROM labels WHERE state=1 "
+                              "GROUP BY sample_id HAVING COUNT(*) > 1)")[0][0]
+            if many:
+                raise StoreError(f"{many} samples carry several labels; resolve them before switching to single-label.")
+        self.set_meta("task", task)
+
+    # ------------------------------------------------------------------ roots & samples
+    def root_id(self, root: Path | str) -> int:
+        """Id of an image root folder (absolute path), registering it when new."""
+        root = str(Path(root).resolve())
+        with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO roots(path) VALUES (?)", (root,))
+            return con.execute("SELECT id FROM roots WHERE path=?", (root,)).fetchone()[0]
+
+    def roots(self) -> dict[int, Path]:
+        return {i: Path(p) for i, p in self._read("SELECT id, path FROM roots")}
+
+    def add_samples(self, root_id: int, records: pd.DataFrame, *, labels: Sequence[Sequence[str]] | None = None,
+                    actor: str = "import", note: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """Insert samples and their imported labels in one transaction; known paths are left untouched.
+
+        Parameters
+        ----------
+        root_id : id of the image root (``root_id(folder)``); ``path`` is relative to it.
+        records : DataFrame with columns path, sha1, bytes, width, height and optional split.
+        labels : one list of class names per record (empty list = unlabelled). Classes are created
+            as needed. Labels are imported (source "import", one batch) only for *new* samples, so
+            re-ingesting a folder never touches labels people have edited.
+
+        Returns
+        -------
+        ids : (len(records),) int64, the id of each record's sample (new or existing).
+        is_new : (len(records),) bool, whether the record created its sample.
+        """
+        if len(records) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, bool)
+        recs = records.reset_index(drop=True).copy()
+        if "split" not in recs:
+            recs["split"] = ""
+        recs["split"] = recs["split"].fillna("").astype(str)
+        paths = recs["path"].astype(str).tolist()
+        now = time.time()
+        rows = list(zip([root_id] * len(recs), paths, recs["sha1"].astype(str),
+                        recs["bytes"].astype(int).tolist(), recs["width"].astype(int).tolist(),
+                        recs["height"].astype(int).tolist(), recs["split"], [now] * len(recs)))
+        with self._write() as con:
+            before = dict(con.execute("SELECT path, id FROM samples WHERE root_id=?", (root_id,)).fetchall())
+            con.executemany("INSERT OR IGNORE INTO samples(root_id, path, sha1, bytes, width, height, split, added) "
+                            "VALUES (?,?,?,?,?,?,?,?)", rows)
+            known = dict(con.execute("SELECT path, id FROM samples WHERE root_id=?", (root_id,)).fetchall())
+            ids = np.array([known[p] for p in paths], dtype=np.int64)
+            is_new = np.array([p not in before for p in paths], bool)
+            # a path listed twice in one call is new only the first time
+            _, first = np.unique(ids, return_index=True)
+            dup = np.ones(len(ids), bool)
+            dup[first] = False
+            is_new &= ~dup
+            if labels is not None:
+                if len(labels) != len(recs):
+                    raise StoreError("labels must hold one list of class names per record.")
+                pairs = [(i, validate_class_name(n)) for i, names in enumerate(labels) if is_new[i] for n in names]
+                if pairs:
+                    names = sorted({n for _, n in pairs})
+                    con.executemany("INSERT OR IGNORE INTO classes(name) VALUES (?)", [(n,) for n in names])
+                    cid = dict(con.execute("SELECT name, id FROM classes").fetchall())
+                    s = ids[[i for i, _ in pairs]]
+                    c = np.array([cid[n] for _, n in pairs], np.int64)
+                    _append_batch(con, s, c, np.full(len(s), POSITIVE, np.int64), source="import", actor=actor,
+                                  note=note or f"imported labels of {int(is_new.sum())} new samples")
+        return ids, is_new
+
+    def set_missing(self, sample_ids: Sequence[int], missing: bool = True) -> None:
+        """Flag samples whose files vanished (or came back); labels are kept."""
+        with self._write() as con:
+            con.executemany("UPDATE samples SET missing=? WHERE id=?", [(int(missing), int(i)) for i in sample_ids])
+
+    def set_split(self, sample_ids: Sequence[int], split: str) -> None:
+        if split not in SPLITS:
+            raise StoreError(f"Split must be one of {SPLITS}, not {split!r}.")
+        with self._write() as con:
+            con.executemany("UPDATE samples SET split=? WHERE id=?", [(split, int(i)) for i in sample_ids])
+
+    def samples(self, *, include_missing: bool = False) -> pd.DataFrame:
+        """All samples, indexed by id (ascending), with root path joined in as ``root``."""
+        where = "" if include_missing else "WHERE s.missing=0"
+        return self._frame("SELECT s.id, s.root_id, r.path AS root, s.path, s.sha1, s.bytes, s.width, s.height, "
+                           f"s.split, s.missing, s.added FROM samples s JOIN roots r ON r.id=s.root_id {where} "
+                           "ORDER BY s.id", index="id")
+
+    def sample_ids(self, *, include_missing: bool = False) -> np.ndarray:
+        """(N,) int64 ids of the samples, ascending."""
+        where = "" if include_missing else "WHERE missing=0"
+        return np.array([r[0] for r in self._read(f"SELECT id FROM samples {where} ORDER BY id")], np.int64)
+
+    def sample_path(self, sample_id: int) -> Path:
+        row = self._read("SELECT r.path, s.path FROM samples s JOIN roots r ON r.id=s.root_id WHERE s.id=?",
+                         (int(sample_id),))
+        if not row:
+            raise StoreError(f"No sample with id {sample_id}.")
+        return Path(row[0][0]) / row[0][1]
+
+    # ------------------------------------------------------------------ classes
+    def add_classes(self, names: Sequence[str], prompts: Sequence[str] | None = None) -> list[int]:
+        """Create classes (names are stripped; existing names are kept) and return their ids."""
+        clean = [validate_class_name(n) for n in names]
+        prompts = list(prompts) if prompts is not None else [""] * len(clean)
+        with self._write() as con:
+            con.executemany("INSERT OR IGNORE INTO classes(name, prompt) VALUES (?, ?)", list(zip(clean, prompts)))
+            ids = dict(con.execute("SELECT name, id FROM classes").fetchall())
+        return [ids[n] for n in clean]
+
+    def set_prompt(self, class_id: int, prompt: str) -> None:
+        with self._write() as con:
+            con.execute("UPDATE classes SET prompt=? WHERE id=?", (prompt, int(class_id)))
+
+    def classes(self) -> pd.DataFrame:
+        """Classes indexed by id (ascending): name, prompt. Column ``k`` of label matrices is row ``k`` here."""
+        return self._frame("SELECT id, name, prompt FROM classes ORDER BY id", index="id")
+
+    def class_names(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT name FROM classes ORDER BY id")]
+
+    def class_id(self, name: str) -> int:
+        row = self._read("SELECT id FROM classes WHERE name=?", (name.strip(),))
+        if not row:
+            raise StoreError(f"Unknown class {name!r}; known classes: {', '.join(self.class_names()) or 'none'}. "
+                             "Add it first (`add_classes`, or the class box in the app).")
+        return row[0][0]
+
+    # ------------------------------------------------------------------ labels
+    def apply(self, sample_ids: Sequence[int] | np.ndarray, class_ids: Sequence[int] | np.ndarray,
+              states: Sequence[int] | np.ndarray | int, *, source: str, actor: str = "user",
+              note: str = "", exclusive: bool | None = None) -> int | None:
+        """Append one batch of label events and update the projection, in one transaction.
+
+        Parameters
+        ----------
+        sample_ids, class_ids : (M,) int arrays, the cells to change.
+        states : (M,) int array or one int, each POSITIVE, UNKNOWN or REJECTED.
+        source : one of SOURCES.
+        exclusive : when true (the default for single-label workspaces), setting a class positive
+            turns the sample's other positive classes to UNKNOWN within the same batch.
+
+        Returns
+        -------
+        The batch id, or None when nothing changed (no batch is written).
+        """
+        if source not in SOURCES:
+            raise StoreError(f"Unknown event source {source!r}; use one of {SOURCES}.")
+        s = np.asarray(sample_ids, dtype=np.int64).ravel()
+        c = np.asarray(class_ids, dtype=np.int64).ravel()
+        if c.size == 1 and s.size > 1:
+            c = np.full(s.size, c[0], np.int64)
+        st = np.asarray(states, dtype=np.int64).ravel()
+        if st.size == 1 and s.size > 1:
+            st = np.full(s.size, st[0], np.int64)
+        if not (s.size == c.size == st.size):
+            raise StoreError("sample_ids, class_ids and states must have the same length.")
+        if not np.isin(st, (POSITIVE, UNKNOWN, REJECTED)).all():
+            raise StoreError("Label states must be 1 (positive), 0 (unknown) or -1 (rejected).")
+        if exclusive is None:
+            exclusive = self.task == "single"
+        with self._write() as con:
+            known_c = np.array([r[0] for r in con.execute("SELECT id FROM classes")], np.int64)
+            if c.size and not np.isin(c, known_c).all():
+                raise StoreError(f"Unknown class ids {sorted(set(c[~np.isin(c, known_c)].tolist()))[:5]}.")
+            if exclusive and (st == POSITIVE).any():
+                pos_s = np.unique(s[st == POSITIVE])
+                cur = _current(con, pos_s)
+                clear = cur[(cur[:, 2] == POSITIVE)]
+                chosen = set(zip(s[st == POSITIVE].tolist(), c[st == POSITIVE].tolist()))
+                keep = np.array([(a, b) not in chosen for a, b in clear[:, :2].tolist()], bool) if len(clear) else \
+                    np.zeros(0, bool)
+                clear = clear[keep]
+                s = np.concatenate([clear[:, 0], s])
+                c = np.concatenate([clear[:, 1], c])
+                st = np.concatenate([np.zeros(len(clear), np.int64), st])
+            return _append_batch(con, s, c, st, source=source, actor=actor, note=note)
+
+    def set_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",
+                  actor: str = "user", note: str = "") -> int | None:
+        """Make ``class_id`` positive on the samples (replacing the previous label in single-label tasks)."""
+        return self.apply(sample_ids, [class_id], POSITIVE, source=source, actor=actor, note=note)
+
+    def add_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",
+                  actor: str = "user", note: str = "") -> int | None:
+        """Make ``class_id`` positive on the samples and keep their other labels ("both valid")."""
+        return self.apply(sample_ids, [class_id], POSITIVE, source=source, actor=actor, note=note, exclusive=False)
+
+    def clear_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",
+                    actor: str = "user", note: str = "") -> int | None:
+        """Return (sample, class) to UNKNOWN: nobody says either way."""
+        return self.apply(sample_ids, [class_id], UNKNOWN, source=source, actor=actor, note=note)
+
+    def reject_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",
+                     actor: str = "user", note: str = "") -> int | None:
+        """Record that a human says the class does *not* apply to the samples."""
+        return self.apply(sample_ids, [class_id], REJECTED, source=source, actor=actor, note=note)
+
+    def undo(self, batch_id: int, *, actor: str = "user") -> int | None:
+        """Append the inverse of a batch (each cell goes back to its state before that batch)."""
+        with self._write() as con:
+            row = con.execute("SELECT source FROM batches WHERE id=?", (int(batch_id),)).fetchone()
+            if row is None:
+                raise StoreError(f"No batch {batch_id} to undo.")
+            ev = np.array(con.execute("SELECT sample_id, class_id, prev_state FROM events WHERE batch_id=? "
+                                      "ORDER BY id", (int(batch_id),)).fetchall(), np.int64).reshape(-1, 3)
+            return _append_batch(con, ev[:, 0], ev[:, 1], ev[:, 2], source="undo", actor=actor,
+                                 note=f"undo of batch {batch_id}", undoes=int(batch_id), skip_noop=False)
+
+    def last_event_id(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
+
+    def label_matrix(self, sample_ids: np.ndarray | None = None, *, upto_event: int | None = None) -> np.ndarray:
+        """Current label states as a dense matrix.
+
+        Parameters
+        ----------
+        sample_ids : (N,) int64, rows to return (default: ``sample_ids()``).
+        upto_event : replay the event log up to this event id instead of reading the projection
+            (the labels a run was trained on).
+
+        Returns
+        -------
+        (N, K) int8 with POSITIVE / UNKNOWN / REJECTED; column k is the k-th class by id.
+        """
+        ids = self.sample_ids() if sample_ids is None else np.asarray(sample_ids, np.int64)
+        class_ids = np.array([r[0] for r in self._read("SELECT id FROM classes ORDER BY id")], np.int64)
+        if upto_event is None:
+            cells = np.array(self._read("SELECT sample_id, class_id, state FROM labels WHERE state != 0"),
+                             np.int64).reshape(-1, 3)
+        else:
+            cells = self._replay(upto_event)
+        return _dense(cells, ids, class_ids)
+
+    def _replay(self, upto_event: int | None = None) -> np.ndarray:
+        """(M, 3) int64 [sample, class, state] of non-unknown cells after replaying the log."""
+        limit = "WHERE id <= ?" if upto_event is not None else ""
+        params = (int(upto_event),) if upto_event is not None else ()
+        ev = pd.DataFrame(self._read(f"SELECT id, sample_id, class_id, state FROM events {limit}", params),
+                          columns=["id", "s", "c", "state"])
+        if ev.empty:
+            return np.zeros((0, 3), np.int64)
+        last = ev.sort_values("id").drop_duplicates(["s", "c"], keep="last")
+        last = last[last["state"] != 0]
+        return last[["s", "c", "state"]].to_numpy(np.int64)
+
+    def single_labels(self, sample_ids: np.ndarray | None = None, *, upto_event: int | None = None) -> np.ndarray:
+        """(N,) int64 class index (column of ``label_matrix``) of each sample's positive label, -1 when none.
+
+        In a multi-label workspace the lowest-index positive is returned."""
+        m = self.label_matrix(sample_ids, upto_event=upto_event)
+        if m.shape[1] == 0:
+            return np.full(m.shape[0], -1, np.int64)
+        pos = m == POSITIVE
+        return np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
+
+    def batches(self, limit: int = 200) -> pd.DataFrame:
+        """The newest batches, with whether each was undone already."""
+        return self._frame("SELECT b.id, b.time, b.actor, b.source, b.note, b.n_events, b.undoes, "
+                           "(SELECT MAX(u.id) FROM batches u WHERE u.undoes=b.id) AS undone_by "
+                           "FROM batches b ORDER BY b.id DESC LIMIT ?", (int(limit),), index="id")
+
+    def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None
+               ) -> pd.DataFrame:
+        """Events (one batch, or an id range) with class names and batch source."""
+        where, params = ["e.id > ?"], [int(after_event)]
+        if batch_id is not None:
+            where.append("e.batch_id = ?")
+            params.append(int(batch_id))
+        if upto_event is not None:
+            where.append("e.id <= ?")
+            params.append(int(upto_event))
+        return self._frame("SELECT e.id, e.batch_id, e.sample_id, e.class_id, c.name AS class_name, e.state, "
+                           "e.prev_state, b.source, b.actor, b.time FROM events e JOIN classes c ON c.id=e.class_id "
+                           "JOIN batches b ON b.id=e.batch_id WHERE " + " AND ".join(where) + " ORDER BY e.id",
+                           params, index="id")
+
+    def label_counts(self) -> pd.DataFrame:
+        """Per class: positives and rejections among present samples."""
+        return self._frame("SELECT c.id, c.name, COALESCE(SUM(l.state=1), 0) AS positive, "
+                           "COALESCE(SUM(l.state=-1), 0) AS rejected FROM classes c LEFT JOIN labels l "
+                           "ON l.class_id=c.id LEFT JOIN samples s ON s.id=l.sample_id AND s.missing=0 "
+                           "GROUP BY c.id ORDER BY c.id", index="id")
+
+    # ------------------------------------------------------------------ integrity
+    def check(self) -> list[str]:
+        """Problems found: SQLite integrity, and projection != replay of the event log. Empty when healthy."""
+        problems = [r[0] for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
+        proj = np.array(self._read("SELECT sample_id, class_id, state FROM labels WHERE state != 0"),
+                        np.int64).reshape(-1, 3)
+        replay = self._replay()
+        a = {tuple(r) for r in proj.tolist()}
+        b = {tuple(r) for r in replay.tolist()}
+        if a != b:
+            problems.append(f"label projection differs from the event log in {len(a ^ b)} cells")
+        n_bad = self._read("SELECT COUNT(*) FROM batches b WHERE n_events != "
+                           "(SELECT COUNT(*) FROM events e WHERE e.batch_id=b.id)")[0][0]
+        if n_bad:
+            problems.append(f"{n_bad} batches have a different number of events than recorded")
+        return problems
+
+    def rebuild_projection(self) -> None:
+        """Recompute the label projection from the event log (repair)."""
+        replay = self._replay()
+        with self._write() as con:
+            con.execute("DELETE FROM labels")
+            last = dict(((s, c), e) for e, s, c in con.execute("SELECT MAX(id), sample_id, class_id FROM events "
+                                                                 "GROUP BY sample_id, class_id"))
+            con.executemany("INSERT INTO labels VALUES (?,?,?,?)",
+                            [(s, c, st, last[(s, c)]) for s, c, st in replay.tolist()])
+
+    def backup(self, dest: Path | str) -> None:
+        """Consistent online copy of the database (SQLite backup API)."""
+        dst = sqlite3.connect(str(dest))
+        try:
+            self._con().backup(dst)
+        finally:
+            dst.close()
+
+    # ------------------------------------------------------------------ runs
+    def add_run(self, kind: str, config: dict, *, last_event_id: int, encoder: str = "", device: str = "",
+                status: str = "running") -> int:
+        with self._write() as con:
+            cur = con.execute("INSERT INTO runs(created, kind, status, config, last_event_id, encoder, device) "
+                              "VALUES (?,?,?,?,?,?,?)", (time.time(), kind, status, json.dumps(config),
+                                                         int(last_event_id), encoder, device))
+            return int(cur.lastrowid)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        allowed = {"status", "duration", "metrics", "artifact", "device", "encoder"}
+        bad = set(fields) - allowed
+        if bad:
+            raise StoreError(f"Cannot update run fields {bad}.")
+        if "metrics" in fields:
+            fields["metrics"] = json.dumps(fields["metrics"])
+        with self._write() as con:
+            con.execute(f"UPDATE runs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                        (*fields.values(), int(run_id)))
+
+    def runs(self) -> pd.DataFrame:
+        df = self._frame("SELECT * FROM runs ORDER BY id DESC", index="id")
+        for col in ("config", "metrics"):
+            df[col] = df[col].map(json.loads) if len(df) else df[col]
+        return df
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        df = self._frame("SELECT * FROM runs WHERE id=?", (int(run_id),))
+        if df.empty:
+            raise StoreError(f"No run {run_id}.")
+        rec = df.iloc[0].to_dict()
+        rec["config"], rec["metrics"] = json.loads(rec["config"]), json.loads(rec["metrics"])
+        return rec
+
+    # ------------------------------------------------------------------ jobs
+    def submit_job(self, kind: str, params: dict) -> int:
+        with self._write() as con:
+            cur = con.execute("INSERT INTO jobs(kind, params, status, created) VALUES (?,?,?,?)",
+                              (kind, json.dumps(params), "queued", time.time()))
+            return int(cur.lastrowid)
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        allowed = {"status", "progress", "message", "pid", "started", "finished", "heartbeat", "error", "result"}
+        bad = set(fields) - allowed
+        if bad:
+            raise StoreError(f"Cannot update job fields {bad}.")
+        if "result" in fields and not isinstance(fields["result"], str):
+            fields["result"] = json.dumps(fields["result"])
+        with self._write() as con:
+            con.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                        (*fields.values(), int(job_id)))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        df = self._frame("SELECT * FROM jobs WHERE id=?", (int(job_id),))
+        if df.empty:
+            raise StoreError(f"No job {job_id}.")
+        rec = df.iloc[0].to_dict()
+        rec["params"], rec["result"] = json.loads(rec["params"]), json.loads(rec["result"] or "{}")
+        return rec
+
+    def jobs(self, limit: int = 50) -> pd.DataFrame:
+        return self._frame("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (int(limit),), index="id")
+
+    # ------------------------------------------------------------------ reviews
+    def add_reviews(self, sample_ids: Sequence[int], *, queue: str, verdict: str, run_id: int | None = None,
+                    batch_id: int | None = None, actor: str = "user") -> None:
+        """Record human review decisions (e.g. "label wrong", "model wrong", "both valid", "ambiguous")."""
+        now = time.time()
+        with self._write() as con:
+            con.executemany("INSERT INTO reviews(time, sample_id, queue, verdict, run_id, batch_id, actor) "
+                            "VALUES (?,?,?,?,?,?,?)",
+                            [(now, int(s), queue, verdict, run_id, batch_id, actor) for s in sample_ids])
+
+    def reviews(self, queue: str | None = None) -> pd.DataFrame:
+        if queue is None:
+            return self._frame("SELECT * FROM reviews ORDER BY id", index="id")
+        return self._frame("SELECT * FROM reviews WHERE queue=? ORDER BY id", (queue,), index="id")
+
+
+# ---------------------------------------------------------------------- helpers
+def validate_class_name(name: Any) -> str:
+    """Strip a class name and refuse empty ones with a message that says what to do."""
+    clean = str(name).strip() if name is not None else ""
+    if not clean:
+        raise StoreError("A class name is empty or only spaces; give every class a visible name.")
+    return clean
+
+
+def _migrate(con: sqlite3.Connection, version: int, path: Path) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} was written by a newer curation (schema {version}, this one reads up to "
+                         f"{SCHEMA_VERSION}); upgrade curation (`pip install -U curation`) to open it.")
+    # Version 1 is the first schema: future migrations go here, one step per version.
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _current(con: sqlite3.Connection, sample_ids: np.ndarray) -> np.ndarray:
+    """(M, 3) int64 [sample, class, state] of the non-unknown cells of these samples."""
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS _ids (id INTEGER PRIMARY KEY)")
+    con.execute("DELETE FROM _ids")
+    con.executemany("INSERT OR IGNORE INTO _ids VALUES (?)", [(int(i),) for i in sample_ids])
+    rows = con.execute("SELECT l.sample_id, l.class_id, l.state FROM labels l JOIN _ids ON _ids.id=l.sample_id "
+                       "WHERE l.state != 0").fetchall()
+    return np.array(rows, np.int64).reshape(-1, 3)
+
+
+def _append_batch(con: sqlite3.Connection, s: np.ndarray, c: np.ndarray, st: np.ndarray, *, source: str,
+                  actor: str, note: str, undoes: int | None = None, skip_noop: bool = True) -> int | None:
+    """Write one batch: dedupe cells (last wins), drop no-ops, log events, update the projection."""
+    if s.size == 0:
+        return None
+    df = pd.DataFrame({"s": s, "c": c, "st": st}).drop_duplicates(["s", "c"], keep="last")
+    cur = _current(con, df["s"].unique())
+    prev = pd.DataFrame(cur, columns=["s", "c", "prev"])
+    df = df.merge(prev, on=["s", "c"], how="left")
+    df["prev"] = df["prev"].fillna(0).astype(np.int64)
+    if skip_noop:
+        df = df[df["st"] != df["prev"]]
+    if df.empty:
+        return None
+    b = con.execute("INSERT INTO batches(time, actor, source, note, undoes, n_events) VALUES (?,?,?,?,?,?)",
+                    (time.time(), actor, source, note, undoes, len(df)))
+    batch_id = int(b.lastrowid)
+    first = int(con.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
+    ev_ids = np.arange(first, first + len(df), dtype=np.int64)
+    rows = list(zip(ev_ids.tolist(), [batch_id] * len(df), df["s"].tolist(), df["c"].tolist(),
+                    df["st"].tolist(), df["prev"].tolist()))
+    con.executemany("INSERT INTO events(id, batch_id, sample_id, class_id, state, prev_state) VALUES (?,?,?,?,?,?)",
+                    rows)
+    con.executemany("INSERT OR REPLACE INTO labels(sample_id, class_id, state, event_id) VALUES (?,?,?,?)",
+                    [(r[2], r[3], r[4], r[0]) for r in rows])
+    return batch_id
+
+
+def _dense(cells: np.ndarray, sample_ids: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """Scatter (M, 3) [sample, class, state] cells into an (N, K) int8 matrix, vectorised."""
+    out = np.zeros((len(sample_ids), len(class_ids)), np.int8)
+    if cells.size == 0 or out.size == 0:
+        return out
+    order = np.argsort(sample_ids)
+    sorted_ids = sample_ids[order]
+    r = np.searchsorted(sorted_ids, cells[:, 0])
+    r = np.clip(r, 0, len(sorted_ids) - 1)
+    ok_r = sorted_ids[r] == cells[:, 0]
+    k = np.searchsorted(class_ids, cells[:, 1])
+    k = np.clip(k, 0, len(class_ids) - 1)
+    ok_k = class_ids[k] == cells[:, 1]
+    ok = ok_r & ok_k
+    out[order[r[ok]], k[ok]] = cells[ok, 2]
+    return out

@@ -1,0 +1,37 @@
+"""Shared fixtures: temporary workspaces and seeded synthetic data, computed once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CURATION_OFFLINE", "1")
+
+from curation.workspace import Workspace  # noqa: E402
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    """An empty single-label workspace."""
+    return Workspace.create(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """Seeded separable blobs: (600, 32) float32 L2-normalised vectors and (600,) int labels in 0..5."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(6, 32)) * 3
+    y = np.repeat(np.arange(6), 100)
+    x = centers[y] + rng.normal(size=(600, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), y
+
+
+needs_fashion = pytest.mark.skipif(not FASHION_DIR.exists(),
+                                   reason="apt-get install dataset-fashion-mnist for real-image tests")
