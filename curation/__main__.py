@@ -1,0 +1,7 @@
+"""Entry point of ``python -m curation``."""
+
+import sys
+
+from curation.cli import main
+
+sys.exit(main())
