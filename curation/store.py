@@ -402,7 +402,12 @@ class Store:
 
     def add_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",
                   actor: str = "user", note: str = "") -> int | None:
-        """Make ``class_id`` positive on the samples and keep their other labels ("both valid")."""
+        """Make ``class_id`` positive on the samples and keep their other labels ("both valid").
+
+        Only in multi-label workspaces: a single-label workspace holds one positive per sample."""
+        if self.task == "single":
+            raise StoreError("This workspace is single-label, so an image keeps one label; switch it to "
+                             "multi-label (Home page, or `Store.set_task('multi')`) to add a second label.")
         return self.apply(sample_ids, [class_id], POSITIVE, source=source, actor=actor, note=note, exclusive=False)
 
     def clear_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",

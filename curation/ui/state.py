@@ -1,0 +1,47 @@
+"""Session-state keys and the workspace path the app was started with."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import streamlit as st
+
+WORKSPACE_ENV = "CURATION_WORKSPACE"
+DEFAULT_WORKSPACE = "./demo-workspace"
+
+# session-state keys, one place so pages and tests agree on them
+K_WORKSPACE = "workspace_path"  # str: a path chosen in the app, overriding the command line
+K_MAP_CHART = "map_chart"  # the plotly_chart selection state of the Map page
+K_LAST_BATCH = "last_batch"  # int: the newest label batch written from this session (for Undo)
+K_REVIEW_DONE = "review_done"  # list[int]: samples handled in the review queue, in order
+K_REVIEW_BATCHES = "review_batches"  # list[int | None]: the batch each handled sample wrote
+K_SEEN_ACTIVE = "seen_active_jobs"  # set[int]: jobs this session saw running (to refresh when they end)
+
+
+def parse_workspace_arg(argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """The workspace path from ``-- --workspace DIR``, else ``$CURATION_WORKSPACE``, else the default.
+
+    Unknown arguments are ignored, so the parser also works under pytest's ``sys.argv``.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workspace", default=None)
+    args, _ = parser.parse_known_args(list(argv))
+    return args.workspace or env.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+
+
+def workspace_path() -> Path:
+    """The workspace this session works on: the one chosen in the app, else the one it was started with."""
+    import sys
+
+    chosen = st.session_state.get(K_WORKSPACE)
+    raw = chosen or parse_workspace_arg(sys.argv[1:], os.environ)
+    return Path(raw).expanduser().resolve()
+
+
+def remember_batch(batch_id: int | None) -> None:
+    """Remember the newest batch written by this session (the target of "Undo last")."""
+    if batch_id is not None:
+        st.session_state[K_LAST_BATCH] = int(batch_id)
