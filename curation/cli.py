@@ -180,6 +180,31 @@ def cmd_jobs(a: argparse.Namespace) -> None:
     print(df[["kind", "status", "progress", "message"]].to_string() if len(df) else "no jobs")
 
 
+def cmd_submit(a: argparse.Namespace) -> None:
+    from curation.jobs import active_jobs, submit
+
+    ws = Workspace.open(a.workspace)
+    if a.if_needed:
+        busy = active_jobs(ws)
+        if (busy["kind"] == a.kind).any():
+            print(f"a {a.kind} job is already running")
+            return
+        if a.kind == "pipeline" and _pipeline_done(ws):
+            print("pipeline results are up to date")
+            return
+    params = json.loads(a.params) if a.params else {}
+    job_id = submit(ws, a.kind, params)
+    print(f"submitted {a.kind} job {job_id}; follow it with `python -m curation jobs {ws.root}` or in the app")
+
+
+def _pipeline_done(ws: Workspace) -> bool:
+    from curation.embed import load_embeddings
+    from curation.project import load_map
+
+    emb = load_embeddings(ws)
+    return emb is not None and len(emb.ids) == len(ws.store.sample_ids()) and load_map(ws, emb) is not None
+
+
 def cmd_worker(a: argparse.Namespace) -> None:
     from curation.jobs import run_job
 
@@ -257,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("restore", cmd_restore, "restore a backup into a workspace")
     sp.add_argument("backup", type=Path)
     sp.add_argument("workspace", type=Path)
+    sp = add("submit", cmd_submit, "run a job in a background worker process")
+    sp.add_argument("workspace", type=Path)
+    sp.add_argument("kind", choices=("pipeline", "embed", "map", "clusters", "suggest", "train"))
+    sp.add_argument("--params", default=None, help="JSON parameters of the job")
+    sp.add_argument("--if-needed", action="store_true", help="skip when results are current or a job runs")
     sp = add("worker", cmd_worker, "")  # internal: runs one job in this process
     sp.add_argument("workspace", type=Path)
     sp.add_argument("job", type=int)

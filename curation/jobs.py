@@ -91,6 +91,15 @@ def _train(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return {"run_id": int(run_id), "status": ws.store.run(run_id)["status"]}
 
 
+@job("doctor")
+def _doctor(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    from curation.doctor import doctor
+
+    progress(0.1, "checking the workspace")
+    rep = doctor(ws, repair=bool(params.get("repair", False)))
+    return {"problems": rep.problems, "repaired": rep.repaired, "left": rep.problems_left}
+
+
 def _embeddings(ws: Workspace) -> Any:
     from curation.embed import load_embeddings
 
@@ -224,6 +233,8 @@ def run_job(ws: Workspace, job_id: int) -> dict:
     ws.store.update_job(job_id, pid=os.getpid(), heartbeat=time.time())
     try:
         with _compute_slot(ws, job_id):
+            if ws.store.job(job_id)["status"] == "cancelling":
+                raise Cancelled()
             ws.store.update_job(job_id, status="running", started=time.time(), message="started")
             result = fn(ws, rec["params"], _reporter(ws, job_id))
     except Cancelled:
