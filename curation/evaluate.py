@@ -1,0 +1,345 @@
+"""Single- and multi-label metrics: accuracy, F1, mAP, calibration, confusion, per-class tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
+
+
+# ---------------------------------------------------------------------- calibration
+def _bin_index(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bins on [0, 1]: bin b holds confidences in (b/bins, (b+1)/bins]; 0 goes to bin 0."""
+    idx = np.ceil(np.asarray(conf, np.float64) * bins).astype(np.int64) - 1
+    return np.clip(idx, 0, bins - 1)
+
+
+def reliability_bins(conf: np.ndarray, correct: np.ndarray, *, bins: int = 15) -> pd.DataFrame:
+    """Reliability-diagram table.
+
+    Parameters
+    ----------
+    conf : (N,) float, confidence of each prediction in [0, 1].
+    correct : (N,) bool, whether each prediction was right.
+    bins : number of equal-width bins on [0, 1].
+
+    Returns
+    -------
+    DataFrame with one row per bin: lo, hi, count, accuracy, confidence (NaN in empty bins).
+    """
+    conf = np.asarray(conf, np.float64).ravel()
+    correct = np.asarray(correct, np.float64).ravel()
+    idx = _bin_index(conf, bins)
+    count = np.bincount(idx, minlength=bins).astype(np.int64)
+    s_acc = np.bincount(idx, weights=correct, minlength=bins)
+    s_conf = np.bincount(idx, weights=conf, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(count > 0, s_acc / np.maximum(count, 1), np.nan)
+        mean_conf = np.where(count > 0, s_conf / np.maximum(count, 1), np.nan)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "count": count, "accuracy": acc,
+                         "confidence": mean_conf})
+
+
+def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, *, bins: int = 15) -> float:
+    """Expected calibration error: ``sum_b (n_b / N) |accuracy_b - confidence_b|`` over equal-width bins.
+
+    Parameters
+    ----------
+    conf : (N,) float in [0, 1], the confidence of each prediction (e.g. the max softmax probability).
+    correct : (N,) bool, whether each prediction was right.
+    bins : number of equal-width bins (15 as in Guo et al. 2017).
+
+    Returns
+    -------
+    float in [0, 1]; NaN when N == 0.
+    """
+    conf = np.asarray(conf, np.float64).ravel()
+    if conf.size == 0:
+        return float("nan")
+    rb = reliability_bins(conf, correct, bins=bins)
+    full = rb["count"].to_numpy() > 0
+    gap = np.abs(rb["accuracy"].to_numpy()[full] - rb["confidence"].to_numpy()[full])
+    return float(np.sum(rb["count"].to_numpy()[full] * gap) / conf.size)
+
+
+# ---------------------------------------------------------------------- single-label
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K, K) int64 counts, rows = true class, columns = predicted class."""
+    y_true = np.asarray(y_true, np.int64).ravel()
+    y_pred = np.asarray(y_pred, np.int64).ravel()
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def confusion_cell(y_true: np.ndarray, y_pred: np.ndarray, true_k: int, pred_k: int) -> np.ndarray:
+    """Row positions of the samples behind one confusion-matrix cell.
+
+    Parameters
+    ----------
+    y_true, y_pred : (N,) int class indices.
+    true_k, pred_k : the cell (row = true class, column = predicted class).
+
+    Returns
+    -------
+    (M,) int64 positions into ``y_true`` (map them to sample ids with ``ids[positions]``).
+    """
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    return np.flatnonzero((y_true == true_k) & (y_pred == pred_k)).astype(np.int64)
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray, empty: float = 0.0) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    out = np.full(np.broadcast(a, b).shape, empty, np.float64)
+    np.divide(a, b, out=out, where=b > 0)
+    return out
+
+
+def _f1(p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return _safe_div(2 * p * r, p + r)
+
+
+def _class_names(class_names: Sequence[str] | None, k: int) -> list[str]:
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"Got {len(names)} class names for {k} probability columns; pass one name per column.")
+    return names
+
+
+def classification_report(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str] | None = None, *,
+                          k: int = 5, bins: int = 15) -> dict[str, Any]:
+    """Single-label metrics from predicted probabilities.
+
+    Parameters
+    ----------
+    y_true : (N,) int, true class index of each sample (columns of ``probs``).
+    probs : (N, K) float, predicted class probabilities (rows sum to 1).
+    class_names : K names (default "0".."K-1").
+    k : top-k accuracy (clipped to K).
+    bins : ECE / reliability bins.
+
+    Returns
+    -------
+    dict with ``n``, ``accuracy``, ``balanced_accuracy`` (mean recall over classes with support),
+    ``macro_f1`` (over classes with support), ``top_k`` and ``k``, ``nll``, ``ece``, ``reliability``
+    (DataFrame of bins), ``per_class`` (DataFrame indexed by class name: precision, recall, f1, support,
+    predicted), ``confusion`` ((K, K) int64, rows true) and ``y_pred`` ((N,) int64).
+    """
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be (N, K), got shape {probs.shape}.")
+    n, n_classes = probs.shape
+    y_true = np.asarray(y_true, np.int64).ravel()
+    if y_true.shape[0] != n:
+        raise ValueError(f"y_true has {y_true.shape[0]} rows but probs has {n}.")
+    if n and (y_true.min() < 0 or y_true.max() >= n_classes):
+        raise ValueError("y_true must hold class indices in [0, K); drop unlabelled rows (-1) first.")
+    names = _class_names(class_names, n_classes)
+    y_pred = probs.argmax(1) if n else np.zeros(0, np.int64)
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support, empty=np.nan)
+    f1 = np.where(support > 0, _f1(precision, np.nan_to_num(recall)), np.nan)
+    has = support > 0
+    kk = int(min(max(k, 1), n_classes)) if n_classes else 0
+    if n and kk:
+        topk = np.argpartition(-probs, kk - 1, axis=1)[:, :kk]
+        top_k = float((topk == y_true[:, None]).any(1).mean())
+    else:
+        top_k = float("nan")
+    correct = y_pred == y_true
+    conf = probs.max(1) if n else np.zeros(0)
+    p_true = probs[np.arange(n), y_true] if n else np.zeros(0)
+    per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support,
+                              "predicted": predicted}, index=pd.Index(names, name="class"))
+    return {
+        "n": int(n),
+        "accuracy": float(correct.mean()) if n else float("nan"),
+        "balanced_accuracy": float(np.nanmean(recall[has])) if has.any() else float("nan"),
+        "macro_f1": float(np.mean(f1[has])) if has.any() else float("nan"),
+        "top_k": top_k,
+        "k": kk,
+        "nll": float(-np.mean(np.log(np.clip(p_true, 1e-12, 1.0)))) if n else float("nan"),
+        "ece": expected_calibration_error(conf, correct, bins=bins),
+        "reliability": reliability_bins(conf, correct, bins=bins),
+        "per_class": per_class,
+        "confusion": cm,
+        "y_pred": y_pred.astype(np.int64),
+    }
+
+
+# ---------------------------------------------------------------------- multi-label
+def average_precision(y: np.ndarray, scores: np.ndarray) -> float:
+    """Non-interpolated average precision ``sum_n (R_n - R_{n-1}) P_n`` (as scikit-learn), NaN without positives.
+
+    Parameters
+    ----------
+    y : (M,) bool, positive or negative (known cells only).
+    scores : (M,) float, higher = more likely positive.
+    """
+    y = np.asarray(y, bool).ravel()
+    if not y.any():
+        return float("nan")
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, np.asarray(scores, np.float64).ravel()))
+
+
+def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[str] | None = None, *,
+                      thresholds: np.ndarray | float | None = None) -> dict[str, Any]:
+    """Multi-label metrics over *known* cells only (UNKNOWN cells are never counted as negatives).
+
+    Parameters
+    ----------
+    Y : (N, K) int8, POSITIVE=1 / UNKNOWN=0 / REJECTED=-1.
+    probs : (N, K) float, independent per-class probabilities (sigmoid outputs).
+    class_names : K names.
+    thresholds : (K,) or scalar decision thresholds (default 0.5).
+
+    Returns
+    -------
+    dict with ``n`` (rows with at least one known cell), ``mAP`` (mean over classes with a known
+    positive of the AP computed on that class's known cells), ``micro_f1``, ``macro_f1`` (over classes
+    with a known positive), ``micro_precision``, ``micro_recall``, ``real_accuracy`` (ReaL-style: the
+    top-1 class is correct when it is any positive label of the image, over images with a positive),
+    ``real_by_n_labels`` (DataFrame: n_labels, n, accuracy), ``per_class`` (DataFrame indexed by class:
+    ap, precision, recall, f1, support (positives), negatives (rejected), unknown, threshold).
+    A predicted positive on an UNKNOWN cell is neither a true nor a false positive.
+    """
+    Y = np.asarray(Y)
+    probs = np.asarray(probs, np.float64)
+    if Y.shape != probs.shape or Y.ndim != 2:
+        raise ValueError(f"Y {Y.shape} and probs {probs.shape} must both be (N, K).")
+    n, n_classes = Y.shape
+    names = _class_names(class_names, n_classes)
+    thr = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, np.float64), (n_classes,))
+    pos = Y == POSITIVE
+    neg = Y == REJECTED
+    known = pos | neg
+    pred = probs >= thr[None, :]
+    tp = (pred & pos).sum(0).astype(np.float64)
+    fp = (pred & neg).sum(0).astype(np.float64)
+    fn = (~pred & pos).sum(0).astype(np.float64)
+    precision = _safe_div(tp, tp + fp)
+    recall = _safe_div(tp, tp + fn, empty=np.nan)
+    n_pos = pos.sum(0)
+    f1 = np.where(n_pos > 0, _f1(precision, np.nan_to_num(recall)), np.nan)
+    ap = np.array([average_precision(pos[known[:, j], j], probs[known[:, j], j]) for j in range(n_classes)])
+    has = n_pos > 0
+    mp = float(_safe_div(tp.sum(), tp.sum() + fp.sum()))
+    mr = float(_safe_div(tp.sum(), tp.sum() + fn.sum()))
+    # ReaL-style top-1 accuracy, split by the number of positive labels of the image
+    n_labels = pos.sum(1)
+    rows = n_labels > 0
+    top1 = probs.argmax(1) if n_classes else np.zeros(n, np.int64)
+    hit = pos[np.arange(n), top1] if n_classes else np.zeros(n, bool)
+    by = pd.DataFrame({"n_labels": n_labels[rows], "hit": hit[rows].astype(np.float64)})
+    by = by.groupby("n_labels")["hit"].agg(["size", "mean"]).reset_index()
+    by.columns = ["n_labels", "n", "accuracy"]
+    per_class = pd.DataFrame({"ap": ap, "precision": precision, "recall": recall, "f1": f1, "support": n_pos,
+                              "negatives": neg.sum(0), "unknown": (~known).sum(0), "threshold": thr},
+                             index=pd.Index(names, name="class"))
+    return {
+        "n": int(known.any(1).sum()),
+        "mAP": float(np.nanmean(ap[has])) if has.any() else float("nan"),
+        "micro_f1": float(_f1(np.array(mp), np.array(mr))),
+        "micro_precision": mp,
+        "micro_recall": mr,
+        "macro_f1": float(np.mean(f1[has])) if has.any() else float("nan"),
+        "real_accuracy": float(hit[rows].mean()) if rows.any() else float("nan"),
+        "real_by_n_labels": by,
+        "per_class": per_class,
+    }
+
+
+def tune_thresholds(Y: np.ndarray, probs: np.ndarray, *, weights: np.ndarray | None = None,
+                    default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds that maximise F1 over the cells that carry a label.
+
+    Parameters
+    ----------
+    Y : (N, K) int8, POSITIVE / UNKNOWN / REJECTED. Only POSITIVE and REJECTED cells count.
+    probs : (N, K) float probabilities.
+    weights : optional (N, K) float cell weights (0 = ignored); lets callers count weak negatives.
+    default : threshold of a class without a known positive and a known negative.
+
+    Returns
+    -------
+    (K,) float32 thresholds: the midpoint between the best-F1 score and the next lower score.
+    """
+    Y = np.asarray(Y)
+    probs = np.asarray(probs, np.float64)
+    w_all = (Y != UNKNOWN).astype(np.float64) if weights is None else np.asarray(weights, np.float64)
+    out = np.full(Y.shape[1], default, np.float32)
+    for j in range(Y.shape[1]):
+        m = w_all[:, j] > 0
+        y = Y[m, j] == POSITIVE
+        if not y.any() or y.all():
+            continue
+        w = w_all[m, j]
+        s = probs[m, j]
+        order = np.argsort(-s, kind="stable")
+        s, y, w = s[order], y[order], w[order]
+        tp = np.cumsum(w * y)
+        fp = np.cumsum(w * ~y)
+        # only cut between distinct scores
+        last = np.r_[s[1:] != s[:-1], True]
+        f1 = _safe_div(2 * tp, tp + fp + (w * y).sum())
+        f1 = np.where(last, f1, -1.0)
+        i = int(np.argmax(f1))
+        nxt = s[i + 1] if i + 1 < len(s) else 0.0
+        out[j] = np.float32((s[i] + nxt) / 2)
+    return out
+
+
+# ---------------------------------------------------------------------- JSON
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, pd.DataFrame):
+        df = x.reset_index() if (x.index.name is not None or not isinstance(x.index, pd.RangeIndex)) else x
+        return [{str(k): _jsonable(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+    if isinstance(x, pd.Series):
+        return _jsonable(x.to_dict())
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return None if math.isnan(v) or math.isinf(v) else v
+    return x
+
+
+def report_to_json(report: dict[str, Any], *, drop: Sequence[str] = ("y_pred",)) -> dict[str, Any]:
+    """A JSON-able copy of a report: DataFrames become lists of records (index as a column), arrays
+    nested lists, NaN becomes None. ``drop`` names per-sample keys left out (stored elsewhere)."""
+    return {k: _jsonable(v) for k, v in report.items() if k not in drop}
+
+
+def report_from_json(obj: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`report_to_json` for display: record lists become DataFrames, confusion an array."""
+    out = dict(obj)
+    if isinstance(out.get("per_class"), list):
+        out["per_class"] = pd.DataFrame(out["per_class"]).set_index("class")
+    for key in ("reliability", "real_by_n_labels"):
+        if isinstance(out.get(key), list):
+            out[key] = pd.DataFrame(out[key])
+    if isinstance(out.get("confusion"), list):
+        out["confusion"] = np.asarray(out["confusion"], np.int64)
+    return out

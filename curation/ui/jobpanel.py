@@ -1,0 +1,98 @@
+"""Submitting jobs and a polling panel that shows their progress, with Cancel and Resume."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import pandas as pd
+import streamlit as st
+
+from curation.workspace import Workspace
+
+from curation.ui import state
+from curation.ui.widgets import guard
+
+ACTIVE = ("queued", "running", "cancelling")
+ICONS = {"done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+
+
+def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
+    """Start a job in its worker process; returns its id (None, with an error shown, when it cannot start)."""
+    from curation import jobs
+
+    with guard(f"starting the {kind} job"):
+        job_id = jobs.submit(ws, kind, params or {})
+        st.session_state.setdefault(state.K_SEEN_ACTIVE, set()).add(int(job_id))
+        st.toast(f"Started {kind} job {job_id}")
+        return job_id
+    return None
+
+
+def _recent(ws: Workspace, kinds: Sequence[str] | None) -> pd.DataFrame:
+    from curation import jobs
+
+    df = jobs.refresh(ws)
+    return df[df["kind"].isin(kinds)] if kinds else df
+
+
+def _job_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
+    from curation import jobs
+
+    left, right = st.columns([5, 1])
+    with left:
+        st.progress(float(min(max(rec["progress"] or 0.0, 0.0), 1.0)),
+                    text=f"Job {job_id} · {rec['kind']} · {rec['status']} — {rec['message'] or '…'}")
+    with right:
+        if st.button("Cancel", key=f"{key}_cancel_{job_id}", disabled=rec["status"] == "cancelling"):
+            with guard("cancelling"):
+                jobs.cancel(ws, job_id)
+                st.toast(f"Cancelling job {job_id}")
+
+
+def _finished_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
+    from curation import jobs
+
+    when = time.strftime("%H:%M:%S", time.localtime(rec["finished"])) if rec["finished"] else ""
+    line = f"{ICONS.get(rec['status'], '')} Job {job_id} · {rec['kind']} · {rec['status']} {when}"
+    left, right = st.columns([5, 1])
+    with left:
+        st.write(line)
+        if rec["status"] == "failed" and rec["error"]:
+            st.error(rec["error"])
+        elif rec["status"] == "interrupted":
+            st.caption(rec["message"])
+    with right:
+        if rec["status"] in ("failed", "interrupted", "cancelled"):
+            if st.button("Resume", key=f"{key}_resume_{job_id}"):
+                with guard("resuming"):
+                    new = jobs.resume(ws, job_id)
+                    st.session_state.setdefault(state.K_SEEN_ACTIVE, set()).add(int(new))
+                    st.rerun()
+
+
+def jobs_panel(ws: Workspace, *, kinds: Sequence[str] | None = None, key: str = "jobs", n_finished: int = 3) -> None:
+    """Running jobs (progress, message, Cancel) and the last finished ones, refreshed every second.
+
+    When a job this session saw running finishes, the whole page reruns so new artifacts appear.
+    """
+
+    @st.fragment(run_every="1s")
+    def panel() -> None:
+        with guard("reading jobs"):
+            df = _recent(ws, kinds)
+            active = df[df["status"].isin(ACTIVE)]
+            seen: set = st.session_state.setdefault(state.K_SEEN_ACTIVE, set())
+            ended = {j for j in seen if j in df.index and df.loc[j, "status"] not in ACTIVE}
+            seen.update(int(j) for j in active.index)
+            if active.empty:
+                st.caption("No job running.")
+            for job_id, rec in active.iterrows():
+                _job_row(ws, int(job_id), rec, key=key)
+            for job_id, rec in df[~df["status"].isin(ACTIVE)].head(n_finished).iterrows():
+                _finished_row(ws, int(job_id), rec, key=key)
+            if ended:
+                seen.difference_update(ended)
+                st.rerun(scope="app")
+
+    panel()

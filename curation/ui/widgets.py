@@ -1,0 +1,120 @@
+"""Reusable page pieces: error guard, workspace gate, sidebar, thumbnail grids, undo."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+import streamlit as st
+
+from curation.workspace import Workspace
+
+from curation.ui import loaders, state
+
+log = logging.getLogger(__name__)
+
+GRID_PAGE = 48
+
+
+@contextmanager
+def guard(what: str = "") -> Iterator[None]:
+    """Show an engine error as ``st.error(message)`` (the traceback goes to the server log only)."""
+    try:
+        yield
+    except ImportError as exc:
+        log.exception("missing module while %s", what)
+        st.error(f"{what + ': ' if what else ''}this needs a part of curation or a library that is not "
+                 f"available here ({exc}).")
+    except Exception as exc:  # engine errors carry user-facing messages; st.stop/rerun are BaseExceptions
+        log.exception("error while %s", what)
+        st.error(f"{what + ': ' if what else ''}{exc}")
+
+
+def sidebar() -> None:
+    """The sidebar: which workspace this session works on, with a box to open another."""
+    with st.sidebar:
+        path = state.workspace_path()
+        st.caption("Workspace")
+        st.code(str(path), language=None)
+        with st.form("open_workspace", border=False):
+            other = st.text_input("Open another workspace folder", placeholder="/path/to/workspace")
+            if st.form_submit_button("Open") and other.strip():
+                st.session_state[state.K_WORKSPACE] = other.strip()
+                st.rerun()
+
+
+def require_workspace() -> Workspace:
+    """The session's workspace; without one, point to Home (where one is built or created) and stop."""
+    sidebar()
+    ws = None
+    with guard("opening the workspace"):
+        ws = loaders.current_workspace()
+    if ws is None:
+        st.warning(f"No workspace at {state.workspace_path()}. Build the demo or create one on the Home page.")
+        st.page_link("app.py", label="Go to Home", icon="🏠")
+        st.stop()
+    return ws
+
+
+def thumbnails(ws: Workspace, ids: Sequence[int]) -> tuple[list[str], list[int]]:
+    """Thumbnail files of the samples that can be shown, and the ids that cannot (missing or broken)."""
+    from curation.images import thumbnail_path
+
+    paths, bad = [], []
+    for sid in ids:
+        try:
+            paths.append(str(thumbnail_path(ws, int(sid))))
+        except Exception:  # a vanished or broken file must not hide the rest of the grid
+            log.warning("no thumbnail for sample %s", sid, exc_info=True)
+            bad.append(int(sid))
+    return paths, bad
+
+
+def page_slice(n: int, *, key: str, per_page: int = GRID_PAGE) -> slice:
+    """A page picker for ``n`` items; returns the slice of the current page."""
+    pages = max(1, -(-n // per_page))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages}, {per_page} a page)", min_value=1, max_value=pages,
+                                   value=1, step=1, key=key))
+    return slice((page - 1) * per_page, min(n, page * per_page))
+
+
+def image_grid(ws: Workspace, ids: np.ndarray, captions: Sequence[str], *, key: str,
+               per_page: int = GRID_PAGE, width: int = 120) -> None:
+    """Paged thumbnails (served over HTTP by ``st.image``), each captioned with its id and labels."""
+    ids = np.asarray(ids, np.int64)
+    if len(ids) == 0:
+        st.caption("No images.")
+        return
+    page = page_slice(len(ids), key=key, per_page=per_page)
+    shown = ids[page]
+    caps = dict(zip(shown.tolist(), list(captions)[page]))
+    paths, bad = thumbnails(ws, shown)
+    ok = [int(s) for s in shown if int(s) not in set(bad)]
+    if paths:
+        st.image(paths, width=width, caption=[f"#{s} {caps[s]}" for s in ok])
+    if bad:
+        st.caption(f"{len(bad)} images could not be read: {', '.join(map(str, bad[:10]))}")
+
+
+def toast_batch(batch_id: int | None, what: str) -> None:
+    """Tell the user what a label action wrote, and remember it for Undo."""
+    if batch_id is None:
+        st.toast(f"{what}: nothing changed")
+    else:
+        state.remember_batch(batch_id)
+        st.toast(f"{what}: batch {batch_id}")
+
+
+def undo_last_button(ws: Workspace, *, key: str) -> None:
+    """An "Undo last" button for the newest batch this session wrote."""
+    last = st.session_state.get(state.K_LAST_BATCH)
+    if st.button(f"Undo last (batch {last})" if last else "Undo last", key=key, disabled=last is None):
+        with guard("undoing"):
+            undo = ws.store.undo(int(last))
+            st.session_state.pop(state.K_LAST_BATCH, None)
+            st.toast(f"Undid batch {last}" + (f" (undo batch {undo})" if undo else ""))
+            st.rerun()
