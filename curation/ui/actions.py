@@ -24,12 +24,14 @@ VERDICTS = {
 def bulk_label(ws: Workspace, ids: np.ndarray, class_name: str, action: str) -> int | None:
     """Assign, add or remove one class on many samples as one ``bulk`` batch.
 
+    Assigning or adding a class name that does not exist yet creates the class.
+
     Returns
     -------
     The batch id, or None when no label changed.
     """
     ids = np.asarray(ids, np.int64)
-    cid = ws.store.class_id(class_name)
+    cid = ws.store.class_id(class_name) if action == "remove" else ws.store.add_classes([class_name])[0]
     note = f"{action} {class_name!r} on {len(ids)} samples"
     if action == "assign":
         return ws.store.set_label(ids, cid, source="bulk", note=note)

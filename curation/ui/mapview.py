@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +35,12 @@ def legend_frame(values: Sequence[str], colours: dict[str, str]) -> pd.DataFrame
     counts = pd.Series(list(values), dtype=object).value_counts()
     return pd.DataFrame({"category": list(colours), "colour": list(colours.values()),
                          "points": [int(counts.get(c, 0)) for c in colours]})
+
+
+def legend_style(legend: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    """The colour key styled for ``st.dataframe``: each colour cell painted in its colour, text hidden."""
+    return (legend.style.apply(lambda col: [f"background-color: {c}" for c in col], subset=["colour"])
+            .format({"colour": lambda _: ""}))
 
 
 def map_figure(xy: np.ndarray, ids: np.ndarray, *, categories: Sequence[str] | None = None,
@@ -78,3 +85,45 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str]) -> go.Fi
                       xaxis={"title": {"text": "predicted"}, "side": "bottom"},
                       yaxis={"title": {"text": "true"}, "autorange": "reversed"})
     return fig
+
+
+def colour_by(mode: str, ids: np.ndarray, *, label_text: Sequence[str], sugg: pd.DataFrame | None = None,
+              splits: pd.Series | None = None, clusters: pd.Series | None = None
+              ) -> tuple[list[str] | None, np.ndarray | None]:
+    """What to colour each point by: ``(categories, None)`` or ``(None, continuous values)``.
+
+    Parameters
+    ----------
+    mode : one of COLOUR_MODES.
+    ids : (N,) sample ids of the drawn points; ``label_text`` follows them.
+    sugg, splits, clusters : indexed by sample id (missing entries become "(none)" / NaN).
+    """
+    ids = np.asarray(ids, np.int64)
+    if mode == "label":
+        return list(label_text), None
+    if mode == "confidence":
+        if sugg is None:
+            return None, np.full(len(ids), np.nan)
+        return None, sugg["confidence"].reindex(ids).to_numpy(float)
+    source = {"suggestion": None if sugg is None else sugg["class_name"], "split": splits,
+              "cluster": clusters}.get(mode, "unknown")
+    if isinstance(source, str):
+        raise ValueError(f"Unknown colour mode {mode!r}; use one of {COLOUR_MODES}.")
+    if source is None:
+        return ["(none)"] * len(ids), None
+    values = source.reindex(ids)
+    return [("(none)" if pd.isna(v) or v == "" else str(v)) for v in values], None
+
+
+def hover_text(ids: np.ndarray, label_text: Sequence[str], sugg: pd.DataFrame | None = None) -> list[str]:
+    """Hover lines: id and labels, plus the suggestion and its confidence when there is one.
+
+    User text is HTML-escaped: plotly interprets a few tags in hover text.
+    """
+    out = [f"#{i} · {escape(t)}" for i, t in zip(np.asarray(ids).tolist(), label_text)]
+    if sugg is None:
+        return out
+    s = sugg.reindex(np.asarray(ids, np.int64))
+    names, conf = s["class_name"].tolist(), s["confidence"].to_numpy(float)
+    return [f"{line}<br>suggests {escape(n)} ({c:.2f})" if isinstance(n, str) else line
+            for line, n, c in zip(out, names, conf)]

@@ -54,12 +54,14 @@ def confusion_cell_ids(ids: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, 
     -------
     (M,) int64 sample ids.
     """
-    ids, y_true, y_pred = np.asarray(ids), np.asarray(y_true), np.asarray(y_pred)
-    mask = (y_true == true_idx) & (y_pred == pred_idx)
+    from curation.evaluate import confusion_cell
+
+    ids = np.asarray(ids, np.int64)
+    rows = confusion_cell(y_true, y_pred, true_idx, pred_idx)
     if confidence is None:
-        return np.sort(ids[mask]).astype(np.int64)
-    order = np.argsort(-np.asarray(confidence)[mask], kind="stable")
-    return ids[mask][order].astype(np.int64)
+        return np.sort(ids[rows])
+    order = np.argsort(-np.asarray(confidence)[rows], kind="stable")
+    return ids[rows][order]
 
 
 def worst_cell(confusion: np.ndarray) -> tuple[int, int]:

@@ -118,3 +118,16 @@ def undo_last_button(ws: Workspace, *, key: str) -> None:
             st.session_state.pop(state.K_LAST_BATCH, None)
             st.toast(f"Undid batch {last}" + (f" (undo batch {undo})" if undo else ""))
             st.rerun()
+
+
+def optional(load, ws: Workspace, what: str):
+    """``load(ws)``, or None with a short note when the engine part behind it is unavailable or fails."""
+    try:
+        return load(ws)
+    except ImportError:
+        log.warning("%s unavailable", what, exc_info=True)
+        st.caption(f"{what.capitalize()} unavailable in this installation.")
+    except Exception as exc:  # engine errors carry user-facing messages
+        log.exception("loading %s", what)
+        st.error(f"Loading {what}: {exc}")
+    return None

@@ -1,0 +1,290 @@
+"""The 2-D map: UMAP fitted on the cached faiss kNN graph (PCA as the instant fallback), cached by key."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+from curation.progress import ProgressFn, null_progress, sub_progress
+
+log = logging.getLogger(__name__)
+
+METHODS = ("umap", "pca")
+SAMPLE_LIMIT = 50_000
+"""Above this many samples UMAP is fitted on a seeded sample and the rest are placed from their neighbours."""
+SCALE = 10.0
+"""Normalised maps span about [-SCALE, SCALE] on their longer axis (0.5-99.5 percentile box)."""
+DEFAULTS: dict[str, Any] = {"reproducible": True, "k": 15, "min_dist": 0.1, "seed": 0,
+                            "sample_limit": SAMPLE_LIMIT}
+
+_warm_lock = threading.Lock()
+_warmed: set[str] = set()
+
+
+# ---------------------------------------------------------------------- helpers
+def normalise_coords(coords: np.ndarray) -> np.ndarray:
+    """Centre a 2-D layout and scale it so its 0.5-99.5 percentile box spans [-SCALE, SCALE] on the long axis.
+
+    Parameters
+    ----------
+    coords : (N, 2) float.
+
+    Returns
+    -------
+    (N, 2) float32; aspect ratio kept, outliers not clipped.
+    """
+    c = np.asarray(coords, np.float64)
+    if len(c) == 0:
+        return np.zeros((0, 2), np.float32)
+    lo, hi = np.percentile(c, [0.5, 99.5], axis=0)
+    centre = (lo + hi) / 2
+    half = float(np.max(hi - lo)) / 2
+    if not np.isfinite(half) or half <= 0:
+        half = 1.0
+    return ((c - centre) * (SCALE / half)).astype(np.float32)
+
+
+def pca_map(vectors: np.ndarray, *, fit_limit: int = 100_000, seed: int = 0) -> np.ndarray:
+    """The top two principal components, normalised; instant even for millions of rows.
+
+    Parameters
+    ----------
+    vectors : (N, D) float32.
+    fit_limit : the components are fitted on at most this many (seeded) rows.
+
+    Returns
+    -------
+    (N, 2) float32 coordinates, signs fixed so the result is deterministic.
+    """
+    x = np.asarray(vectors, np.float32)
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    fit = x if n <= fit_limit else x[np.sort(np.random.default_rng(seed).choice(n, fit_limit, replace=False))]
+    mean = fit.mean(0, dtype=np.float64)
+    centred = fit.astype(np.float64) - mean
+    cov = centred.T @ centred / max(len(fit) - 1, 1)
+    evals, evecs = np.linalg.eigh(cov)
+    comps = evecs[:, ::-1][:, :2]
+    if comps.shape[1] < 2:  # 1-d input
+        comps = np.pad(comps, ((0, 0), (0, 2 - comps.shape[1])))
+    signs = np.sign(comps[np.abs(comps).argmax(0), np.arange(2)])
+    comps = comps * np.where(signs == 0, 1, signs)
+    return normalise_coords((x - mean.astype(np.float32)) @ comps.astype(np.float32))
+
+
+def warm_umap(*, parallel: bool | None = None) -> None:
+    """Run a tiny UMAP once to pay numba's compilation (25-30 s a process) up front; idempotent.
+
+    Parameters
+    ----------
+    parallel : warm the single-threaded (False), the parallel (True) or both (None) optimisers.
+    """
+    modes = ["serial", "parallel"] if parallel is None else ["parallel" if parallel else "serial"]
+    with _warm_lock:
+        todo = [m for m in modes if m not in _warmed]
+        if not todo:
+            return
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(120, 8)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        from curation.neighbors import knn
+
+        idx, sims = knn(x, k=9)
+        for mode in todo:
+            _umap_fit(x, idx, sims, k=10, min_dist=0.1, reproducible=mode == "serial", seed=0, n_epochs=5)
+            _warmed.add(mode)
+        log.info("UMAP warmed (%s)", ", ".join(todo))
+
+
+def _umap_fit(vectors: np.ndarray, idx: np.ndarray, sims: np.ndarray, *, k: int, min_dist: float,
+              reproducible: bool, seed: int, n_epochs: int | None = None) -> np.ndarray:
+    """UMAP on a precomputed kNN graph.
+
+    ``idx``/``sims`` exclude self; umap-learn expects each row to start with the point itself at
+    distance 0 and to hold exactly ``n_neighbors`` columns, so self is prepended and the graph is
+    cut to ``k - 1`` others. Distances are cosine distances ``1 - sim`` (clipped at 0).
+    """
+    try:
+        import umap
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("umap-learn is needed for the UMAP map: `pip install umap-learn` (or use method='pca').") from exc
+    n = len(vectors)
+    k = int(min(k, idx.shape[1] + 1))
+    rows = np.arange(n, dtype=np.int64)[:, None]
+    knn_idx = np.ascontiguousarray(np.concatenate([rows, np.asarray(idx[:, : k - 1], np.int64)], 1))
+    knn_d = np.concatenate([np.zeros((n, 1), np.float32), np.maximum(1.0 - np.asarray(sims[:, : k - 1]), 0.0)], 1)
+    reducer = umap.UMAP(n_neighbors=k, n_components=2, metric="cosine", min_dist=min_dist,
+                        precomputed_knn=(knn_idx, np.ascontiguousarray(knn_d, np.float32)),
+                        random_state=seed if reproducible else None, n_jobs=1 if reproducible else -1,
+                        n_epochs=n_epochs, low_memory=True, verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        warnings.filterwarnings("ignore", message=".*n_jobs.*")
+        return np.asarray(reducer.fit_transform(vectors), np.float32)
+
+
+def place_out_of_sample(fit_vectors: np.ndarray, fit_coords: np.ndarray, vectors: np.ndarray, *,
+                        k: int = 15, progress: ProgressFn | None = None) -> np.ndarray:
+    """Place new points at the membership-weighted mean of their k nearest fitted points.
+
+    This is umap-learn's own ``transform`` initialisation (fuzzy membership weights from
+    ``smooth_knn_dist``), without its extra optimisation epochs; it needs no NNDescent index.
+
+    Parameters
+    ----------
+    fit_vectors : (S, D) float32 L2-normalised vectors UMAP was fitted on.
+    fit_coords : (S, 2) their coordinates.
+    vectors : (M, D) float32 L2-normalised vectors to place.
+
+    Returns
+    -------
+    (M, 2) float32 coordinates in the frame of ``fit_coords``.
+    """
+    from umap.umap_ import smooth_knn_dist
+
+    from curation.neighbors import search
+
+    idx, sims = search(fit_vectors, vectors, k=k, progress=progress)
+    d = np.maximum(1.0 - sims, 0.0).astype(np.float32)
+    sigmas, rhos = smooth_knn_dist(d, float(idx.shape[1]), local_connectivity=1.0)
+    w = np.exp(-np.maximum(d - rhos[:, None], 0.0) / np.maximum(sigmas[:, None], 1e-12))
+    w /= np.maximum(w.sum(1, keepdims=True), 1e-12)
+    return np.einsum("mk,mkc->mc", w, np.asarray(fit_coords)[idx]).astype(np.float32)
+
+
+def umap_map(vectors: np.ndarray, *, idx: np.ndarray | None = None, sims: np.ndarray | None = None,
+             k: int = 15, min_dist: float = 0.1, reproducible: bool = True, seed: int = 0,
+             sample_limit: int = SAMPLE_LIMIT, progress: ProgressFn | None = None) -> np.ndarray:
+    """UMAP coordinates of vectors, fitted on a faiss kNN graph (no workspace, no cache).
+
+    Parameters
+    ----------
+    vectors : (N, D) float32 L2-normalised.
+    idx, sims : optional precomputed (N, >= k-1) kNN graph without self (from ``neighbors.knn``);
+        used only when the whole set is fitted.
+    k : UMAP ``n_neighbors`` (self included, as umap-learn counts).
+    reproducible : seeded and single-threaded; otherwise parallel on every core (not reproducible).
+    sample_limit : above this N, fit on a seeded sample of ``sample_limit`` rows and place the rest
+        with :func:`place_out_of_sample`.
+
+    Returns
+    -------
+    (N, 2) float32, normalised with :func:`normalise_coords`.
+    """
+    from curation.neighbors import knn
+
+    progress = progress or null_progress
+    x = np.ascontiguousarray(vectors, np.float32)
+    n = len(x)
+    if n < max(2 * k, 32):
+        log.info("only %d samples: using PCA instead of UMAP", n)
+        return pca_map(x)
+    warm_umap(parallel=not reproducible)
+    if n > sample_limit:
+        fit_rows = np.sort(np.random.default_rng(seed).choice(n, sample_limit, replace=False))
+        rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
+        progress(0.05, f"neighbours of a {sample_limit:,}-sample fit set")
+        f_idx, f_sims = knn(x[fit_rows], k=k - 1)
+        progress(0.2, f"UMAP on {sample_limit:,} of {n:,} samples")
+        fit_coords = _umap_fit(x[fit_rows], f_idx, f_sims, k=k, min_dist=min_dist, reproducible=reproducible,
+                               seed=seed)
+        progress(0.85, f"placing the other {len(rest):,} samples")
+        out = np.empty((n, 2), np.float32)
+        out[fit_rows] = fit_coords
+        out[rest] = place_out_of_sample(x[fit_rows], fit_coords, x[rest], k=k,
+                                        progress=sub_progress(progress, 0.85, 0.99))
+    else:
+        if idx is None or sims is None or idx.shape[1] < k - 1:
+            progress(0.05, "neighbours")
+            idx, sims = knn(x, k=k - 1)
+        progress(0.3, f"UMAP on {n:,} samples")
+        out = _umap_fit(x, idx, sims, k=k, min_dist=min_dist, reproducible=reproducible, seed=seed)
+    progress(1.0, "map ready")
+    return normalise_coords(out)
+
+
+# ---------------------------------------------------------------------- workspace API
+def _params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    if method not in METHODS:
+        raise ValueError(f"Unknown map method {method!r}; choose one of {METHODS}.")
+    bad = set(params) - set(DEFAULTS)
+    if bad:
+        raise TypeError(f"Unknown map parameters {sorted(bad)}; known: {sorted(DEFAULTS)}.")
+    if method == "pca":
+        return {}
+    return {**DEFAULTS, **params}
+
+
+def map_key(emb: Any, *, method: str = "umap", **params: Any) -> tuple[str, dict[str, Any]]:
+    """Artifact key and config of a map (embeddings key + ids fingerprint + method + parameters)."""
+    from curation.artifacts import make_key
+    from curation.neighbors import ids_fingerprint
+
+    p = _params(method, params)
+    if p and len(emb.ids) <= p["sample_limit"]:
+        p["sample_limit"] = None  # irrelevant below the limit: keep the key stable
+    config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "method": method, **p}
+    return make_key(config), config
+
+
+def load_map(ws: Any, emb: Any, *, method: str = "umap", **params: Any) -> np.ndarray | None:
+    """The cached map of ``emb`` for these parameters, or None when it was not computed yet.
+
+    Returns
+    -------
+    (N, 2) float32 aligned with ``emb.ids``, read-only; or None.
+    """
+    key, _ = map_key(emb, method=method, **params)
+    arr = ws.artifacts.load_array("map", key, mmap=False)
+    if arr is not None and arr.shape != (len(emb.ids), 2):
+        log.warning("cached map %s has shape %s, expected %s: recompute it", key, arr.shape, (len(emb.ids), 2))
+        return None
+    return arr
+
+
+def compute_map(ws: Any, emb: Any, *, method: str = "umap", reproducible: bool = True, k: int = 15,
+                min_dist: float = 0.1, seed: int = 0, sample_limit: int = SAMPLE_LIMIT,
+                progress: ProgressFn | None = None) -> np.ndarray:
+    """The 2-D map of a workspace's embeddings, cached as artifact kind ``map``.
+
+    Parameters
+    ----------
+    ws : Workspace.
+    emb : embeddings-like object: ``ids`` (N,) int64, ``vectors`` (N, D) float32 L2-normalised, ``key``.
+    method : ``"umap"`` (on the cached faiss kNN graph, see :func:`umap_map`) or ``"pca"`` (instant).
+    reproducible : seeded single-threaded UMAP (same map every time) or parallel (faster, varies).
+    k : UMAP ``n_neighbors``; the graph is the shared ``knn_graph(ws, emb, k=k)``.
+    sample_limit : above this N, UMAP is fitted on a sample and the rest are placed from neighbours.
+
+    Returns
+    -------
+    (N, 2) float32 aligned with ``emb.ids``, normalised to about [-10, 10].
+    """
+    params = {} if method == "pca" else {"reproducible": reproducible, "k": k, "min_dist": min_dist, "seed": seed,
+                                         "sample_limit": sample_limit}
+    cached = load_map(ws, emb, method=method, **params)
+    if cached is not None:
+        log.debug("map (%s) loaded from cache", method)
+        return cached
+    key, config = map_key(emb, method=method, **params)
+    progress = progress or null_progress
+    if method == "pca":
+        coords = pca_map(emb.vectors)
+    else:
+        idx = sims = None
+        n = len(emb.ids)
+        if max(2 * k, 32) <= n <= sample_limit:
+            from curation.neighbors import knn_graph
+
+            idx, sims = knn_graph(ws, emb, k=k, progress=sub_progress(progress, 0.0, 0.3))
+        coords = umap_map(emb.vectors, idx=idx, sims=sims, k=k, min_dist=min_dist, reproducible=reproducible,
+                          seed=seed, sample_limit=sample_limit, progress=sub_progress(progress, 0.3, 1.0))
+    ws.artifacts.save_array("map", key, coords, config=config)
+    coords.setflags(write=False)
+    log.info("map (%s) of %d samples saved as map/%s", method, len(coords), key)
+    return coords
