@@ -167,7 +167,8 @@ def build_demo(dest: Path | str, *, n: int = 3000, flip_rate: float = 0.08, unla
 
     Parameters
     ----------
-    dest : workspace folder. An existing demo workspace there is opened as is.
+    dest : workspace folder. An existing demo workspace there is opened as is; a demo build that was
+        interrupted is finished (the steps are deterministic and ingest is idempotent).
     n : images, stratified over the 10 classes.
     flip_rate : fraction of labelled images given a wrong label (half to a look-alike class, half uniform).
     unlabelled_rate : fraction of images without a label.
@@ -197,7 +198,8 @@ def build_demo(dest: Path | str, *, n: int = 3000, flip_rate: float = 0.08, unla
             log.info("opening the existing demo workspace %s (%s, n=%s)", dest, truth.get("source"), truth.get("n"))
             progress(1.0, "demo workspace already built")
             return ws
-        if len(ws.store.sample_ids(include_missing=True)):
+        own = all(r.resolve().is_relative_to(ws.images.resolve()) for r in ws.store.roots().values())
+        if len(ws.store.sample_ids(include_missing=True)) and not own:
             raise DemoUnavailable(f"{dest} is a workspace with images that is not a demo: choose an empty folder "
                                   "for the demo.")
     notice = None

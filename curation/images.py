@@ -90,6 +90,9 @@ def _open_decoded(data: bytes, *, max_pixels: int = MAX_PIXELS, draft: int | Non
     except Image.DecompressionBombError as exc:
         raise ImageError(f"too large: {_bomb_pixels(exc)} pixels, limit {max_pixels}") from None
     except UnidentifiedImageError:
+        fmt = _sniff(data)
+        if fmt:
+            raise ImageError(f"truncated or corrupt: {fmt} header cannot be read") from None
         raise ImageError("not an image") from None
     except Exception as exc:  # noqa: BLE001 - any parser error means a corrupt header
         raise ImageError(f"truncated or corrupt: {_short(exc)}") from None
@@ -109,6 +112,17 @@ def _open_decoded(data: bytes, *, max_pixels: int = MAX_PIXELS, draft: int | Non
     except Exception as exc:  # noqa: BLE001 - truncated data raises OSError, SyntaxError, EOFError, ValueError...
         raise ImageError(f"truncated or corrupt: {_short(exc)}") from None
     return im
+
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format a file's first bytes announce, so a cut-off header reads as "truncated", not "not an image"."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
 
 
 def _bomb_pixels(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from curation.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image
 from curation.progress import ProgressFn, null_progress, sub_progress
-from curation.store import SPLITS, StoreError
+from curation.store import StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.workspace import Workspace
@@ -108,8 +108,9 @@ def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_r
     source : a folder (ImageFolder ``<class>/<file>``, optionally under ``train/``, ``val/``, ``test/``;
         or flat = unlabelled; a folder holding an HF ``metadata.jsonl`` is read through it), or a manifest
         file (.csv, .tsv, .jsonl, .parquet).
-    labels : "auto" (folder names / the label column), "none" (ignore labels), or the name of the
-        manifest column holding labels.
+    labels : "auto" (folder names / the label column), "folders" (folder names, also for the paths of a
+        manifest: the first folder of each path), "none" (ignore labels), or the name of the manifest column
+        holding labels.
     image_root : folder that relative manifest paths start from (default: the manifest's folder).
     split : force this split ("train", "val", "test" or "") on every image listed.
     progress : ``progress(fraction, message)``; may raise ``Cancelled``.
@@ -146,7 +147,7 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
     under the folder (or a split folder) are unlabelled. Deeper folders belong to their top class folder.
     Folder names ``a%2Fb`` are read as class ``a/b`` (how export writes class names with slashes).
     """
-    if labels not in ("auto", "none", "folder"):
+    if labels not in ("auto", "none", "folder", "folders"):
         raise IngestError(f"labels={labels!r} is not valid for a folder: use 'auto' (folder names) or 'none'.")
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
@@ -220,7 +221,8 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
     if path_col is None:
         raise IngestError(f"{path.name} has no path column (columns: {', '.join(map(str, df.columns)) or 'none'}): "
                           f"name the column holding image paths one of {', '.join(PATH_COLUMNS)}.")
-    if labels == "none":
+    from_folders = labels in ("folder", "folders")
+    if labels == "none" or from_folders:
         label_col = None
     elif labels in ("auto", "column"):
         label_col = next((cols[c] for c in LABEL_COLUMNS if c in cols), None)
@@ -254,6 +256,9 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
             continue
         try:
             names, n_empty = parse_labels(lv)
+            if from_folders:
+                dirs = PurePosixPath(rel).parts[:-1]
+                names = [_folder_class(dirs[0])] if dirs else []
         except ValueError as exc:
             skipped.append((pv, f"{where}: {exc}"))
             continue

@@ -21,12 +21,16 @@ BATCH = 8192
 """Queries per faiss search call (bounds memory, gives progress ticks)."""
 
 
-def _faiss() -> Any:
+def _faiss(threads: int | None = None) -> Any:
+    """Import faiss with ``threads`` OpenMP threads (default: every core; 1 for tiny problems is faster)."""
+    # OpenMP threads that spin-wait between faiss calls starve numpy's BLAS threads and numba on small
+    # machines (k-means auto-k ran 10x slower); PASSIVE must be set before libgomp loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("faiss is needed for neighbours: `pip install faiss-cpu`.") from exc
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    faiss.omp_set_num_threads(int(threads or os.cpu_count() or 1))
     return faiss
 
 

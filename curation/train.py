@@ -106,7 +106,7 @@ class HeadConfig:
         keeps the model near its early (clean) predictions and resists memorising noisy labels.
         Single-label only. ``elr_lambda`` and ``elr_beta`` are the paper's CIFAR-10 defaults.
     unknown_weight : multi-label only. "auto": UNKNOWN cells are masked out (never negatives) for every
-        class that has at least as many REJECTED cells as POSITIVE ones among the training rows;
+        class that has at least one REJECTED cell per four POSITIVE ones among the training rows;
         for the other classes (typically single-positive data imported from folders, where nobody
         rejected anything) an UNKNOWN cell of an image that carries another positive label is a
         *weak assumed negative* of weight ``1 / (K - 1)`` ("WAN", Cole et al. 2021, "Multi-label
@@ -118,7 +118,7 @@ class HeadConfig:
     hidden: int = 512
     dropout: float = 0.1
     epochs: int = 100
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     batch_size: int = 1024
     class_weight: bool = True
@@ -219,7 +219,7 @@ class TrainedHead:
         self.module.eval()
         with torch.no_grad():
             for s in range(0, len(X), batch_size):
-                logits = self.module(torch.from_numpy(X[s:s + batch_size]).to(self.device))
+                logits = self.module(torch.from_numpy(np.array(X[s:s + batch_size])).to(self.device))
                 p = torch.softmax(logits, 1) if self.task == "single" else torch.sigmoid(logits)
                 out[s:s + batch_size] = p.float().cpu().numpy()
         return out
@@ -258,7 +258,7 @@ def _multilabel_weights(Y: np.ndarray, cfg: HeadConfig, K: int, *, weak: np.ndar
         gamma = np.where(weak, 1.0 / max(K - 1, 1) if cfg.unknown_weight == "auto" else float(cfg.unknown_weight),
                          0.0).astype(np.float32)
     elif cfg.unknown_weight == "auto":
-        weak = neg.sum(0) < pos.sum(0)
+        weak = 4 * neg.sum(0) < pos.sum(0)
         gamma = np.where(weak, 1.0 / max(K - 1, 1), 0.0).astype(np.float32)
     else:
         gamma = np.full(K, float(cfg.unknown_weight), np.float32)
@@ -353,8 +353,9 @@ def train_head(X: np.ndarray, Y: np.ndarray, *, task: str = "single", config: He
     module = _build_head(D, K, cfg)
     if cfg.standardize:
         mu = X.mean(0)
-        sd = X.std(0)
-        sd = np.where(sd > 1e-6 * max(float(sd.max()), 1e-12), sd, 1.0)
+        # one isotropic scale (not per dimension): keeps the embedding geometry, so low-variance
+        # (noise) directions are not blown up, which matters most with few labels
+        sd = np.full(X.shape[1], max(float(np.sqrt(X.var(0).mean())), 1e-12))
         module.mean.copy_(torch.from_numpy(mu))
         module.scale.copy_(torch.from_numpy(sd.astype(np.float32)))
     module.to(device)
@@ -613,9 +614,11 @@ def run_training(ws: "Workspace", config: HeadConfig | dict | None = None, *, em
     Returns
     -------
     The run id. Run metrics (JSON): ``task, classes, split_source, n_train, n_val, n_test, n_unlabelled,
-    val`` / ``test`` (``report_to_json`` of the report; ``{}`` when the split is empty), ``pinned``
-    (n, accuracy, failed_ids, n_in_train), ``curves``, ``best_epoch``, ``seconds_train``, ``val_ids``,
-    ``test_ids``, ``thresholds`` (multi) and, for multi, ``weak_negative_classes``.
+    val`` / ``test`` (``report_to_json`` of the report; ``{}`` when the split is empty), the scalar
+    metrics and ``per_class`` records of the headline report (val, else test; named by
+    ``headline_split``) repeated at top level, ``pinned`` (n, accuracy, failed_ids, n_in_train) and
+    ``pinned_accuracy``, ``curves``, ``best_epoch``, ``seconds_train``, ``val_ids``, ``test_ids``,
+    and for multi-label ``thresholds`` and ``weak_negative_classes``.
     """
     t0 = time.perf_counter()
     cfg = HeadConfig.from_any(config)
@@ -679,6 +682,14 @@ def run_training(ws: "Workspace", config: HeadConfig | dict | None = None, *, em
         ok = _correct(task, Y[at], probs[at]) if at.any() else np.zeros(0, bool)
         metrics["pinned"] = {"n": int(at.sum()), "accuracy": float(ok.mean()) if at.any() else None,
                              "failed_ids": ids[at][~ok].tolist(), "n_in_train": int((at & tr).sum())}
+        # headline (val, else test) scalars and per-class table also at top level, for the CLI and tables
+        headline_split = "val" if metrics["val"] else "test" if metrics["test"] else ""
+        if headline_split:
+            rep = metrics[headline_split]
+            metrics.update({k: v for k, v in rep.items() if isinstance(v, (int, float)) or v is None})
+            metrics["per_class"] = rep["per_class"]
+        metrics["headline_split"] = headline_split
+        metrics["pinned_accuracy"] = metrics["pinned"]["accuracy"]
         metrics["curves"] = head.curves_
         metrics["best_epoch"] = int(head.best_epoch_)
         metrics["seconds_train"] = float(head.seconds)

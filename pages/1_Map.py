@@ -46,7 +46,9 @@ with left:
 with right:
     if colours is not None:
         key = mapview.legend_frame(cats, colours)
-        st.dataframe(mapview.legend_style(key), hide_index=True, height=min(600, 36 * (len(key) + 1)))
+        st.dataframe(mapview.legend_style(key), hide_index=True, height=min(600, 36 * (len(key) + 1)),
+                     column_config={"colour": st.column_config.TextColumn("", width="small"),
+                                    "points": st.column_config.NumberColumn("n", width="small")})
     st.caption("Drag a box or lasso (toolbar) to select; double-click to clear.")
 
 picked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP_CHART)), shown)

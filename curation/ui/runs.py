@@ -57,10 +57,11 @@ def eval_subset(pred_ids: np.ndarray, probs: np.ndarray, y_true: np.ndarray, met
 
     Returns
     -------
-    ids (M,), y_true (M,), probs (M, K): only labelled samples of the chosen set.
+    ids (M,), y_true (M,), probs (M, K): only labelled samples of the chosen set (classes created after
+    the run, which it cannot predict, are left out).
     """
     pred_ids = np.asarray(pred_ids, np.int64)
-    keep = np.asarray(y_true) >= 0
+    keep = (np.asarray(y_true) >= 0) & (np.asarray(y_true) < np.asarray(probs).shape[1])
     if which in ("val", "test"):
         keep &= np.isin(pred_ids, np.asarray(metrics.get(f"{which}_ids", []), np.int64))
     elif which != "labelled":

@@ -1,0 +1,41 @@
+"""Label history as display tables: batches (who, when, what, undone?) and a batch's events."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from curation.store import STATE_NAMES
+
+EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "imagefolder", "cleanlab")
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def batches_table(batches: pd.DataFrame) -> pd.DataFrame:
+    """One row per batch, newest first: batch, time, actor, source, note, events, undoes, undone by."""
+    if batches.empty:
+        return pd.DataFrame(columns=["batch", "time", "actor", "source", "note", "events", "undoes", "undone_by"])
+    return pd.DataFrame({
+        "batch": batches.index.astype(int),
+        "time": [_when(t) for t in batches["time"]],
+        "actor": batches["actor"].to_numpy(),
+        "source": batches["source"].to_numpy(),
+        "note": batches["note"].to_numpy(),
+        "events": batches["n_events"].astype(int).to_numpy(),
+        "undoes": pd.array(batches["undoes"], dtype="Int64"),
+        "undone_by": pd.array(batches["undone_by"], dtype="Int64"),
+    })
+
+
+def events_table(events: pd.DataFrame) -> pd.DataFrame:
+    """A batch's events: sample, class, and old → new state in words."""
+    return pd.DataFrame({
+        "sample": events["sample_id"].astype(int).to_numpy(),
+        "class": events["class_name"].to_numpy(),
+        "change": [f"{STATE_NAMES.get(int(a), a)} → {STATE_NAMES.get(int(b), b)}"
+                   for a, b in zip(events["prev_state"], events["state"])],
+    })

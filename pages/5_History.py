@@ -1,0 +1,43 @@
+"""History: every label batch (undoable), its events, and exporting the curated labels."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from curation.ui import history, widgets
+
+st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
+st.title("History")
+ws = widgets.require_workspace()
+
+batches = ws.store.batches(limit=500)
+table = history.batches_table(batches)
+if table.empty:
+    st.caption("No label changes yet.")
+else:
+    st.dataframe(table, hide_index=True, height=320)
+    batch_id = st.selectbox("Batch", table["batch"].tolist(), key="history_batch",
+                            format_func=lambda b: f"Batch {b} · {batches.loc[b, 'source']} · "
+                                                  f"{batches.loc[b, 'n_events']} events · {batches.loc[b, 'note']}")
+    undone_by = batches.loc[batch_id, "undone_by"]
+    with st.container(border=True):
+        st.dataframe(history.events_table(ws.store.events(batch_id)), hide_index=True, height=240)
+        if pd.notna(undone_by):
+            st.caption(f"Already undone by batch {int(undone_by)}.")
+        if st.button(f"Undo batch {batch_id}", key="history_undo", disabled=bool(pd.notna(undone_by))):
+            with widgets.guard("undoing"):
+                new = ws.store.undo(int(batch_id))
+                st.toast(f"Undid batch {batch_id}: new batch {new}")
+                st.rerun()
+
+st.subheader("Export")
+with st.form("export"):
+    fmt = st.selectbox("Format", history.EXPORT_FORMATS)
+    dest = st.text_input("Destination", value=str(ws.root / "exports"))
+    if st.form_submit_button("Export"):
+        with widgets.guard("exporting"):
+            from curation.export import export
+
+            path = export(ws, fmt, Path(dest).expanduser())
+            st.success(f"Written to {path}")

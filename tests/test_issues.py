@@ -1,0 +1,170 @@
+"""Label issues, multi-label candidates, near-duplicates, outliers, ambiguity, and the workspace entry point."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curation.issues import (IssuesError, ambiguous_scores, compute_issues, find_label_issues,
+                             label_quality_scores, missing_label_candidates, multilabel_issue_scores,
+                             near_duplicates, outlier_scores)
+from curation.neighbors import knn
+from curation.oof import out_of_fold_probs, out_of_fold_probs_multi
+
+
+@pytest.fixture(scope="module")
+def noisy(blobs):
+    X, y = blobs
+    yn = y.copy()
+    planted = np.arange(3, 600, 40)                    # 15 planted errors
+    yn[planted] = (y[planted] + 2) % 6
+    p = out_of_fold_probs(X, yn, n_classes=6)
+    idx, sims = knn(X, k=15)
+    return X, y, yn, planted, p, idx, sims
+
+
+@pytest.mark.parametrize("method", ["ensemble", "self_confidence", "normalized_margin", "knn"])
+def test_planted_errors_ranked_first(noisy, method):
+    X, y, yn, planted, p, idx, sims = noisy
+    s = label_quality_scores(yn, p, knn_idx=idx, knn_sims=sims, method=method)
+    assert s.shape == (600,) and s.min() >= 0 and s.max() <= 1
+    assert set(np.argsort(s)[:len(planted)]) == set(planted)
+
+
+def test_find_label_issues_contract(noisy):
+    X, y, yn, planted, p, idx, sims = noisy
+    ids = np.arange(600) * 10 + 7
+    df = find_label_issues(yn, p, knn_idx=idx, knn_sims=sims, ids=ids)
+    assert list(df.columns[:4]) == ["is_issue", "score", "given", "suggested"]
+    assert df.index.name == "id" and set(df.index) == set(ids)
+    assert df["score"].is_monotonic_increasing
+    flagged = set(df.index[df["is_issue"]])
+    assert set(ids[planted]) <= flagged and len(flagged) <= 2 * len(planted)
+    assert (df.loc[ids[planted], "suggested"].to_numpy() == y[planted]).all()
+    with pytest.raises(IssuesError, match="align"):
+        find_label_issues(yn[:10], p)
+
+
+def test_unlabelled_samples_score_one(noisy):
+    X, y, yn, planted, p, idx, sims = noisy
+    y2 = yn.copy()
+    y2[:50] = -1
+    s = label_quality_scores(y2, p, knn_idx=idx, knn_sims=sims)
+    assert (s[:50] == 1).all()
+
+
+def test_missing_label_candidates_recover_hidden_positives(blobs):
+    X, y = blobs
+    rng = np.random.default_rng(1)
+    # two-label images: the mean of a class-a and a class-b vector carries both labels
+    a, b = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
+    b = np.where(a == b, (b + 1) % 6, b)
+    ia = np.array([rng.choice(np.flatnonzero(y == c)) for c in a])
+    ib = np.array([rng.choice(np.flatnonzero(y == c)) for c in b])
+    Xm = np.r_[X, (X[ia] + X[ib]) / 2].astype(np.float32)
+    Y = np.full((900, 6), -1, np.int8)                  # reviewed: every other class rejected
+    Y[np.arange(600), y] = 1
+    Y[600 + np.arange(300), a] = 1
+    Y[600 + np.arange(300), b] = 1
+    hidden = 600 + np.arange(0, 300, 10)                # hide the second label of 30 images
+    Y[hidden, b[hidden - 600]] = 0
+    p = out_of_fold_probs_multi(Xm, Y, C=0.1)
+    cand = missing_label_candidates(Y, p, thresholds=0.3)
+    assert list(cand.columns) == ["sample", "class", "score"]
+    top = set(zip(cand["sample"].head(40), cand["class"].head(40)))
+    found = sum((int(h), int(b[h - 600])) in top for h in hidden)
+    assert found >= 24
+    assert (Y[cand['sample'], cand['class']] == 0).all()
+    ms = multilabel_issue_scores(Y, p)
+    assert ms["score"].between(0, 1).all() and {"worst_class", "score"} <= set(ms.columns)
+
+
+def test_multilabel_issue_scores_flag_wrong_positive(blobs):
+    X, y = blobs
+    Y = np.full((600, 6), -1, np.int8)
+    Y[np.arange(600), y] = 1
+    bad = np.arange(5, 600, 60)
+    Y[bad, y[bad]] = -1
+    Y[bad, (y[bad] + 3) % 6] = 1
+    p = out_of_fold_probs_multi(X, Y, C=0.1)
+    ms = multilabel_issue_scores(Y, p)
+    assert set(ms.index[:len(bad)]) == set(bad)
+    worst = ms.loc[bad, "worst_class"].to_numpy()
+    assert ((worst == (y[bad] + 3) % 6) | (worst == y[bad])).all()
+
+
+def test_near_duplicates_with_conflicting_labels(blobs):
+    X, y = blobs
+    rng = np.random.default_rng(2)
+    src = np.array([0, 150, 320])
+    dup = X[src] + 0.001 * rng.normal(size=(3, X.shape[1])).astype(np.float32)
+    Xd = np.r_[X, dup / np.linalg.norm(dup, axis=1, keepdims=True)].astype(np.float32)
+    yd = np.r_[y, [y[0], (y[150] + 1) % 6, (y[320] + 1) % 6]]
+    idx, sims = knn(Xd, k=5)
+    df = near_duplicates(Xd, knn_idx=idx, knn_sims=sims, threshold=0.99, labels=yd)
+    pairs = set(zip(df["a"], df["b"]))
+    assert {(0, 600), (150, 601), (320, 602)} <= pairs
+    assert len(df) == len(pairs)                       # each pair once
+    assert set(zip(df["a"][df["conflicting_labels"]], df["b"][df["conflicting_labels"]])) == {(150, 601), (320, 602)}
+    assert df["conflicting_labels"].iloc[:2].all()
+
+
+def test_outliers_ranked_lowest(blobs):
+    X, y = blobs
+    rng = np.random.default_rng(3)
+    out = rng.normal(size=(6, X.shape[1]))
+    Xo = np.r_[X, out / np.linalg.norm(out, axis=1, keepdims=True)].astype(np.float32)
+    yo = np.r_[y, [-1] * 6]
+    idx, sims = knn(Xo, k=10)
+    df = outlier_scores(Xo, knn_sims=sims, labels=yo)
+    assert {"knn_score", "gaussian_score", "score"} <= set(df.columns)
+    assert df["score"].between(0, 1).all()
+    assert set(df.index[:6]) == set(range(600, 606))
+    assert set(df.sort_values("gaussian_score").index[:6]) == set(range(600, 606))
+
+
+def test_ambiguous_scores():
+    p = np.array([[0.5, 0.49, 0.01], [0.98, 0.01, 0.01], [0.4, 0.3, 0.3]])
+    df = ambiguous_scores(p)
+    assert df.index[0] == 0 and df.index[-1] == 1
+    assert df.loc[0, "second"] == 1 and df["score"].between(0, 1).all()
+
+
+def _workspace_with_samples(ws, X, labels):
+    n = len(X)
+    recs = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "sha1": [f"{i:040x}" for i in range(n)],
+                         "bytes": 100, "width": 8, "height": 8})
+    ids, _ = ws.store.add_samples(ws.store.root_id(ws.images), recs, labels=labels)
+    return ids
+
+
+def test_compute_issues_contract(ws, blobs):
+    X, y = blobs
+    X, y = X[:300], y[:300]
+    names = [f"c{c}" for c in range(6)]
+    ws.store.add_classes(names)
+    yn = y.copy()
+    planted = np.array([10, 110, 210])
+    yn[planted] = (y[planted] + 1) % 6
+    labels = [[names[c]] if i % 10 != 9 else [] for i, c in enumerate(yn)]
+    ids = _workspace_with_samples(ws, X, labels)
+    emb = SimpleNamespace(ids=ids, vectors=X, key="test-emb")
+    calls = []
+    df = compute_issues(ws, emb, progress=lambda f, m: calls.append(f))
+    assert df.index.name == "id" and (df.index.to_numpy() == ids).all()
+    for col in ("label_score", "outlier_score", "ambiguity_score"):
+        assert df[col].between(0, 1).all(), col
+    assert {"suggested", "is_label_issue", "duplicate_of", "given"} <= set(df.columns)
+    assert set(df["label_score"].nsmallest(3).index) == set(ids[planted])
+    assert (df.loc[ids[planted], "suggested"].to_numpy() == y[planted]).all()
+    assert (df.loc[ids[9::10], "label_score"] == 1).all()
+    assert calls and calls[-1] == 1.0
+    assert len(ws.artifacts.list().query("kind == 'issues'")) == 1
+    df2 = compute_issues(ws, emb)                       # cached
+    pd.testing.assert_frame_equal(df, df2)
+    ws.store.set_label([int(ids[10])], ws.store.class_id(names[y[10]]))
+    compute_issues(ws, emb)                             # a label edit changes the key
+    assert len(ws.artifacts.list().query("kind == 'issues'")) == 2
