@@ -298,6 +298,22 @@ def name_clusters(centroids: np.ndarray, text_emb: np.ndarray | None, names: Seq
     return out
 
 
+def _clusters_config(emb: Any, *, k: int | None, method: str, seed: int) -> dict:
+    from curation.neighbors import ids_fingerprint
+
+    return {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "method": method,
+            "k": None if method == "hdbscan" else k, "seed": int(seed)}
+
+
+def load_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "kmeans",
+                  seed: int = 0) -> pd.DataFrame | None:
+    """The cached clustering of these embeddings (as :func:`compute_clusters` made it), or None."""
+    from curation.artifacts import make_key
+
+    df = ws.artifacts.load_frame("clusters", make_key(_clusters_config(emb, k=k, method=method, seed=seed)))
+    return df if df is not None and len(df) == len(emb.ids) else None
+
+
 def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "kmeans", seed: int = 0,
                      progress: ProgressFn | None = None) -> pd.DataFrame:
     """Cluster a workspace's embeddings, cached as artifact kind ``clusters``.
@@ -313,18 +329,16 @@ def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "
     -------
     DataFrame indexed by sample id (``id``) with an int64 ``cluster`` column (-1 = HDBSCAN noise).
     """
-    from curation.artifacts import make_key
-    from curation.neighbors import ids_fingerprint
-
     if method not in METHODS:
         raise ValueError(f"Unknown clustering method {method!r}; choose one of {METHODS}.")
     progress = progress or null_progress
-    config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "method": method,
-              "k": None if method == "hdbscan" else k, "seed": int(seed)}
-    key = make_key(config)
-    df = ws.artifacts.load_frame("clusters", key)
-    if df is not None and len(df) == len(emb.ids):
+    df = load_clusters(ws, emb, k=k, method=method, seed=seed)
+    if df is not None:
         return df
+    from curation.artifacts import make_key
+
+    config = _clusters_config(emb, k=k, method=method, seed=seed)
+    key = make_key(config)
     progress(0.05, "clustering")
     labels = cluster(emb.vectors, k=k, method=method, seed=seed)
     df = pd.DataFrame({"cluster": labels}, index=pd.Index(np.asarray(emb.ids, np.int64), name="id"))
