@@ -158,7 +158,7 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
 
     page.goto(f"{server}/History")
     _wait_idle(page)
-    page.get_by_text("bulk").first.wait_for(timeout=30_000)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
     _no_exceptions(page)
     page.screenshot(path=str(SHOTS / "6_history.png"), full_page=True)
     if os.environ.get("CURATION_UPDATE_DOCS"):
