@@ -43,10 +43,10 @@ else:
 
 st.subheader("Pipeline")
 c1, c2, c3, c4 = st.columns(4)
-c1.write(("✅" if s.encoder and s.embedded == s.samples else "⬜") + " Embeddings")
-c2.write(("✅" if s.has_map else "⬜") + " Map")
-c3.write(("✅" if s.has_clusters else "⬜") + " Clusters")
-c4.write(("✅" if s.encoder else "⬜") + " Suggestions")
+c1.write((":material/check_circle:" if s.encoder and s.embedded == s.samples else ":material/radio_button_unchecked:") + " Embeddings")
+c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_unchecked:") + " Map")
+c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
+c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
 if st.button("Run pipeline (embed → map → suggestions)", type="primary", disabled=s.samples == 0):
     jobpanel.submit(ws, "pipeline", {})
 jobpanel.jobs_panel(ws, key="home_jobs")

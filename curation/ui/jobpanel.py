@@ -14,7 +14,8 @@ from curation.ui import state
 from curation.ui.widgets import guard
 
 ACTIVE = ("queued", "running", "cancelling")
-ICONS = {"done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/stop_circle:",
+         "interrupted": ":material/warning:"}
 
 
 def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
