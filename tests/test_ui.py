@@ -18,7 +18,8 @@ from curation.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-PAGES = ["pages/1_Map.py", "pages/2_Review.py", "pages/3_Train.py", "pages/4_Evaluate.py", "pages/5_History.py"]
+PAGES = ["pages/1_Map.py", "pages/2_Review.py", "pages/3_Train.py", "pages/4_Evaluate.py", "pages/5_History.py",
+         "pages/6_Search.py"]
 CLASSES = ["circle", "square", "triangle"]
 N = 60
 
@@ -256,3 +257,12 @@ def test_evaluate_drilldown_with_a_run(embedded):
     before = len(ws.store.reviews())
     _button(at, f"verdict_model_wrong_{sid}").click().run()
     assert len(ws.store.reviews()) == before + 1
+
+
+def test_search_by_image_finds_neighbours(embedded: Workspace) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/6_Search.py").run()
+    assert not at.exception
+    at.button(key="search_similar").click().run()
+    assert not at.exception and not at.error
