@@ -23,7 +23,12 @@ ids = np.asarray(emb.ids, np.int64)
 names = ws.store.class_names()
 matrix = ws.store.label_matrix(ids)
 kind = st.radio("Queue", list(labels.QUEUES), format_func=labels.QUEUES.get, horizontal=True, key="review_kind")
-queue = labels.review_queue(ids, matrix, sugg, queue=kind)
+if kind == "issues":
+    found = widgets.optional(loaders.issues, ws, "label-quality ranking")
+    queue = labels.issue_queue(found, names) if found is not None else sugg.iloc[:0]
+    sugg = queue  # accepting takes the ranking's suggested class
+else:
+    queue = labels.review_queue(ids, matrix, sugg, queue=kind)
 queue = queue[~queue.index.isin(review.handled())]
 st.caption(f"{len(queue):,} to review · {len(review.handled())} handled in this session")
 

@@ -266,3 +266,30 @@ def test_search_by_image_finds_neighbours(embedded: Workspace) -> None:
     assert not at.exception
     at.button(key="search_similar").click().run()
     assert not at.exception and not at.error
+
+
+def test_issue_queue_orders_by_label_score() -> None:
+    issues = pd.DataFrame({"given": [0, 1, -1, 0], "is_label_issue": [True, True, False, False],
+                           "suggested": [1, 0, 1, 0], "suggested_prob": [0.9, 0.7, 0.5, 0.9],
+                           "label_score": [0.30, 0.05, 1.0, 0.9]}, index=pd.Index([10, 11, 12, 13], name="id"))
+    q = labels.issue_queue(issues, ["cat", "dog"])
+    assert q.index.tolist() == [11, 10]
+    assert q["class_name"].tolist() == ["cat", "dog"] and (q["source"] == "confident learning + kNN").all()
+
+
+def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None:
+    ids = embedded.store.sample_ids()
+    wrong = int(ids[0])  # class 0 by construction: plant a wrong label
+    embedded.store.set_label([wrong], embedded.store.class_id(CLASSES[1]), source="human")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/2_Review.py").run()
+    at.radio(key="review_kind").set_value("issues").run()
+    assert not at.exception and not at.error
+    before = len(embedded.store.batches())
+    accept = [b for b in at.button if b.key == "review_accept"]
+    assert accept, "the planted error should head the queue"
+    accept[0].click().run()
+    assert len(embedded.store.batches()) == before + 1
+    assert embedded.store.batches().iloc[0]["source"] == "suggestion"
+    assert embedded.store.single_labels(np.array([wrong]))[0] == 0

@@ -13,6 +13,7 @@ NONE = "(unlabelled)"
 QUEUES = {
     "unlabelled": "Unlabelled: confirm suggestions",
     "disagree": "Likely errors: label ≠ suggestion",
+    "issues": "Likely errors: ranked by label quality (confident learning + kNN)",
 }
 
 
@@ -55,6 +56,31 @@ def review_queue(ids: np.ndarray, matrix: np.ndarray, sugg: pd.DataFrame, *, que
     out["class_idx"] = out["class_idx"].astype(np.int64)
     out["_id"] = out.index
     return out.sort_values(["confidence", "_id"], ascending=[False, True]).drop(columns="_id")
+
+
+def issue_queue(issues: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Labelled samples whose label looks wrong, worst label-quality score first.
+
+    Parameters
+    ----------
+    issues : ``curation.issues.compute_issues`` output, indexed by sample id (given, label_score,
+        is_label_issue, suggested, suggested_prob).
+    class_names : names of the label-matrix columns.
+
+    Returns
+    -------
+    Rows shaped like suggestions (class_idx, class_name, confidence, source) plus ``label_score``,
+    ordered by ``label_score`` ascending (ties by id).
+    """
+    df = issues[(issues["given"] >= 0) & issues["is_label_issue"].astype(bool)]
+    names = np.asarray(list(class_names), dtype=object)
+    out = pd.DataFrame({"class_idx": df["suggested"].astype(np.int64),
+                        "class_name": names[df["suggested"].to_numpy(np.int64)] if len(df) else [],
+                        "confidence": df["suggested_prob"].astype(float),
+                        "source": "confident learning + kNN", "label_score": df["label_score"].astype(float)},
+                       index=df.index)
+    out["_id"] = out.index
+    return out.sort_values(["label_score", "_id"]).drop(columns="_id")
 
 
 def nearest_rows(vectors: np.ndarray, row: int, candidates: np.ndarray, *, k: int = 6) -> np.ndarray:

@@ -125,6 +125,21 @@ def suggestions(ws: Workspace) -> pd.DataFrame | None:
     return _suggestions(str(ws.root), stamp(ws), ws.store.last_event_id())
 
 
+@st.cache_resource(show_spinner="Ranking likely label errors…", max_entries=2)
+def _issues(root: str, token: Stamp, last_event: int) -> pd.DataFrame | None:
+    from curation.issues import compute_issues
+
+    emb = _embeddings(root, token)
+    if emb is None:
+        return None
+    return compute_issues(_workspace(root), emb)
+
+
+def issues(ws: Workspace) -> pd.DataFrame | None:
+    """Label-quality, outlier and duplicate scores per sample id (``curation.issues``), or None."""
+    return _issues(str(ws.root), stamp(ws), ws.store.last_event_id())
+
+
 @st.cache_resource(show_spinner="Loading predictions…", max_entries=4)
 def _predictions(root: str, run_id: int) -> tuple[np.ndarray, np.ndarray]:
     from curation.train import load_predictions
