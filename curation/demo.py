@@ -96,10 +96,6 @@ def _example(confusable: dict[str, tuple[str, ...]]) -> str:
     return "e.g. " + ", ".join(pairs)
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 # ---------------------------------------------------------------------- noise
 def stratified_sample(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """(n,) indices into ``y``, as equal per class as the counts allow, sorted ascending."""
@@ -226,7 +222,7 @@ def build_demo(dest: Path | str, *, n: int = 3000, flip_rate: float = 0.08, unla
     ws = Workspace.create(dest, task="single")
     folder = ws.images / dataset
     folder.mkdir(parents=True, exist_ok=True)
-    files = [f"{_slug(class_names[c])}_{i}.png" for c, i in zip(y, idx)]
+    files = [f"{dataset}_{i:05d}.png" for i in idx]  # no class in the name: it would give the flips away
     write = sub_progress(progress, 0.05, 0.4)
     step = max(1, len(idx) // 50)
     for j, (i, name) in enumerate(zip(idx, files)):
