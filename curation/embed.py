@@ -354,6 +354,7 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     progress = progress or null_progress
     if chunk_size < 1:
         raise EmbeddingError("chunk_size must be at least 1.")
+    progress(0.0, "loading the encoder")
     enc = _resolve_encoder(ws, encoder, device)
     if isinstance(enc, PrecomputedEncoder):
         emb = load_embeddings(ws, enc.name)

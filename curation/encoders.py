@@ -416,7 +416,26 @@ def _resolve_tag(arch: str, tag: str | None, kwargs: dict[str, Any]) -> str | No
             if cfg.get(key) is not None:
                 kwargs[arg] = cfg[key]
         return cached
+    if cached is None and not _hub_reachable():
+        raise EncoderUnavailable(f"OpenCLIP weights {arch}:{tag} are not cached and the model hub cannot be "
+                                 f"reached from this machine; {LOCAL_HINT}.")
     return tag
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+
+    Checked before a download so an offline machine falls back at once instead of spending half a
+    minute in the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _cached_openclip_file(arch: str, tag: str) -> str | None:

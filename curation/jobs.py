@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 JobFn = Callable[[Workspace, dict, ProgressFn], dict]
 JOBS: dict[str, JobFn] = {}
 ACTIVE = ("queued", "running", "cancelling")
-_children: list[subprocess.Popen] = []
 
 
 def job(kind: str) -> Callable[[JobFn], JobFn]:
@@ -128,7 +127,6 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int:
                             start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
     out.close()
     ws.store.update_job(job_id, pid=proc.pid)
-    _children.append(proc)
     threading.Thread(target=proc.wait, daemon=True).start()  # reap, so a finished worker is no zombie
     return job_id
 

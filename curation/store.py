@@ -266,8 +266,9 @@ class Store:
             con.executemany("INSERT OR IGNORE INTO samples(root_id, path, sha1, bytes, width, height, split, added) "
                             "VALUES (?,?,?,?,?,?,?,?)", rows)
             known = dict(con.execute("SELECT path, id FROM samples WHERE root_id=?", (root_id,)).fetchall())
-            ids = np.array([known[p] for p in paths], dtype=np.int64)
-            is_new = np.array([p not in before for p in paths], bool)
+            path_series = pd.Series(paths)
+            ids = path_series.map(known).to_numpy(np.int64)
+            is_new = ~path_series.isin(before.keys()).to_numpy()
             # a path listed twice in one call is new only the first time
             _, first = np.unique(ids, return_index=True)
             dup = np.ones(len(ids), bool)
@@ -385,11 +386,9 @@ class Store:
             if exclusive and (st == POSITIVE).any():
                 pos_s = np.unique(s[st == POSITIVE])
                 cur = _current(con, pos_s)
+                # clear the current positives first; a cell also set positive here keeps its positive,
+                # because _append_batch keeps the last write of a cell
                 clear = cur[(cur[:, 2] == POSITIVE)]
-                chosen = set(zip(s[st == POSITIVE].tolist(), c[st == POSITIVE].tolist()))
-                keep = np.array([(a, b) not in chosen for a, b in clear[:, :2].tolist()], bool) if len(clear) else \
-                    np.zeros(0, bool)
-                clear = clear[keep]
                 s = np.concatenate([clear[:, 0], s])
                 c = np.concatenate([clear[:, 1], c])
                 st = np.concatenate([np.zeros(len(clear), np.int64), st])

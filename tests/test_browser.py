@@ -146,7 +146,7 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
         time.sleep(0.5)
     runs = ws.store.runs()
     assert len(runs) and runs.iloc[0]["status"] == "done"
-    assert runs.iloc[0]["last_event_id"] >= int(ws.store.events(newest.name)["batch_id"].index.max())
+    assert runs.iloc[0]["last_event_id"] >= int(ws.store.events(newest.name).index.max())  # trained on the fix
     page.wait_for_timeout(2500)
     page.screenshot(path=str(SHOTS / "4_train.png"), full_page=True)
 

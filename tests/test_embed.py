@@ -362,3 +362,15 @@ def test_efficientnet_lite0_offline_on_fashion(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1, atol=1e-5)
     assert np.all(np.asarray(emb.vectors) >= -1e-6)  # pooled post-swish features are (almost) non-negative
     assert np.unique(np.round(emb.vectors, 4), axis=0).shape[0] == 6
+
+
+def test_unreachable_hub_falls_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network and no cache: the default encoder is the offline one, without the hub client's retries."""
+    from curation import encoders
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("CURATION_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert not encoders._hub_reachable()
+    enc, notice = encoders.default_encoder(device="cpu")
+    assert enc.name == encoders.OFFLINE_ENCODER and "could not be downloaded" in notice

@@ -7,6 +7,7 @@ Labels are not cached: pages read them fresh with ``ws.store.label_matrix(ids)``
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -110,34 +111,28 @@ def clusters(ws: Workspace) -> pd.Series | None:
     return _clusters(str(ws.root), stamp(ws))
 
 
-@st.cache_resource(show_spinner="Computing suggestions…", max_entries=2)
-def _suggestions(root: str, token: Stamp, last_event: int) -> pd.DataFrame | None:
-    from curation.suggest import suggestions as compute
+# Frames that depend on the current labels: (module, function(ws, emb)), recomputed per label event.
+_LABEL_DERIVED = {"suggestions": ("curation.suggest", "suggestions"),
+                  "issues": ("curation.issues", "compute_issues")}
 
+
+@st.cache_resource(show_spinner="Scoring samples against the current labels…", max_entries=4)
+def _label_derived(root: str, token: Stamp, last_event: int, what: str) -> pd.DataFrame | None:
     emb = _embeddings(root, token)
     if emb is None:
         return None
-    return compute(_workspace(root), emb)
+    module, name = _LABEL_DERIVED[what]
+    return getattr(importlib.import_module(module), name)(_workspace(root), emb)
 
 
 def suggestions(ws: Workspace) -> pd.DataFrame | None:
     """Suggestions indexed by sample id (class_idx, class_name, confidence, source), or None without embeddings."""
-    return _suggestions(str(ws.root), stamp(ws), ws.store.last_event_id())
-
-
-@st.cache_resource(show_spinner="Ranking likely label errors…", max_entries=2)
-def _issues(root: str, token: Stamp, last_event: int) -> pd.DataFrame | None:
-    from curation.issues import compute_issues
-
-    emb = _embeddings(root, token)
-    if emb is None:
-        return None
-    return compute_issues(_workspace(root), emb)
+    return _label_derived(str(ws.root), stamp(ws), ws.store.last_event_id(), "suggestions")
 
 
 def issues(ws: Workspace) -> pd.DataFrame | None:
     """Label-quality, outlier and duplicate scores per sample id (``curation.issues``), or None."""
-    return _issues(str(ws.root), stamp(ws), ws.store.last_event_id())
+    return _label_derived(str(ws.root), stamp(ws), ws.store.last_event_id(), "issues")
 
 
 @st.cache_resource(show_spinner="Loading predictions…", max_entries=4)

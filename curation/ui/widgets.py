@@ -93,7 +93,8 @@ def image_grid(ws: Workspace, ids: np.ndarray, captions: Sequence[str], *, key: 
     shown = ids[page]
     caps = dict(zip(shown.tolist(), list(captions)[page]))
     paths, bad = thumbnails(ws, shown)
-    ok = [int(s) for s in shown if int(s) not in set(bad)]
+    unreadable = set(bad)
+    ok = [int(s) for s in shown if int(s) not in unreadable]
     if paths:
         st.image(paths, width=width, caption=[f"#{s} {caps[s]}" for s in ok])
     if bad:
