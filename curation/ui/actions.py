@@ -80,3 +80,27 @@ def record_verdict(ws: Workspace, sample_id: int, verdict: str, *, predicted_idx
         batch = ws.store.add_label([int(sample_id)], cid, source="review", note="review: both valid")
     ws.store.add_reviews([int(sample_id)], queue=queue, verdict=verdict, run_id=run_id, batch_id=batch)
     return batch
+
+
+def mark_reviewed(ws: Workspace, ids: np.ndarray, *, queue: str = "map") -> int:
+    """Record that a person looked at these samples and found their labels right (no label changes).
+
+    Returns
+    -------
+    The number of samples recorded.
+    """
+    ids = np.unique(np.asarray(ids, np.int64))
+    ws.store.add_reviews(ids.tolist(), queue=queue, verdict="reviewed")
+    return len(ids)
+
+
+def pin_samples(ws: Workspace, ids: np.ndarray, *, pin: bool = True) -> int:
+    """Add samples to (or remove them from) the must-not-fail slice every training run reports on.
+
+    Returns
+    -------
+    The size of the slice afterwards.
+    """
+    from curation.train import pin as add, unpin as remove
+
+    return len((add if pin else remove)(ws, np.asarray(ids, np.int64)))
