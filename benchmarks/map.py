@@ -1,13 +1,14 @@
-"""Benchmark: UMAP on the faiss graph vs umap-learn defaults, exact vs HNSW kNN, clustering quality.
+"""Benchmark: curation's UMAP vs umap-learn defaults, exact vs approximate kNN, clustering quality.
 
-Run: ``.venv/bin/python benchmarks/map.py [--sizes 20000 70000] [--ann 100000] [--ann-1m]
-[--embeddings FILE.npy --labels FILE.npy]``. Prints figures and ratios; not a test.
+Run: ``.venv/bin/python benchmarks/map.py [--sizes 20000 70000 100000] [--full-fit] [--ann 100000 1000000]
+[--skip-umap] [--skip-cluster] [--embeddings FILE.npy --labels FILE.npy]``. Prints figures, ratios and the
+load average with each; not a test.
 
 Data: real Fashion-MNIST (Debian ``dataset-fashion-mnist``) pixels reduced to 64-d by PCA and
 L2-normalised, or an (N, D) embeddings ``.npy`` given by flag. Sizes above 70,000 are padded with
-jittered copies of real rows (noted in the output).
+jittered copies of real rows (noted in the output). Both UMAPs run in this one process with numba
+warmed for both first.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -71,77 +72,97 @@ def trust(x: np.ndarray, coords: np.ndarray, n_sub: int = 5000) -> float:
     return float(trustworthiness(x[rows], coords[rows], n_neighbors=10))
 
 
-def bench_umap(x: np.ndarray, y: np.ndarray, sizes: list[int], default_limit: int) -> None:
+def load() -> str:
+    """The 1-minute load average, printed with every figure (the machine is shared)."""
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t, out
+
+
+def ours(xs: np.ndarray, *, reproducible: bool, sample_limit: int) -> np.ndarray:
+    """What ``compute_map`` does without a workspace: exact faiss graph + UMAP, or sample + place + refine."""
+    from curation import project
+    from curation.neighbors import knn
+
+    if len(xs) <= sample_limit:
+        idx, sims = knn(xs, k=14)
+        return project.umap_map(xs, idx=idx, sims=sims, reproducible=reproducible, sample_limit=sample_limit)
+    return project.umap_map(xs, reproducible=reproducible, sample_limit=sample_limit)
+
+
+def bench_umap(x: np.ndarray, y: np.ndarray, sizes: list[int], default_limit: int, *, full_fit: bool) -> None:
     import umap
 
     from curation import project
-    from curation.neighbors import knn
 
     t = time.perf_counter()
     project.warm_umap()
     # >= 4096 rows so umap-learn takes (and compiles) its NNDescent path, seeded and parallel
     umap.UMAP(n_epochs=5, random_state=0).fit(x[:5000])
     umap.UMAP(n_epochs=5).fit(x[:5000])
-    print(f"numba warm-up (both paths): {time.perf_counter() - t:.1f} s")
-    print("\n## UMAP: faiss graph vs umap-learn defaults (trustworthiness k=10 on a 5k subsample)")
+    print(f"numba warm-up (both paths, both modes): {time.perf_counter() - t:.1f} s, {load()}")
+    print(f"\n## UMAP: curation (faiss graph; above {project.SAMPLE_LIMIT:,} fit on a sample, place, refine) vs "
+          "umap-learn defaults; trustworthiness k=10 on a 5k subsample")
     for n in sizes:
-        xs, ys, padded = take(x, y, n)
-        note = " (padded with jittered copies)" if padded else ""
-        t = time.perf_counter()
-        idx, sims = knn(xs, k=14)
-        t_knn = time.perf_counter() - t
-        ours = project.umap_map(xs, idx=idx, sims=sims, k=15, reproducible=True, sample_limit=10**9)
-        t_ours = time.perf_counter() - t
-        print(f"n={n:,}{note}: faiss graph + UMAP (seeded, 1 thread): {t_ours:.1f} s "
-              f"(kNN {t_knn:.1f} s), trust {trust(xs, ours):.4f}", flush=True)
-        t = time.perf_counter()
-        par = project.umap_map(xs, idx=idx, sims=sims, k=15, reproducible=False, sample_limit=10**9)
-        t_par = time.perf_counter() - t + t_knn
-        print(f"    same, parallel (n_jobs=-1): {t_par:.1f} s, trust {trust(xs, par):.4f}", flush=True)
-        if n > 50_000:
-            t = time.perf_counter()
-            samp = project.umap_map(xs, k=15, reproducible=True, sample_limit=50_000)
-            t_s = time.perf_counter() - t
-            print(f"    fit on 50k sample + place rest: {t_s:.1f} s, trust {trust(xs, samp):.4f}", flush=True)
-        if n <= default_limit:
-            t = time.perf_counter()
-            ref = umap.UMAP(random_state=0).fit_transform(xs)
-            t_ref = time.perf_counter() - t
-            t = time.perf_counter()
-            ref_par = umap.UMAP().fit_transform(xs)
-            t_ref_par = time.perf_counter() - t
-            print(f"    umap-learn defaults seeded: {t_ref:.1f} s, trust {trust(xs, ref):.4f}; "
-                  f"unseeded parallel: {t_ref_par:.1f} s, trust {trust(xs, ref_par):.4f}", flush=True)
-            print(f"    speed-up seeded {t_ref / t_ours:.2f}x, best-vs-best {min(t_ref, t_ref_par) / min(t_ours, t_par):.2f}x")
-        else:
-            print(f"    (umap-learn defaults skipped above {default_limit:,}; raise --default-limit)")
+        xs, _, padded = take(x, y, n)
+        print(f"n={n:,}{' (padded with jittered copies)' if padded else ''}", flush=True)
+        rows = {}
+        for name, fn in [("curation reproducible (seeded, 1 thread)", lambda: ours(xs, reproducible=True,
+                                                                                  sample_limit=project.SAMPLE_LIMIT)),
+                         ("curation fast (parallel)", lambda: ours(xs, reproducible=False,
+                                                                   sample_limit=project.SAMPLE_LIMIT)),
+                         ("umap-learn defaults, random_state=0", lambda: umap.UMAP(random_state=0).fit_transform(xs)),
+                         ("umap-learn defaults (parallel)", lambda: umap.UMAP().fit_transform(xs))]:
+            if name.startswith("umap-learn") and n > default_limit:
+                continue
+            dt, coords = timed(fn)
+            rows[name] = (dt, trust(xs, coords))
+            print(f"    {name}: {dt:.1f} s, trust {rows[name][1]:.4f}, {load()}", flush=True)
+        if full_fit and n > project.SAMPLE_LIMIT:
+            dt, coords = timed(ours, xs, reproducible=True, sample_limit=10**9)
+            tf = trust(xs, coords)
+            print(f"    curation full fit (no sampling, seeded): {dt:.1f} s, trust {tf:.4f}, {load()}; "
+                  f"sampled path loses {tf - rows['curation reproducible (seeded, 1 thread)'][1]:.4f}", flush=True)
+        if len(rows) == 4:
+            (rs, ts), (rp, tp), (ds, dts), (dp, dtp) = rows.values()
+            print(f"    speed-up seeded {ds / rs:.2f}x, parallel {dp / rp:.2f}x, best-vs-best "
+                  f"{min(ds, dp) / min(rs, rp):.2f}x; trust difference seeded {ts - dts:+.4f}, parallel {tp - dtp:+.4f}")
 
 
 def bench_ann(x: np.ndarray, n: int, *, queries: int = 5000) -> None:
+    """Exact vs HNSW vs IVF at n: build time, all-n kNN search time (extrapolated from a query sample), recall@10."""
     from curation import neighbors
 
     xs, _, padded = take(x, np.zeros(len(x), np.int64), n)
-    print(f"\n## kNN index at n={n:,} x {xs.shape[1]}{' (padded)' if padded else ''}, k=10")
+    print(f"\n## kNN index at n={n:,} x {xs.shape[1]}{' (padded)' if padded else ''}, k=10, "
+          f"{min(queries, n):,} sampled queries; all-{n:,} search times are extrapolated", flush=True)
     q = xs[np.random.default_rng(2).choice(n, min(queries, n), replace=False)]
-    t = time.perf_counter()
-    flat = neighbors.build_index(xs)
-    t_fb = time.perf_counter() - t
-    t = time.perf_counter()
-    ei, _ = neighbors.search(xs, q, k=10, index=flat)
-    t_fs = (time.perf_counter() - t) * n / len(q)
-    t = time.perf_counter()
-    hnsw = neighbors.build_index(xs, exact_limit=0)
-    t_hb = time.perf_counter() - t
-    for ef in (32, 64, 128):
-        hnsw.hnsw.efSearch = ef
-        t = time.perf_counter()
-        _, hi = hnsw.search(q, 10)
-        t_hs = (time.perf_counter() - t) * n / len(q)
-        rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ei, hi)])
-        default = " (used by curation for k=10)" if ef == neighbors.ef_search_for(10) else ""
-        print(f"efSearch={ef}{default}: recall@10 {rec:.4f}, all-{n:,} search {t_hs:.1f} s (est.)")
-    print(f"exact IndexFlatIP: build {t_fb:.2f} s, all-{n:,} search {t_fs:.1f} s (est. from {len(q):,} queries); "
-          f"HNSW M=32: build {t_hb:.1f} s")
+    scale = n / len(q)
+    t_fb, flat = timed(neighbors.build_index, xs, kind="flat")
+    t_fs, (ei, _) = timed(neighbors.search, xs, q, k=10, index=flat)
+    print(f"exact IndexFlatIP: build {t_fb:.2f} s, all-{n:,} search {t_fs * scale:.1f} s, {load()}", flush=True)
+
+    def recall(found: np.ndarray) -> float:
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ei, found)]))
+
+    for kind, knob, values in (("hnsw", "efSearch", (32, 64, 128)), ("ivf", "nprobe", (8, 16, 32, 64))):
+        t_b, index = timed(neighbors.build_index, xs, kind=kind)
+        if kind == "ivf":
+            print(f"ivf: {index.nlist} lists", flush=True)
+        ours = neighbors.ef_search_for(10) if kind == "hnsw" else neighbors.nprobe_for(index.nlist)
+        for v in sorted({*values, ours}):
+            if kind == "hnsw":
+                index.hnsw.efSearch = v
+            else:
+                index.nprobe = v
+            t_s, (_, found) = timed(index.search, q, 10)
+            used = " (curation's setting)" if v == ours else ""
+            print(f"{kind} {knob}={v}{used}: build {t_b:.1f} s, all-{n:,} search {t_s * scale:.1f} s, "
+                  f"recall@10 {recall(found):.4f}, {load()}", flush=True)
 
 
 def hungarian_acc(y: np.ndarray, lab: np.ndarray) -> float:
@@ -175,23 +196,24 @@ def bench_cluster(x: np.ndarray, y: np.ndarray) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000])
-    ap.add_argument("--default-limit", type=int, default=70_000, help="largest n for umap-learn defaults")
-    ap.add_argument("--ann", type=int, default=100_000, help="n for the exact-vs-HNSW comparison (0 = skip)")
-    ap.add_argument("--ann-1m", action="store_true", help="also a 1M synthetic (padded) HNSW run")
+    ap.add_argument("--default-limit", type=int, default=100_000, help="largest n for umap-learn defaults")
+    ap.add_argument("--full-fit", action="store_true", help="also fit UMAP on every point above the sample limit")
+    ap.add_argument("--ann", type=int, nargs="*", default=[100_000],
+                    help="sizes for the exact vs HNSW vs IVF comparison (none = skip); above 70,000 padded")
     ap.add_argument("--embeddings")
     ap.add_argument("--labels")
     ap.add_argument("--skip-umap", action="store_true")
+    ap.add_argument("--skip-cluster", action="store_true")
     args = ap.parse_args()
     x, y, src = features(args)
     print(f"device: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}; data: {src}, {len(x):,} x {x.shape[1]}")
     if not args.skip_umap:
-        bench_umap(x, y, args.sizes, args.default_limit)
-    if args.ann:
-        bench_ann(x, args.ann)
-    if args.ann_1m:
-        bench_ann(x, 1_000_000, queries=2000)
-    bench_cluster(x, y)
+        bench_umap(x, y, args.sizes, args.default_limit, full_fit=args.full_fit)
+    for n in args.ann:
+        bench_ann(x, n, queries=5000 if n <= 200_000 else 2000)
+    if not args.skip_cluster:
+        bench_cluster(x, y)
 
 
 if __name__ == "__main__":

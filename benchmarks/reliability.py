@@ -1,9 +1,11 @@
-"""Reliability figures: kill -9 during writes, concurrent writers, with store checks after each.
+"""Reliability figures: kill -9 of label writers, the app server and job workers; concurrent writers; bad input.
 
-Run: ``.venv/bin/python benchmarks/reliability.py [--trials 10] [--n 100000]``
+Run: ``.venv/bin/python benchmarks/reliability.py [--trials 5] [--n 100000] [--actions 1000]``
 
-Prints kills survived / tried, acknowledged events lost, half batches seen, and concurrent actions
-landed / sent. The test suite runs the same functions at small sizes (tests/test_reliability.py).
+Prints the five figures of docs/reliability.md: kills survived / tried (label writers, the Streamlit
+server, job workers), acknowledged events lost, concurrent actions landed / sent, bad image files
+handled / tried, broken manifests handled with a message / tried. The tests run the same functions at
+smaller sizes (tests/test_reliability.py, tests/test_server_kill.py).
 """
 
 from __future__ import annotations
@@ -12,21 +14,31 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # the bad-input generators and the app-server helpers live there
 
+from appserver import CHROMIUM, AppServer, chromium, errors_shown, pick_batch, wait_idle  # noqa: E402
+from badfiles import make_bad_manifests, make_corpus, shown  # noqa: E402
+from curation import jobs  # noqa: E402
+from curation.ingest import IngestError, ingest  # noqa: E402
 from curation.store import Store  # noqa: E402
 from curation.workspace import Workspace  # noqa: E402
+
+TINY = "openclip:tiny-test:random"
 
 _WRITER = r"""
 import sys, json, numpy as np
@@ -37,13 +49,13 @@ print("ready", flush=True)
 while True:
     if mode == "bulk":
         b = store.set_label(ids, int(rng.integers(1, n_classes + 1)), source="bulk")
-    elif mode == "undo":
-        hist = store.batches(limit=20)
-        b = store.undo(int(hist.index[rng.integers(len(hist))])) if len(hist) else None
+    elif mode == "undo":  # undo the newest batch (redo, when it is an undo): never refused, often 100k cells
+        b = store.undo(int(store.batches(limit=1).index[0]))
     else:
         sel = rng.choice(ids, 50, replace=False)
         b = store.set_label(sel, int(rng.integers(1, n_classes + 1)), source="human")
-    print(json.dumps({"ack": b}), flush=True)
+    n = int(store.batches(limit=1).loc[b, "n_events"]) if b is not None else 0
+    print(json.dumps({"ack": b, "events": n}), flush=True)
 """
 
 
@@ -58,13 +70,28 @@ def make_workspace(dest: Path, n: int, *, n_classes: int = 5) -> Workspace:
     return ws
 
 
+def image_workspace(dest: Path, n: int, *, size: int = 32, n_classes: int = 3) -> Workspace:
+    """A workspace of ``n`` random-noise PNGs in ``n_classes`` class folders (under ``dest/images``), ingested."""
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for i in range(n):
+        folder = dest / "images" / f"class{i % n_classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    ws = Workspace.create(dest / "ws")
+    ingest(ws, dest / "images")
+    return ws
+
+
 def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0) -> dict:
     """Start a writer process, SIGKILL it at a random moment, then check the store.
 
     Returns
     -------
-    dict with ``ok`` (store check passed), ``acked`` (batches the writer confirmed), ``lost``
-    (confirmed batches missing after the kill) and ``half`` (batches whose event count differs).
+    dict with ``ok`` (store check passed), ``acked`` (batches the writer confirmed), ``acked_events`` (their
+    events), ``lost`` and ``lost_events`` (confirmed batches, and their events, missing or incomplete after
+    the kill) and ``half`` (batches whose event count differs from the one recorded).
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), mode, str(seed)], stdout=subprocess.PIPE,
@@ -74,14 +101,16 @@ def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0) -> dict
     time.sleep(random.Random(seed).uniform(0.05, max_wait))
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
-    acked = [json.loads(line)["ack"] for line in out.splitlines() if line.startswith("{")]
-    acked = [a for a in acked if a is not None]
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    acked = {r["ack"]: r["events"] for r in records if r["ack"] is not None}
     store = Store(db)
     problems = store.check()
-    present = set(store.batches(limit=10_000_000).index.tolist())
-    lost = [a for a in acked if a not in present]
+    events = store.events(after_event=0)
+    have = events[events["batch_id"].isin(list(acked))].groupby("batch_id").size().to_dict()
+    lost = {b: n for b, n in acked.items() if have.get(b, 0) != n}
     store.close()
-    return {"ok": not problems, "problems": problems, "acked": len(acked), "lost": len(lost),
+    return {"ok": not problems, "problems": problems, "acked": len(acked), "acked_events": sum(acked.values()),
+            "lost": len(lost), "lost_events": sum(lost.values()),
             "half": sum("number of events" in p for p in problems)}
 
 
@@ -121,25 +150,273 @@ print(json.dumps(want), flush=True)
     return {"sent": writers * actions, "landed": landed, "errors": len(errors), "ok": not store.check()}
 
 
+# ---------------------------------------------------------------------- the app server
+def write_locked(db: Path) -> bool:
+    """Whether another connection holds the store's write lock right now (a write transaction is open)."""
+    con = sqlite3.connect(str(db), timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return True
+        raise
+    finally:
+        con.close()
+
+
+def server_kill_trial(server: AppServer, browser: Any, db: Path, *, delay: float, batch: int | None = None,
+                      timeout: float = 120.0) -> dict:
+    """Undo a batch from the History page of the running app, SIGKILL the server's process group while it
+    writes, restart it, and check the store and that the app serves again.
+
+    Parameters
+    ----------
+    server : the running app (it is running again, on a new port, when this returns).
+    browser : a Playwright browser.
+    db : the workspace's ``curation.db``.
+    delay : seconds to wait after the write transaction is seen open before the kill (0: at once, so the
+        kill lands mid-transaction; larger: it may land after the commit).
+    batch : the batch to undo (default: the newest, which the page selects first).
+
+    Returns
+    -------
+    dict with ``ok`` (store check clean, nothing acknowledged lost, the undo is wholly present or wholly
+    absent, the restarted app shows the History page without errors), ``locked`` (the kill came while
+    the write lock was held, as far as seen), ``committed`` (the undo survived), ``acked_events`` (events
+    written before the click), ``lost`` and ``lost_events`` (of those, missing after), ``half``, ``problems``.
+    """
+    store = Store(db)
+    hist = store.batches(limit=10_000_000)
+    before, batch = set(hist.index.tolist()), int(batch if batch is not None else hist.index.max())
+    last_event = store.last_event_id()
+    acked_events = len(store.events(upto_event=last_event))
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(f"{server.url}/History")
+    button = page.get_by_role("button", name=f"Undo batch {int(hist.index.max())}", exact=True)
+    button.wait_for(timeout=timeout * 1000)
+    wait_idle(page)
+    if batch != int(hist.index.max()):
+        pick_batch(page, store, batch)
+    page.get_by_role("button", name=f"Undo batch {batch}", exact=True).click()
+    end, locked = time.monotonic() + timeout, False
+    while time.monotonic() < end and not locked:
+        locked = write_locked(db)
+        time.sleep(0.005)
+    time.sleep(delay)
+    server.kill()
+    page.close()
+    problems = store.check()
+    after = store.batches(limit=10_000_000)
+    new = after[~after.index.isin(list(before))]
+    lost = len(before - set(after.index.tolist()))
+    lost_events = acked_events - len(store.events(upto_event=last_event))
+    server.start()
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(f"{server.url}/History")
+    page.get_by_role("button", name="Undo batch").first.wait_for(timeout=timeout * 1000)
+    wait_idle(page)
+    serves = errors_shown(page) == []
+    page.close()
+    whole = len(new) == 0 or (len(new) == 1 and int(new["undoes"].iloc[0]) == batch)
+    store.close()
+    return {"ok": not problems and not lost and not lost_events and whole and serves, "locked": locked,
+            "committed": len(new) == 1, "acked_events": acked_events, "lost": lost, "lost_events": lost_events,
+            "half": sum("number of events" in p for p in problems), "problems": problems}
+
+
+# ---------------------------------------------------------------------- job workers
+def worker_kill_trial(ws: Workspace, kind: str, params: dict, *, ready: Callable[[Workspace], bool],
+                      timeout: float = 300.0) -> dict:
+    """Submit a job, SIGKILL its worker once ``ready(ws)`` says it is mid-way, then refresh and resume it.
+
+    Returns
+    -------
+    dict with ``interrupted`` (the job shows so after ``jobs.refresh``), ``runs_left_running`` (runs the dead
+    worker left "running"), ``resumed`` (the resumed job ended "done"), ``job`` and ``resumed_job`` ids.
+    """
+    job_id = jobs.submit(ws, kind, params)
+    end = time.monotonic() + timeout
+    while not ready(ws):
+        if ws.store.job(job_id)["status"] not in jobs.ACTIVE or time.monotonic() > end:
+            raise RuntimeError(f"job {job_id} ended or stalled before it was ready to be killed: "
+                               f"{ws.store.job(job_id)}")
+        time.sleep(0.01)
+    pid = int(ws.store.job(job_id)["pid"])
+    kill_worker(pid)
+    while ws.store.job(job_id)["status"] in jobs.ACTIVE and time.monotonic() < end:
+        jobs.refresh(ws)
+        time.sleep(0.05)
+    while jobs.worker_pid(ws) is not None and time.monotonic() < end:
+        time.sleep(0.02)  # the dead worker's lock can outlive it by a moment (see docs/reliability.md)
+    interrupted = ws.store.job(job_id)["status"] == "interrupted"
+    runs = ws.store.runs()
+    left = int((runs["status"] == "running").sum()) if len(runs) else 0
+    new = jobs.resume(ws, job_id)
+    rec = jobs.wait(ws, new, timeout=timeout)
+    return {"interrupted": interrupted, "runs_left_running": left, "resumed": rec["status"] == "done",
+            "job": job_id, "resumed_job": new, "resumed_as": f"{rec['status']} {rec['error']}".strip()}
+
+
+def kill_worker(pid: int) -> None:
+    """SIGKILL a job worker and, when it leads its own process group, its helpers (data loaders) with it."""
+    if pid <= 1 or pid == os.getpid():
+        raise ValueError(f"{pid} is not a worker's pid")
+    if os.getpgid(pid) != pid:
+        os.kill(pid, signal.SIGKILL)
+        return
+    os.killpg(pid, signal.SIGKILL)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:  # until the whole group is gone (a dying helper may hold the worker lock)
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+def embed_ready(ws: Workspace) -> bool:
+    """At least one embedding chunk is written (the job is mid-way)."""
+    return any((ws.artifacts.root / "embeddings").glob("*/chunk-*.ids.npy"))
+
+
+def train_ready(ws: Workspace) -> bool:
+    """A training run is recorded and running."""
+    runs = ws.store.runs()
+    return bool(len(runs) and (runs["status"] == "running").any())
+
+
+def embed_kill(dest: Path, *, n: int = 400) -> dict:
+    """Kill -9 an embedding job (tiny OpenCLIP, 8-image chunks) mid-way, resume it, and compare its vectors
+    with an uninterrupted embedding of the same images (``consistent``)."""
+    from curation.embed import embed_workspace, load_embeddings
+
+    ws = image_workspace(dest / "killed", n)
+    res = worker_kill_trial(ws, "embed", {"encoder": TINY, "chunk_size": 8, "batch_size": 8, "num_workers": 0},
+                            ready=embed_ready)
+    got = load_embeddings(ws, TINY)
+    ref = embed_workspace(image_workspace(dest / "clean", n), TINY, chunk_size=64, num_workers=0)
+    res["complete"] = got is not None and np.array_equal(got.ids, ws.store.sample_ids())
+    res["consistent"] = bool(res["complete"] and np.allclose(got.vectors, ref.vectors, atol=1e-5))
+    stop_workers(ws)
+    return res
+
+
+def train_kill(dest: Path, *, n: int = 1000, dim: int = 32) -> dict:
+    """Kill -9 a training job mid-run (imported vectors, a few seconds of training), resume it."""
+    from curation.embed import import_embeddings
+
+    ws = make_workspace(dest, n, n_classes=4)
+    rng = np.random.default_rng(1)
+    np.save(dest / "vectors.npy", rng.normal(size=(n, dim)).astype(np.float32))
+    import_embeddings(ws, dest / "vectors.npy")
+    res = worker_kill_trial(ws, "train", {"epochs": 20, "patience": 0, "batch_size": 32, "device": "cpu"},
+                            ready=train_ready)
+    runs = ws.store.runs()
+    res["run_statuses"] = sorted(runs["status"].tolist())
+    stop_workers(ws)
+    return res
+
+
+def stop_workers(ws: Workspace) -> None:
+    """Stop the job workers this workspace's jobs ran in (a warm worker would otherwise idle on)."""
+    for pid in {int(p) for p in ws.store.jobs(limit=1000)["pid"].dropna() if p}:
+        if jobs._alive(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------------- bad input
+def bad_files_trial(root: Path) -> tuple[int, int]:
+    """Ingest the bad-file corpus: (files handled: ingested when usable, else skipped with the expected
+    reason; files tried)."""
+    corpus = make_corpus(root)
+    ws = Workspace.create(root / "ws")
+    report = ingest(ws, corpus.folder)
+    reasons = dict(zip(report.skipped["path"], report.skipped["reason"]))
+    present = set(ws.store.samples()["path"])
+    handled = sum((name in present) if why is None else str(reasons.get(shown(name), "")).startswith(why)
+                  for name, why in corpus.expected.items())
+    return handled, len(corpus.expected)
+
+
+def bad_manifests_trial(root: Path) -> tuple[int, int]:
+    """Ingest each broken manifest: (handled: refused with a message naming the file and matching what it
+    must say, or ingested with each bad row skipped with a reason naming file and row; manifests tried)."""
+    folder, cases = make_bad_manifests(root)
+    handled = 0
+    for k, case in enumerate(cases):
+        ws = Workspace.create(root / f"ws{k}")
+        try:
+            r = ingest(ws, folder / case.name)
+        except IngestError as exc:
+            handled += case.error is not None and case.name in str(exc) and bool(re.search(case.error, str(exc)))
+            continue
+        handled += case.error is None and (r.added, len(r.skipped)) == (case.added, case.skipped) and all(
+            f"{case.name} row" in x for x in r.skipped["reason"])
+    return handled, len(cases)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=5, help="kills per writer mode, and server kills")
     ap.add_argument("--n", type=int, default=100_000, help="samples in the bulk-relabel workspace")
     ap.add_argument("--actions", type=int, default=1000)
+    ap.add_argument("--worker-trials", type=int, default=2, help="kills of embedding and of training workers")
     a = ap.parse_args()
+    os.environ.setdefault("CURATION_WORKER_IDLE", "2")
+    os.environ.setdefault("CURATION_WARM_UMAP", "0")
+    kills: list[bool] = []
+    lost = half = 0
     with tempfile.TemporaryDirectory() as tmp:
         ws = make_workspace(Path(tmp) / "bulk", a.n)
         db = ws.root / "curation.db"
         for mode in ("bulk", "undo", "small"):
-            res = [kill_trial(db, mode, seed=s) for s in range(a.trials)]
+            res = [kill_trial(db, mode, seed=s, max_wait=6.0) for s in range(a.trials)]
+            kills += [r["ok"] for r in res]
+            lost, half = lost + sum(r["lost_events"] for r in res), half + sum(r["half"] for r in res)
             print(f"kill -9 during {mode:>5} writes ({a.n:,} samples): survived {sum(r['ok'] for r in res)}/"
-                  f"{len(res)}, acknowledged batches {sum(r['acked'] for r in res)}, lost "
-                  f"{sum(r['lost'] for r in res)}, half batches {sum(r['half'] for r in res)}")
+                  f"{len(res)}, acknowledged batches {sum(r['acked'] for r in res)} "
+                  f"({sum(r['acked_events'] for r in res):,} events), lost {sum(r['lost'] for r in res)}, "
+                  f"half batches {sum(r['half'] for r in res)}")
+        if Path(CHROMIUM).exists() and a.trials:
+            ws.store.set_label(ws.store.sample_ids(), 1, source="bulk", note="relabel every sample")
+            server = AppServer(ws.root, Path(tmp) / "server.log")
+            server.start()
+            with chromium() as browser:
+                res = [server_kill_trial(server, browser, db, delay=random.Random(s).uniform(0, 4.0))
+                       for s in range(a.trials)]
+            server.stop()
+            kills += [r["ok"] for r in res]
+            lost, half = lost + sum(r["lost_events"] for r in res), half + sum(r["half"] for r in res)
+            print(f"kill -9 of the app server during a History-page undo of a {a.n:,}-sample batch: survived "
+                  f"{sum(r['ok'] for r in res)}/{len(res)} (write transaction open at the kill "
+                  f"{sum(r['locked'] for r in res)}, undo committed first {sum(r['committed'] for r in res)}), "
+                  f"{res[-1]['acked_events']:,} acknowledged events at stake, lost {sum(r['lost'] for r in res)}, "
+                  f"half batches {sum(r['half'] for r in res)}")
+        for name, trial in (("embedding", embed_kill), ("training", train_kill)):
+            res = [trial(Path(tmp) / f"{name}{s}") for s in range(a.worker_trials)]
+            ok = [r["interrupted"] and r["resumed"] and not r["runs_left_running"] and r.get("consistent", True)
+                  for r in res]
+            kills += ok
+            for r, good in zip(res, ok):
+                if not good:
+                    print(f"  failed trial: {r}")
+            print(f"kill -9 of a worker during {name}: interrupted, resumed to done"
+                  f"{', vectors equal to an uninterrupted run' if name == 'embedding' else ', no run left running'}"
+                  f": {sum(ok)}/{len(res)}")
+        print(f"KILLS SURVIVED: {sum(kills)}/{len(kills)}")
+        print(f"ACKNOWLEDGED EVENTS LOST: {lost} (half batches visible: {half})")
         ws2 = make_workspace(Path(tmp) / "conc", 3 * a.actions)
         t = time.perf_counter()
         r = concurrent_trial(ws2.root / "curation.db", writers=3, actions=a.actions)
-        print(f"concurrent writers: 3 x {a.actions} actions, landed {r['landed']}/{r['sent']}, "
-              f"'database is locked' errors {r['errors']}, store ok {r['ok']}, {time.perf_counter() - t:.1f} s")
+        print(f"CONCURRENT ACTIONS LANDED: {r['landed']}/{r['sent']} (3 processes x {a.actions}; 'database is "
+              f"locked' errors {r['errors']}, store ok {r['ok']}, {time.perf_counter() - t:.1f} s)")
+        handled, n = bad_files_trial(Path(tmp) / "badfiles")
+        print(f"BAD FILES HANDLED: {handled}/{n} (ingested correctly or skipped with the expected reason)")
+        handled, n = bad_manifests_trial(Path(tmp) / "badmanifests")
+        print(f"BROKEN MANIFESTS HANDLED WITH A MESSAGE: {handled}/{n} (refused naming the file, or bad rows "
+              "skipped naming file and row)")
 
 
 if __name__ == "__main__":

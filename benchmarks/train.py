@@ -1,29 +1,37 @@
-"""Head training benchmark (prints figures; not a test).
+"""Training benchmark: heads on embeddings and image-tower fine-tuning (prints figures; not a test).
 
 Measures:
 
 * linear / MLP head training time and held-out accuracy on 10k / 50k / 100k synthetic-but-realistic
   embeddings: 512-d, 10 classes, each class a mixture of 3 Gaussian sub-clusters with per-class
   spread, L2-normalised (like CLIP vectors), 5 % of the training labels flipped;
-* a learning curve (accuracy on the 10,000 Fashion-MNIST test images vs labels per class: 1, 5,
-  10, 50, all) on real Fashion-MNIST features: pixels -> PCA 64-d (fitted on the training images)
-  standing in for embeddings, or ``--embeddings FILE.npy`` with 70,000 rows (60k train then 10k test,
-  the IDX order) of real encoder features;
-* with ``--workspace DIR``: the "fix 100 labels -> retrain head -> re-evaluate" loop on a real
-  workspace (relabel 100 labelled samples, ``run_training``, ``compare_runs``, then undo the batch).
+* a learning curve (test accuracy vs labels per class: 1, 5, 10, 50, all) on real Fashion-MNIST:
+  ``--effnet N`` embeds N training images with EfficientNet-Lite0 (cached; the helpers of
+  ``benchmarks/label_quality.py``) and holds out the last third as the test set; otherwise pixels ->
+  PCA 64-d (fitted on the training images) stands in for embeddings, or ``--embeddings FILE.npy``
+  with 70,000 rows (60k train then 10k test, the IDX order) of real encoder features;
+* fine-tune throughput (training images/s) of ``--ft-encoders`` on ``--ft-n`` real Fashion-MNIST
+  images, with mixed precision off, and on CUDA also with it on (``amp="auto"``: bf16 or fp16);
+* the "fix 100 labels -> retrain head -> re-evaluate" loop on a real workspace (relabel 100
+  labelled samples, ``run_training``, ``compare_runs``, then undo the batch): ``--workspace DIR``, or
+  ``--demo DIR``, which builds (once) and reuses the 3,000-image demo embedded with EfficientNet-Lite0.
 
 Example::
 
     .venv/bin/python benchmarks/train.py
-    .venv/bin/python benchmarks/train.py --sizes 10000 --workspace /tmp/demo-ws
+    .venv/bin/python benchmarks/train.py --skip sizes,finetune --effnet 3000 --demo workspaces/bench-demo-3000
+    .venv/bin/python benchmarks/train.py --skip sizes,curve,loop --ft-n 256
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,14 +103,25 @@ def bench_sizes(sizes: list[int], kinds: list[str]) -> None:
             print(f"{n:>8} {kind:>6} {dt:>8.2f} {len(head.curves_):>6} {head.best_epoch_:>5} {acc:>8.4f}", flush=True)
 
 
-def bench_learning_curve(embeddings: str | None, seeds: int) -> None:
+def effnet_features(n: int, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """EfficientNet-Lite0 embeddings of ``n`` real Fashion-MNIST training images (cached): the first two
+    thirds to learn from, the last third to test on."""
+    from benchmarks.label_quality import embed, load_fashion
+
+    images, y = load_fashion(n, seed=0)
+    X, source = embed(images, cache / f"fmnist-effnet-lite0-{n}-seed0.npy")
+    cut = 2 * n // 3
+    return X[:cut], y[:cut], X[cut:], y[cut:], f"{source} embeddings ({X.shape[1]}-d) of {n} images"
+
+
+def bench_learning_curve(embeddings: str | None, seeds: int, effnet: int, cache: Path) -> None:
     from curation.train import train_head
 
     if not embeddings and not FASHION.exists():
         print("\n(skipping the learning curve: `apt-get install dataset-fashion-mnist`)")
         return
-    xtr, ytr, xte, yte, what = fashion_features(embeddings)
-    print(f"\n== learning curve on Fashion-MNIST ({what}), linear head, test = 10,000 images ==")
+    xtr, ytr, xte, yte, what = effnet_features(effnet, cache) if effnet else fashion_features(embeddings)
+    print(f"\n== learning curve on Fashion-MNIST ({what}), linear head, test = {len(yte):,} images ==")
     print(f"{'labels/class':>12} {'n labels':>8} {'seconds':>8} {'test acc (mean ± sd over seeds)':>34}")
     for per in (1, 5, 10, 50, 0):
         accs, secs = [], []
@@ -118,15 +137,79 @@ def bench_learning_curve(embeddings: str | None, seeds: int) -> None:
             head = train_head(xtr[idx], ytr[idx], config=cfg, n_classes=10)
             secs.append(time.perf_counter() - t)
             accs.append(float((head.predict_proba(xte).argmax(1) == yte).mean()))
-        label = str(per) if per else "all (6000)"
+        label = str(per) if per else f"all (~{len(ytr) // 10})"
         print(f"{label:>12} {len(idx):>8} {np.mean(secs):>8.2f} "
               f"{np.mean(accs):>26.4f} ± {np.std(accs):.4f}", flush=True)
+
+
+def fashion_workspace(root: Path, n: int) -> object:
+    """A workspace of ``n`` real Fashion-MNIST images written as PNG files, all labelled (hash split)."""
+    import pandas as pd
+    from PIL import Image
+
+    from benchmarks.label_quality import CLASSES, load_fashion
+    from curation.workspace import Workspace
+
+    images, y = load_fashion(n, seed=1)
+    folder = root / "images"
+    folder.mkdir(parents=True)
+    rows = []
+    for i, img in enumerate(images):
+        path = folder / f"{i:05d}.png"
+        Image.fromarray(img).save(path)
+        rows.append({"path": path.name, "sha1": hashlib.sha1(path.read_bytes()).hexdigest(),
+                     "bytes": path.stat().st_size, "width": 28, "height": 28})
+    ws = Workspace.create(root / "ws")
+    names = [c.replace("/", "-") for c in CLASSES]
+    ws.store.add_classes(names)
+    ws.store.add_samples(ws.store.root_id(folder), pd.DataFrame(rows), labels=[[names[k]] for k in y])
+    return ws
+
+
+def bench_finetune(encoders: list[str], n: int, epochs: int, unfreeze: int, batch_size: int) -> None:
+    import torch
+
+    from curation.finetune import run_finetune
+
+    if not FASHION.exists():
+        print("\n(skipping the fine-tune benchmark: `apt-get install dataset-fashion-mnist`)")
+        return
+    cuda = torch.cuda.is_available()
+    amps = ["off", "auto"] if cuda else ["off"]
+    print(f"\n== fine-tune throughput: {n} real Fashion-MNIST images (28 px, resized by each encoder), "
+          f"{epochs} epoch(s), last {unfreeze} blocks + head, batch {batch_size}, device "
+          f"{torch.cuda.get_device_name(0) if cuda else 'cpu'} ==")
+    if not cuda:
+        print("(no CUDA GPU here: mixed precision runs on CUDA only, so only the float32 rows are measured)")
+    print(f"{'encoder':>28} {'amp':>9} {'train img/s':>11} {'run s':>7} {'val acc':>7} {'peak GPU MiB':>12}")
+    with tempfile.TemporaryDirectory(prefix="curation-ft-bench-") as tmp:
+        ws = fashion_workspace(Path(tmp), n)
+        for enc in encoders:
+            for amp in amps:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                run_id = run_finetune(ws, {"encoder": enc, "epochs": epochs, "unfreeze_blocks": unfreeze,
+                                           "amp": amp, "batch_size": batch_size, "patience": 0})
+                run = ws.store.run(run_id)
+                m = run["metrics"]
+                peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if cuda else "-"
+                print(f"{enc:>28} {m['amp']:>9} {m['images_per_s']:>11.1f} {run['duration']:>7.1f} "
+                      f"{m['accuracy']:>7.3f} {peak:>12}", flush=True)
+
+
+def demo_workspace(path: str) -> str:
+    """The 3,000-image demo embedded with EfficientNet-Lite0 at ``path``, built once and reused."""
+    if not (Path(path) / "curation.db").exists():
+        print(f"building the demo workspace at {path} (once; embeds 3,000 images)", flush=True)
+        subprocess.run([sys.executable, "-m", "curation", "demo", path, "--n", "3000", "--pipeline", "--encoder",
+                        "efficientnet-lite0"], check=True, cwd=ROOT)
+    return path
 
 
 def bench_loop(workspace: str | None, n_fix: int) -> None:
     if not workspace:
         print("\n(skipping the fix -> retrain -> re-evaluate loop: pass --workspace DIR of an embedded, "
-              "labelled workspace, e.g. one made by `python -m curation demo DIR`)")
+              "labelled workspace, or --demo DIR)")
         return
     from curation.embed import load_embeddings
     from curation.train import compare_runs, run_training
@@ -182,9 +265,17 @@ def main() -> None:
     ap.add_argument("--kinds", default="linear,mlp")
     ap.add_argument("--embeddings", default=None, help="(70000, D) .npy of Fashion-MNIST features, IDX order")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--effnet", type=int, default=0, help="learning curve on N EfficientNet-Lite0-embedded images")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/curation-bench"), help="embedding cache folder")
+    ap.add_argument("--ft-encoders", default="efficientnet-lite0,openclip:ViT-B-32:random")
+    ap.add_argument("--ft-n", type=int, default=256, help="images of the fine-tune benchmark")
+    ap.add_argument("--ft-epochs", type=int, default=1)
+    ap.add_argument("--ft-unfreeze", type=int, default=2)
+    ap.add_argument("--ft-batch", type=int, default=32)
     ap.add_argument("--workspace", default=None)
+    ap.add_argument("--demo", default=None, help="build (once) the 3,000-image demo here and run the loop on it")
     ap.add_argument("--n-fix", type=int, default=100)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: sizes,curve,loop")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: sizes,curve,finetune,loop")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     import torch
@@ -193,9 +284,11 @@ def main() -> None:
     if "sizes" not in skip:
         bench_sizes([int(s) for s in a.sizes.split(",") if s], [k for k in a.kinds.split(",") if k])
     if "curve" not in skip:
-        bench_learning_curve(a.embeddings, a.seeds)
+        bench_learning_curve(a.embeddings, a.seeds, a.effnet, a.cache)
+    if "finetune" not in skip:
+        bench_finetune([e for e in a.ft_encoders.split(",") if e], a.ft_n, a.ft_epochs, a.ft_unfreeze, a.ft_batch)
     if "loop" not in skip:
-        bench_loop(a.workspace, a.n_fix)
+        bench_loop(a.workspace or (demo_workspace(a.demo) if a.demo else None), a.n_fix)
 
 
 if __name__ == "__main__":

@@ -81,16 +81,54 @@ def cmd_cluster(a: argparse.Namespace) -> None:
     from curation.jobs import JOBS
 
     ws = Workspace.open(a.workspace)
-    res = _with_bar("clusters", JOBS["clusters"], ws, {"k": a.k})
-    print(f"{res['n_clusters']} clusters")
+    res = _with_bar("clusters", JOBS["clusters"], ws, {"k": a.k, "method": a.method})
+    print(f"{res['n_clusters']} clusters" + (f", {res['noise']} noise samples" if res["noise"] else ""))
+
+
+def _emb(ws: Workspace) -> object:
+    from curation.embed import load_embeddings
+
+    emb = load_embeddings(ws)
+    if emb is None:
+        raise RuntimeError(f"No embeddings yet: run `python -m curation embed {ws.root}` (or the pipeline) first.")
+    return emb
 
 
 def cmd_suggest(a: argparse.Namespace) -> None:
     from curation.jobs import JOBS
+    from curation.suggest import source_table
 
     ws = Workspace.open(a.workspace)
     res = _with_bar("suggest", JOBS["suggest"], ws, {})
-    print(f"suggestions for {res['n']} samples")
+    table = source_table(ws, _emb(ws))
+    ens = "fitted" if table.attrs["fitted"] else table.attrs["reason"]
+    ece = {k: "n/a" if table.attrs[k] is None else f"{table.attrs[k]:.3f}" for k in ("ece_mean", "ece_pooled")}
+    print(f"suggestions for {res['n']} samples; ensemble {ens} (ECE on the labelled samples: mean of the sources "
+          f"{ece['ece_mean']}, pooled {ece['ece_pooled']})")
+    print(table.to_string())
+
+
+def cmd_issues(a: argparse.Namespace) -> None:
+    from curation.cluster import load_clusters, noise_ids
+    from curation.issues import compute_issues, missing_labels
+    from curation.jobs import JOBS
+
+    ws = Workspace.open(a.workspace)
+    res = _with_bar("issues", JOBS["issues"], ws, {"force": a.refit})
+    emb = _emb(ws)
+    clusters = load_clusters(ws, emb)
+    df = compute_issues(ws, emb, noise=None if clusters is None else noise_ids(clusters))   # the job's table
+    fit = "refitted" if res["refitted"] else "fit reused"
+    print(f"{res['n']} samples, {res['label_issues']} likely label errors ({fit}; {res['changed']} samples changed "
+          f"label since the fit, {res['threshold']} allowed before the next refit)")
+    cols = ["given", "label_score", "suggested", "suggested_prob"]
+    print("\nlikely label errors:\n" + df[df["is_label_issue"]].nsmallest(a.top, "label_score")[cols].to_string())
+    print("\noutliers:\n" + df.nsmallest(a.top, "outlier_score")[["outlier_score", "cluster_noise"]].to_string())
+    print(f"\nnear-duplicates with conflicting labels: {int(df['duplicate_conflict'].sum())}")
+    print("\ncandidates for a second label:\n" + missing_labels(ws, emb).head(a.top).to_string(index=False))
+    if a.csv:
+        df.to_csv(a.csv)
+        print(f"\nfull table written to {a.csv}")
 
 
 def cmd_pipeline(a: argparse.Namespace) -> None:
@@ -98,11 +136,25 @@ def cmd_pipeline(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from curation.train import run_training
-
     ws = Workspace.open(a.workspace)
-    config = {"kind": a.kind, "epochs": a.epochs, "device": a.device}
-    run_id = _with_bar("train", run_training, ws, config)
+    tune = {"encoder": a.encoder, "unfreeze_blocks": a.unfreeze, "lr": a.lr, "head_lr": a.head_lr,
+            "batch_size": a.batch_size, "amp": a.amp, "augment": False if a.no_augment else None,
+            "patience": a.patience, "num_workers": a.workers}
+    if a.finetune or a.resume is not None:
+        from curation.finetune import run_finetune
+
+        if a.kind is not None:
+            raise ValueError("--kind chooses a head on embeddings; a fine-tune trains the tower with a linear head.")
+        config = {k: v for k, v in {**tune, "epochs": a.epochs, "device": a.device}.items() if v is not None}
+        run_id = _with_bar("fine-tune", run_finetune, ws, config, resume=False if a.resume is None else a.resume)
+    else:
+        from curation.train import run_training
+
+        if any(v is not None for v in tune.values()):
+            raise ValueError("--encoder, --unfreeze, --lr, --head-lr, --batch-size, --amp, --no-augment, --patience "
+                             "and --workers are fine-tune options: add --finetune.")
+        config = {k: v for k, v in {"kind": a.kind, "epochs": a.epochs, "device": a.device}.items() if v is not None}
+        run_id = _with_bar("train", run_training, ws, config)
     run = ws.store.run(run_id)
     m = run["metrics"]
     print(f"run {run_id} {run['status']} on {run['device']}: "
@@ -113,7 +165,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from curation.train import latest_run
 
     ws = Workspace.open(a.workspace)
-    run = ws.store.run(a.run) if a.run else latest_run(ws)
+    run = ws.store.run(a.run) if a.run else latest_run(ws, kind=None)
     if run is None:
         raise StoreError("No finished training run: run `python -m curation train WS` first.")
     m = run["metrics"]
@@ -199,16 +251,20 @@ def cmd_submit(a: argparse.Namespace) -> None:
 
 def _pipeline_done(ws: Workspace) -> bool:
     from curation.embed import load_embeddings
-    from curation.project import load_map
+    from curation.project import latest_map
 
     emb = load_embeddings(ws)
-    return emb is not None and len(emb.ids) == len(ws.store.sample_ids()) and load_map(ws, emb) is not None
+    return emb is not None and len(emb.ids) == len(ws.store.sample_ids()) and latest_map(ws, emb) is not None
 
 
 def cmd_worker(a: argparse.Namespace) -> None:
-    from curation.jobs import run_job
+    from curation.jobs import run_job, serve
 
-    run_job(Workspace.open(a.workspace), a.job)
+    ws = Workspace.open(a.workspace)
+    if a.job is None:
+        serve(ws, idle=a.idle)
+    else:
+        run_job(ws, a.job)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,16 +307,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("cluster", cmd_cluster, "cluster the embeddings")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--k", type=int, default=None, help="number of clusters (default: automatic)")
+    from curation.cluster import METHODS
+
+    sp.add_argument("--method", choices=METHODS, default="auto",
+                    help="auto: k-means, hierarchical above 200,000 images or k >= 256; hdbscan: no k, noise = -1")
     sp = add("suggest", cmd_suggest, "compute label suggestions")
     sp.add_argument("workspace", type=Path)
+    sp = add("issues", cmd_issues, "likely label errors, outliers, duplicates and second-label candidates")
+    sp.add_argument("workspace", type=Path)
+    sp.add_argument("--refit", action="store_true", help="refit the out-of-fold heads even if labels changed little")
+    sp.add_argument("--top", type=int, default=10, help="rows shown per list (default 10)")
+    sp.add_argument("--csv", type=Path, default=None, help="write the full per-sample table here")
     sp = add("pipeline", cmd_pipeline, "embed → map → clusters → suggestions")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None)
-    sp = add("train", cmd_train, "train a classifier head on the embeddings")
+    sp = add("train", cmd_train, "train a classifier head on the embeddings, or fine-tune the image tower")
     sp.add_argument("workspace", type=Path)
-    sp.add_argument("--kind", choices=("linear", "mlp"), default="linear")
-    sp.add_argument("--epochs", type=int, default=100)
+    sp.add_argument("--kind", choices=("linear", "mlp"), default=None, help="head on embeddings (default linear)")
+    sp.add_argument("--epochs", type=int, default=None, help="at most (default: 100 for heads, 10 for a fine-tune)")
     sp.add_argument("--device", default="auto")
+    sp.add_argument("--finetune", action="store_true", help="fine-tune the image tower plus a linear head")
+    sp.add_argument("--encoder", default=None, help="fine-tune: encoder to tune (default: the active one)")
+    sp.add_argument("--unfreeze", type=int, default=None, help="fine-tune: final blocks to train (0 = head only)")
+    sp.add_argument("--lr", type=float, default=None, help="fine-tune: tower learning rate")
+    sp.add_argument("--head-lr", type=float, default=None)
+    sp.add_argument("--batch-size", type=int, default=None)
+    sp.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None, help="mixed precision")
+    sp.add_argument("--no-augment", action="store_true", default=None)
+    sp.add_argument("--patience", type=int, default=None)
+    sp.add_argument("--workers", type=int, default=None, help="image-decoding processes (-1 = automatic)")
+    sp.add_argument("--resume", type=int, nargs="?", const=True, default=None, metavar="RUN",
+                    help="continue an unfinished fine-tune: RUN, or the newest one with these options")
     sp = add("evaluate", cmd_evaluate, "show a run's evaluation")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--run", type=int, default=None)
@@ -282,14 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("restore", cmd_restore, "restore a backup into a workspace")
     sp.add_argument("backup", type=Path)
     sp.add_argument("workspace", type=Path)
-    sp = add("submit", cmd_submit, "run a job in a background worker process")
+    sp = add("submit", cmd_submit, "run a job in the workspace's background worker process")
     sp.add_argument("workspace", type=Path)
-    sp.add_argument("kind", choices=("pipeline", "embed", "map", "clusters", "suggest", "train"))
+    sp.add_argument("kind", choices=("pipeline", "embed", "map", "clusters", "suggest", "issues", "train",
+                                     "finetune", "reembed"))
     sp.add_argument("--params", default=None, help="JSON parameters of the job")
     sp.add_argument("--if-needed", action="store_true", help="skip when results are current or a job runs")
-    sp = add("worker", cmd_worker, "")  # internal: runs one job in this process
+    sp = add("worker", cmd_worker, "")  # internal: the warm worker (no JOB) or one job in this process
     sp.add_argument("workspace", type=Path)
-    sp.add_argument("job", type=int)
+    sp.add_argument("job", type=int, nargs="?", default=None)
+    sp.add_argument("--idle", type=float, default=None, help="seconds without a job before the worker exits")
     return p
 
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from curation.artifacts import ArtifactError
 from curation.store import Store, StoreError
 from curation.workspace import DB_NAME, Workspace
 
 log = logging.getLogger(__name__)
+
+STALE_TMP_SECONDS = 3600
+"""Temporary files (``*.tmp``) older than this are leftovers of a killed write, never a write in progress."""
+
+RESTORE_HINT = "restore a backup: `python -m curation restore BACKUP_FILE WORKSPACE`"
 
 
 @dataclass
@@ -38,50 +46,100 @@ class DoctorReport:
 def doctor(ws: Workspace, *, repair: bool = False) -> DoctorReport:
     """Check a workspace; with ``repair``, fix what can be fixed.
 
-    Checks: SQLite ``integrity_check``; label projection == replay of the event log; every
-    artifact's files against their recorded sha256; image files that vanished; jobs whose worker died.
+    Checks: SQLite ``integrity_check``; label projection == replay of the event log; every artifact's
+    files against the sha256 recorded under its key; temporary files left by killed writes; image files
+    that vanished; jobs whose worker died and runs whose process died (marked ``interrupted``).
+    A store SQLite cannot read at all is reported with how to restore a backup.
     """
-    from curation.jobs import refresh
-
     rep = DoctorReport()
-    store_problems = ws.store.check()
+    try:
+        store_problems = ws.store.check()
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # malformed pages that integrity_check itself trips on
+        msg = f"the label store {ws.store.path} cannot be read ({exc}): {RESTORE_HINT}"
+        rep.problems.append(msg)
+        rep.problems_left.append(msg)
+        return rep
     rep.problems += store_problems
     projection_bad = any("projection" in p for p in store_problems)
     if projection_bad and repair:
         ws.store.rebuild_projection()
         rep.repaired.append("rebuilt the label projection from the event log")
+        left = ws.store.check()
+        rep.problems_left += [f"{p}: {RESTORE_HINT}" for p in left]
     elif store_problems:
         rep.problems_left += store_problems
+    _check_artifacts(ws, rep, repair)
+    _check_temp_files(ws, rep, repair)
+    _check_images(ws, rep, repair)
+    _check_processes(ws, rep)
+    return rep
 
-    arts = ws.artifacts.list()
-    for kind, key in zip(arts["kind"], arts["key"]):
+
+def _found(rep: DoctorReport, problem: str, repair: bool, fix: str) -> None:
+    """Record a problem and either what ``repair`` did about it (``fix``), or that it is left."""
+    rep.problems.append(problem)
+    if repair:
+        rep.repaired.append(fix)
+    else:
+        rep.problems_left.append(problem)
+
+
+def _check_artifacts(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
+    """Every ``<kind>/<key>.meta.json``: the files of that key match the sha256 recorded for them."""
+    for meta_path in sorted(ws.artifacts.root.glob("*/*.meta.json")):
+        kind, key = meta_path.parent.name, meta_path.name[: -len(".meta.json")]
         try:
             ws.artifacts.verify(kind, key)
+            meta = ws.artifacts.meta(kind, key) or {}
+            if meta.get("key", key) != key or meta.get("kind", kind) != kind:
+                raise ArtifactError(f"Artifact {meta_path} records the key {meta.get('kind')}/{meta.get('key')}, "
+                                    "not its own; delete it and recompute.")
         except ArtifactError as exc:
-            rep.problems.append(str(exc))
             if repair:
                 ws.artifacts.delete(kind, key)
-                rep.repaired.append(f"deleted damaged artifact {kind}/{key} (it is recomputed on the next run)")
-            else:
-                rep.problems_left.append(str(exc))
+            _found(rep, str(exc), repair, f"deleted damaged artifact {kind}/{key} (it is recomputed on the next run)")
 
+
+def _check_temp_files(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
+    """Temporary files that a killed write left behind (older than STALE_TMP_SECONDS)."""
+    cutoff = time.time() - STALE_TMP_SECONDS
+    stale = [p for folder in (ws.artifacts.root, ws.thumbs) if folder.exists() for p in folder.rglob("*.tmp")
+             if p.is_file() and p.stat().st_mtime < cutoff]
+    if not stale:
+        return
+    size = sum(p.stat().st_size for p in stale)
+    if repair:
+        for p in stale:
+            p.unlink(missing_ok=True)
+    _found(rep, f"{len(stale)} temporary files ({size / 1e6:.1f} MB) left by interrupted writes, e.g. {stale[0]}",
+           repair, f"deleted {len(stale)} leftover temporary files")
+
+
+def _check_images(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
+    """Image files that vanished (flagged missing on repair, labels kept) or came back."""
     samples = ws.store.samples(include_missing=True)
-    if len(samples):
-        paths = [Path(r) / p for r, p in zip(samples["root"], samples["path"])]
-        exists = np.array([p.exists() for p in paths])
-        vanished = samples.index[(~exists) & (samples["missing"] == 0)].to_numpy()
-        back = samples.index[exists & (samples["missing"] == 1)].to_numpy()
-        if len(vanished):
-            msg = f"{len(vanished)} image files are missing (e.g. {paths[int(np.flatnonzero(~exists)[0])]})"
-            rep.problems.append(msg)
-            if repair:
-                ws.store.set_missing(vanished, True)
-                rep.repaired.append(f"flagged {len(vanished)} samples as missing (their labels are kept)")
-            else:
-                rep.problems_left.append(msg)
-        if len(back) and repair:
-            ws.store.set_missing(back, False)
-            rep.repaired.append(f"{len(back)} missing image files are back")
+    if not len(samples):
+        return
+    paths = [Path(r) / p for r, p in zip(samples["root"], samples["path"])]
+    exists = np.array([p.exists() for p in paths])
+    gone = (~exists) & (samples["missing"] == 0).to_numpy()
+    vanished = samples.index[gone].to_numpy()
+    back = samples.index[exists & (samples["missing"] == 1)].to_numpy()
+    if len(vanished):
+        if repair:
+            ws.store.set_missing(vanished, True)
+        _found(rep, f"{len(vanished)} image files are missing (e.g. {paths[int(np.flatnonzero(gone)[0])]})",
+               repair, f"flagged {len(vanished)} samples as missing (their labels are kept)")
+    if len(back) and repair:
+        ws.store.set_missing(back, False)
+        rep.repaired.append(f"{len(back)} missing image files are back")
+
+
+def _check_processes(ws: Workspace, rep: DoctorReport) -> None:
+    """Jobs whose worker died and runs whose process died are marked ``interrupted`` (always: it is the truth)."""
+    from curation.jobs import _alive, refresh
 
     before = ws.store.jobs()
     after = refresh(ws)
@@ -89,29 +147,63 @@ def doctor(ws: Workspace, *, repair: bool = False) -> DoctorReport:
     if n_int:
         rep.problems.append(f"{n_int} jobs were interrupted (marked; resume them from the app or CLI)")
         rep.repaired.append(f"marked {n_int} dead jobs as interrupted")
-    return rep
+    runs = ws.store.runs()
+    running = runs[runs["status"] == "running"] if len(runs) else runs
+    dead = sorted({int(p) for p in running.get("pid", []) if not pd.isna(p) and p and not _alive(p)})
+    stuck = ws.store.interrupt_runs(dead)
+    if stuck:
+        rep.problems.append(f"{len(stuck)} training runs were left running by a process that died: "
+                            f"{', '.join(map(str, stuck))} (marked interrupted; train again)")
+        rep.repaired.append(f"marked {len(stuck)} dead runs as interrupted")
 
 
 def restore(backup: Path | str, workspace: Path | str) -> None:
-    """Replace a workspace's label store with a backup made by ``Store.backup`` (checked first)."""
+    """Replace a workspace's label store with a backup made by ``Store.backup`` (checked first).
+
+    Raises
+    ------
+    StoreError when the backup is missing, not a curation store, or fails SQLite's integrity check (the
+    workspace is left untouched), or when the restored store fails ``Store.check``.
+    """
     backup, workspace = Path(backup), Path(workspace)
-    if not backup.exists():
-        raise StoreError(f"No backup file {backup}.")
-    src = sqlite3.connect(str(backup))
+    if not backup.is_file():
+        raise StoreError(f"No backup file {backup}: give the file written by `python -m curation backup WS FILE`.")
+    src = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        ok = src.execute("PRAGMA integrity_check").fetchone()[0]
+        try:
+            ok = src.execute("PRAGMA integrity_check").fetchone()[0]
+            version = src.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{backup} is not a curation label store ({exc}); choose the file written by "
+                             "`python -m curation backup`.") from None
         if ok != "ok":
             raise StoreError(f"{backup} fails SQLite's integrity check ({ok}); choose another backup.")
+        if version is None:
+            raise StoreError(f"{backup} is not a curation label store (no schema version); choose another file.")
         workspace.mkdir(parents=True, exist_ok=True)
         for sub in ("artifacts", "thumbs", "images"):
             (workspace / sub).mkdir(exist_ok=True)
-        dst = sqlite3.connect(str(workspace / DB_NAME))
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
+        db = workspace / DB_NAME
+        try:  # page by page into the live store: safe while the app or a worker has it open
+            _copy_store(src, db)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:  # the old file is not a database at all: nobody can be using it
+            tmp = db.with_name(f".{DB_NAME}.restore.tmp")
+            _copy_store(src, tmp)
+            for stale in (f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+                (workspace / stale).unlink(missing_ok=True)
+            os.replace(tmp, db)
     finally:
         src.close()
     problems = Store(workspace / DB_NAME).check()
     if problems:
         raise StoreError(f"Restored store has problems: {problems}; run `python -m curation doctor --repair`.")
+
+
+def _copy_store(src: sqlite3.Connection, dest: Path) -> None:
+    dst = sqlite3.connect(str(dest))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()

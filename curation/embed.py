@@ -322,7 +322,7 @@ def _resolve_encoder(ws: Any, encoder: None | str | Encoder, device: str | None)
                 log.warning(notice)
                 ws.store.set_meta("encoder_notice", notice)
             return enc
-    return get_encoder(str(encoder), device=device)
+    return get_encoder(str(encoder), device=device, workspace=ws)  # ws: names like finetuned:run-<id>
 
 
 def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size: int | None = None,

@@ -186,10 +186,20 @@ class Encoder:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, device={self.device!r})"
 
 
+TOWER_BLOCKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # image tower class: (path of its sequence of blocks, run in order; what follows the last block)
+    "VisionTransformer": ("transformer.resblocks", ("ln_post", "proj")),  # open_clip ViT towers
+    "EfficientNet": ("_blocks", ("_conv_head", "_bn1")),  # efficientnet_lite_pytorch
+}
+"""Where fine-tuning finds the blocks of an image tower; add an entry to fine-tune another architecture."""
+
+
 class TorchEncoder(Encoder):
     """Shared device handling: autocast on CUDA, channels_last for conv nets, inference mode."""
 
     channels_last = False
+    tower_attr = ""
+    """Attribute path of the image tower inside ``model`` ("" = the model itself)."""
 
     def __init__(self, model: Any, *, device: str, mean: Sequence[float], std: Sequence[float],
                  scale: float = 255.0) -> None:
@@ -231,6 +241,27 @@ class TorchEncoder(Encoder):
     def _forward(self, x: Any) -> Any:
         raise NotImplementedError
 
+    # -- fine-tuning
+    def tower(self) -> Any:
+        """The image tower (a ``torch.nn.Module`` inside :attr:`model`) whose weights fine-tuning changes."""
+        return self.model.get_submodule(self.tower_attr)
+
+    def tower_blocks(self) -> tuple[str, int, tuple[str, ...]]:
+        """The tower's layout from :data:`TOWER_BLOCKS`: (path of its block sequence inside :meth:`tower`,
+        number of blocks, names of the modules / parameters after the last block)."""
+        tower = self.tower()
+        layout = TOWER_BLOCKS.get(type(tower).__name__)
+        if layout is None:
+            raise EncoderError(f"{self.name}: no block layout is known for its {type(tower).__name__} image tower; "
+                               "add one to curation.encoders.TOWER_BLOCKS to fine-tune it, or fine-tune a ViT "
+                               f"OpenCLIP model or {OFFLINE_ENCODER}.")
+        path, tail = layout
+        return path, len(tower.get_submodule(path)), tail
+
+    def tower_features(self, x: Any) -> Any:
+        """(B, 3, H, W) float from :meth:`normalize` → (B, D) features before L2 normalisation, with autograd."""
+        return self._forward(x)
+
     def encode_images(self, batch: Any) -> np.ndarray:
         import torch
 
@@ -250,6 +281,7 @@ class OpenClipEncoder(TorchEncoder):
     ``openclip:hf-hub:<repo>``."""
 
     has_text = True
+    tower_attr = "visual"
 
     def __init__(self, name: str, *, device: str | None = None) -> None:
         import torch
@@ -510,14 +542,21 @@ def register_tiny_openclip(name: str = "tiny-test") -> str:
 EncoderFactory = Callable[..., Encoder]
 _REGISTRY: dict[str, EncoderFactory] = {}
 _PREFIXES: dict[str, EncoderFactory] = {}
-_CACHE: dict[tuple[str, str], Encoder] = {}
+_NEEDS_WORKSPACE: set[str] = set()
+_CACHE: dict[tuple[str, str, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def register_encoder(name: str, factory: EncoderFactory, *, prefix: bool = False) -> None:
+def register_encoder(name: str, factory: EncoderFactory, *, prefix: bool = False,
+                     needs_workspace: bool = False) -> None:
     """Register ``factory(name, *, device=None) -> Encoder`` under ``name`` (or under every name that
-    starts with ``name`` when ``prefix``)."""
+    starts with ``name`` when ``prefix``). ``needs_workspace``: the names refer to something stored in
+    a workspace (``finetuned:run-<id>``) and the factory also takes ``workspace=``."""
     (_PREFIXES if prefix else _REGISTRY)[name] = factory
+    if needs_workspace:
+        _NEEDS_WORKSPACE.add(name)
+    else:
+        _NEEDS_WORKSPACE.discard(name)
     with _CACHE_LOCK:
         for k in [k for k in _CACHE if k[0] == name or (prefix and k[0].startswith(name))]:
             del _CACHE[k]
@@ -536,34 +575,39 @@ def list_encoders() -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def get_encoder(name: str, *, device: str | None = None, cache: bool = True) -> Encoder:
+def get_encoder(name: str, *, device: str | None = None, cache: bool = True, workspace: Any = None) -> Encoder:
     """Build (or reuse) the encoder registered under ``name``.
 
     Parameters
     ----------
     name : ``openclip:<ARCH>:<tag | /path/to/ckpt | random>``, ``openclip:hf-hub:<repo>``,
-        ``efficientnet-lite0``, ``precomputed:<name>``, or any name given to :func:`register_encoder`.
+        ``efficientnet-lite0``, ``precomputed:<name>``, ``finetuned:run-<id>`` (needs ``workspace``),
+        or any name given to :func:`register_encoder`.
     device : ``cpu`` / ``cuda`` / ``mps``; best available when None.
-    cache : reuse an encoder already built in this process for the same name and device.
+    cache : reuse an encoder already built in this process for the same name, device (and workspace).
+    workspace : the Workspace that names like ``finetuned:run-<id>`` refer to; ignored by other names.
     """
     dev = pick_device(device) if not name.startswith("precomputed:") else "precomputed"
-    with _CACHE_LOCK:
-        if cache and (name, dev) in _CACHE:
-            return _CACHE[(name, dev)]
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        for p, f in sorted(_PREFIXES.items(), key=lambda kv: -len(kv[0])):
-            if name.startswith(p):
-                factory = f
-                break
-    if factory is None:
+    registered = name if name in _REGISTRY else next(
+        (p for p in sorted(_PREFIXES, key=len, reverse=True) if name.startswith(p)), None)
+    if registered is None:
         raise EncoderError(f"Unknown encoder {name!r}. Use {DEFAULT_ENCODER!r}, {OFFLINE_ENCODER!r}, "
                            "`openclip:<ARCH>:/path/to/checkpoint`, or see `python -m curation list`.")
-    enc = factory(name, device=None if dev == "precomputed" else dev)
+    scoped = registered in _NEEDS_WORKSPACE
+    if scoped and workspace is None:
+        raise EncoderError(f"Encoder {name!r} is stored in a workspace: use it through that workspace, e.g. "
+                           f"`python -m curation embed WS --encoder {name}`.")
+    key = (name, dev, str(workspace.root) if scoped else "")
+    with _CACHE_LOCK:
+        if cache and key in _CACHE:
+            return _CACHE[key]
+    factory = _REGISTRY.get(name) or _PREFIXES[registered]
+    kwargs = {"workspace": workspace} if scoped else {}
+    enc = factory(name, device=None if dev == "precomputed" else dev, **kwargs)
     log.info("encoder %s ready on %s (%d-d, fingerprint %s)", name, enc.device, enc.dim, enc.fingerprint)
     if cache:
         with _CACHE_LOCK:
-            _CACHE[(name, dev)] = enc
+            _CACHE[key] = enc
     return enc
 
 
@@ -589,3 +633,12 @@ def default_encoder(*, device: str | None = None) -> tuple[Encoder, str | None]:
 register_encoder("openclip:", lambda name, device=None: OpenClipEncoder(name, device=device), prefix=True)
 register_encoder(OFFLINE_ENCODER, lambda name, device=None: EfficientNetLite0Encoder(name, device=device))
 register_encoder("precomputed:", lambda name, device=None: PrecomputedEncoder(name), prefix=True)
+
+
+def _finetuned(name: str, *, device: str | None = None, workspace: Any = None) -> Encoder:
+    from curation.finetune import finetuned_encoder  # the tuned tower is a run's checkpoint in the workspace
+
+    return finetuned_encoder(workspace, name, device=device)
+
+
+register_encoder("finetuned:", _finetuned, prefix=True, needs_workspace=True)

@@ -242,8 +242,7 @@ def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[st
     # ReaL-style top-1 accuracy, split by the number of positive labels of the image
     n_labels = pos.sum(1)
     rows = n_labels > 0
-    top1 = probs.argmax(1) if n_classes else np.zeros(n, np.int64)
-    hit = pos[np.arange(n), top1] if n_classes else np.zeros(n, bool)
+    hit = top1_correct(Y, probs)
     by = pd.DataFrame({"n_labels": n_labels[rows], "hit": hit[rows].astype(np.float64)})
     by = by.groupby("n_labels")["hit"].agg(["size", "mean"]).reset_index()
     by.columns = ["n_labels", "n", "accuracy"]
@@ -261,6 +260,99 @@ def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[st
         "real_by_n_labels": by,
         "per_class": per_class,
     }
+
+
+def top1_correct(Y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Whether each image's top-1 prediction is one of its positive labels (ReaL-style correctness).
+
+    Parameters
+    ----------
+    Y : (N, K) int8 label matrix, POSITIVE / UNKNOWN / REJECTED. With one positive per row this is
+        plain single-label correctness (argmax == label).
+    probs : (N, K) float probabilities.
+
+    Returns
+    -------
+    (N,) bool; False for rows without a positive label.
+    """
+    Y = np.asarray(Y)
+    probs = np.asarray(probs)
+    if Y.shape != probs.shape or Y.ndim != 2:
+        raise ValueError(f"Y {Y.shape} and probs {probs.shape} must both be (N, K).")
+    if Y.shape[1] == 0:
+        return np.zeros(len(Y), bool)
+    return Y[np.arange(len(Y)), probs.argmax(1)] == POSITIVE
+
+
+def multilabel_confusion_pairs(Y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true label, top-1 prediction) pairs that make a confusion matrix of a multi-label set.
+
+    An image whose top-1 class is one of its positive labels gives one pair on the diagonal of that
+    class; an image whose top-1 class is not one of its labels gives one off-diagonal pair per
+    positive label. Images without a positive label give none. Off-diagonal cells therefore hold
+    exactly the ReaL-style mistakes.
+
+    Parameters
+    ----------
+    Y : (N, K) int8, POSITIVE / UNKNOWN / REJECTED.
+    probs : (N, K) float probabilities.
+
+    Returns
+    -------
+    rows : (P,) int64 row positions into ``Y``; true_k, pred_k : (P,) int64 class indices
+    (feed them to :func:`confusion_matrix` and :func:`confusion_cell`).
+    """
+    pos = np.asarray(Y) == POSITIVE
+    hit = top1_correct(Y, probs)
+    rows, true_k = np.nonzero(pos)
+    pred_k = np.asarray(probs).argmax(1)[rows] if len(rows) else np.zeros(0, np.int64)
+    keep = ~hit[rows] | (true_k == pred_k)
+    return rows[keep].astype(np.int64), true_k[keep].astype(np.int64), pred_k[keep].astype(np.int64)
+
+
+NOT_MISTAKES = ("label_wrong", "both_valid", "ambiguous")
+MISTAKE_VERDICTS = ("model_wrong", *NOT_MISTAKES)
+
+
+def review_outcomes(reviews: pd.DataFrame, *, queue: str = "evaluate") -> pd.DataFrame:
+    """How many reviewed model mistakes were not the model's fault ("when does dough become a bagel?").
+
+    Only the latest verdict counts: per (run, sample) for a run's row, per sample for the ``"all"`` row
+    (a sample reviewed under two runs counts once overall).
+
+    Parameters
+    ----------
+    reviews : ``Store.reviews()``: sample_id, queue, verdict, run_id (may be null), in time order
+        (ascending ``id`` index).
+    queue : the queue holding verdicts on model mistakes (cells off the confusion diagonal).
+
+    Returns
+    -------
+    DataFrame indexed by ``run`` (run ids ascending, then ``"all"``) with columns ``reviewed`` and one
+    count per verdict of ``MISTAKE_VERDICTS``, ``not_mistakes`` (label_wrong + both_valid +
+    ambiguous) and ``share`` (= not_mistakes / reviewed, NaN when nothing was reviewed).
+    """
+    cols = ["reviewed", *MISTAKE_VERDICTS, "not_mistakes", "share"]
+    r = reviews[(reviews["queue"] == queue) & reviews["verdict"].isin(MISTAKE_VERDICTS)] if len(reviews) else reviews
+    if r.empty:
+        return pd.DataFrame([[0] * (len(cols) - 1) + [np.nan]], columns=cols, index=pd.Index(["all"], name="run"))
+    r = r.sort_index()
+
+    def count(latest: pd.DataFrame, by: str | None) -> pd.DataFrame:
+        key = latest[by] if by else pd.Series("all", index=latest.index)
+        t = pd.crosstab(key, latest["verdict"]).reindex(columns=list(MISTAKE_VERDICTS), fill_value=0)
+        t.insert(0, "reviewed", t.sum(1))
+        t["not_mistakes"] = t[list(NOT_MISTAKES)].sum(1)
+        t["share"] = t["not_mistakes"] / t["reviewed"]
+        return t
+
+    per_run = r.dropna(subset=["run_id"]).astype({"run_id": np.int64})
+    per_run = count(per_run.drop_duplicates(["run_id", "sample_id"], keep="last"), "run_id")
+    overall = count(r.drop_duplicates("sample_id", keep="last"), None)
+    out = pd.concat([per_run, overall])
+    out.index = pd.Index(list(per_run.index) + ["all"], name="run", dtype=object)
+    out.columns.name = None
+    return out[cols]
 
 
 def tune_thresholds(Y: np.ndarray, probs: np.ndarray, *, weights: np.ndarray | None = None,

@@ -120,7 +120,7 @@ def _export_manifest(ws: "Workspace", table: pd.DataFrame, fmt: str, dest: Path,
                         "sha1": table["sha1"].tolist()})
     tmp = dest.with_name(f".{dest.name}.tmp")
     if fmt == "csv":
-        as_json = any("|" in n for n in ws.store.class_names())
+        as_json = _needs_lists(ws.store.class_names())
         join = (lambda xs: json.dumps(xs, ensure_ascii=False) if xs else "") if as_json else "|".join
         csv_out = out.assign(labels=out["labels"].map(join), rejected=out["rejected"].map(join))
         csv_out.to_csv(tmp, index=False, encoding="utf-8")
@@ -134,6 +134,12 @@ def _export_manifest(ws: "Workspace", table: pd.DataFrame, fmt: str, dest: Path,
     os.replace(tmp, dest)
     log.info("exported %d samples to %s", len(out), dest)
     return dest
+
+
+def _needs_lists(class_names: list[str]) -> bool:
+    """Whether a plain text label cell could be misread on ingest (``a|b`` splits, ``[...]`` parses as a
+    JSON list), so labels must be written as JSON lists to round-trip."""
+    return any("|" in n or (n.strip().startswith("[") and n.strip().endswith("]")) for n in class_names)
 
 
 # ---------------------------------------------------------------------- folders
@@ -176,7 +182,8 @@ def _folder_name(class_name: str) -> str:
 
 def _export_hf(ws: "Workspace", table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
     _prepare_folder(dest, overwrite)
-    multi = ws.store.task == "multi" or bool((table["labels"].map(len) > 1).any())
+    multi = (ws.store.task == "multi" or bool((table["labels"].map(len) > 1).any())
+             or _needs_lists(ws.store.class_names()))
     with open(dest / "metadata.jsonl", "w", encoding="utf-8") as f:
         for sid, row in table.iterrows():
             rel = f"{HF_SPLIT_DIRS.get(row['split'], 'train')}/{_file_name(sid, row['file'])}"

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 MAX_PIXELS = 80_000_000
 """Images with more pixels than this are refused ("too large"), below PIL's own bomb threshold."""
+
+MAX_BYTES = 512 * 1024 * 1024
+"""Image files larger than this are refused ("too large") before they are read into memory."""
 
 THUMB_SIZE = 160
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif",
@@ -66,9 +70,15 @@ class ImageInfo:
 
 # ---------------------------------------------------------------------- checking and loading
 def _read_bytes(path: Path) -> bytes:
+    """The bytes of a regular file; pipes, devices and oversized files are refused before reading."""
     try:
-        if path.is_dir():
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
             raise ImageError("is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("not a regular file (a pipe, socket or device)")
+        if info.st_size > MAX_BYTES:
+            raise ImageError(f"too large: {info.st_size} bytes, limit {MAX_BYTES}")
         data = path.read_bytes()
     except ImageError:
         raise
@@ -160,7 +170,8 @@ def check_image(path: Path | str, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     ------
     ImageError
         ``reason`` is one of "empty file", "not an image", "truncated or corrupt: ...",
-        "too large: N pixels, limit M", "file not found", "is a folder, not a file", "unreadable: ...".
+        "too large: N pixels, limit M", "too large: N bytes, limit M", "file not found",
+        "is a folder, not a file", "not a regular file (...)", "unreadable: ...".
     """
     data = _read_bytes(Path(path))
     im = _open_decoded(data, max_pixels=max_pixels)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -17,7 +18,7 @@ import pandas as pd
 
 from curation.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image
 from curation.progress import ProgressFn, null_progress, sub_progress
-from curation.store import StoreError
+from curation.store import StoreError, class_name_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.workspace import Workspace
@@ -145,7 +146,7 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
 
     Layouts: ``<class>/<file>``, ``<split>/<class>/<file>``, flat ``<file>`` (unlabelled). Files directly
     under the folder (or a split folder) are unlabelled. Deeper folders belong to their top class folder.
-    Folder names ``a%2Fb`` are read as class ``a/b`` (how export writes class names with slashes).
+    Percent escapes in folder names are decoded (``a%2Fb`` is class ``a/b``, as export writes it).
     """
     if labels not in ("auto", "none", "folder", "folders"):
         raise IngestError(f"labels={labels!r} is not valid for a folder: use 'auto' (folder names) or 'none'.")
@@ -161,7 +162,7 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
             if d.startswith("."):
                 continue
             if (dpath / d).is_symlink():
-                skipped.append((_rel(dpath / d, root), "symlinked folder not followed"))
+                skipped.append((_shown(_rel(dpath / d, root)), "symlinked folder not followed"))
                 continue
             keep.append(d)
         dirnames[:] = keep
@@ -169,11 +170,12 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
             if name.startswith("."):
                 continue
             rel = _rel(dpath / name, root)
-            if (dpath / name).is_symlink() and not (dpath / name).resolve().is_relative_to(root):
-                skipped.append((rel, "symlink resolves outside the image root"))
-                continue
             if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append((rel, f"not an image file type ({Path(name).suffix or 'no extension'})"))
+                skipped.append((_shown(rel), f"not an image file type ({Path(name).suffix or 'no extension'})"))
+                continue
+            why = _text_problem(rel) or (_link_problem(dpath / name, root) if (dpath / name).is_symlink() else None)
+            if why:
+                skipped.append((_shown(rel), why))
                 continue
             rel_files.append(rel)
     if not rel_files:
@@ -190,6 +192,10 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
         if split_layout and dirs:
             row_split = SPLIT_ALIASES[dirs.pop(0).lower()]
         names = [_folder_class(dirs[0])] if (dirs and labels != "none") else []
+        why = class_name_problem(names[0]) if names else None
+        if why:
+            skipped.append((rel, f"folder name {names[0]!r} cannot be a class name: {why}; rename the folder"))
+            continue
         rows.append({"path": rel, "labels": names, "split": row_split})
     frame = pd.DataFrame(rows, columns=["path", "labels", "split"])
     notes = []
@@ -237,6 +243,9 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
 
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
+    if labels == "auto" and label_col is None:
+        notes.append(f"{path.name} has no label column ({', '.join(LABEL_COLUMNS)}): its images were added "
+                     "unlabelled; name the column holding class names one of those to import labels.")
     n_empty_labels = 0
     unknown_splits: set[str] = set()
     out_path, out_labels, out_split, out_line = [], [], [], []
@@ -258,7 +267,7 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
             names, n_empty = parse_labels(lv)
             if from_folders:
                 dirs = PurePosixPath(rel).parts[:-1]
-                names = [_folder_class(dirs[0])] if dirs else []
+                names = parse_labels([_folder_class(dirs[0])])[0] if dirs else []
         except ValueError as exc:
             skipped.append((pv, f"{where}: {exc}"))
             continue
@@ -340,6 +349,9 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             if not isinstance(obj, dict):
                 raise IngestError(f"{path.name} line {n} is a JSON {type(obj).__name__}, not an object: each line "
                                   'must look like {"file_name": "a.jpg", "label": "cat"}.')
+            if "\\u" in line and _text_problem(json.dumps(obj, ensure_ascii=False)):
+                raise IngestError(f"{path.name} line {n} holds an escaped lone surrogate (like \\udcff), which is "
+                                  "not text: fix or remove that line.")
             records.append(obj)
     if not records:
         raise IngestError(f"{path} has no records: write one JSON object per line.")
@@ -413,6 +425,9 @@ def parse_labels(value: Any) -> tuple[list[str], int]:
         if not name:
             dropped += 1
             continue
+        why = class_name_problem(name)
+        if why:
+            raise ValueError(f"label {name!r} cannot be a class name: {why}")
         if name not in names:
             names.append(name)
     return names, dropped
@@ -554,6 +569,29 @@ def _rel(p: Path, root: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
+def _text_problem(path: str) -> str | None:
+    """A reason when a file name cannot be stored as text (bytes that are not UTF-8), else None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 text: rename the file (e.g. `convmv -f latin1 -t utf-8 -r --notest .`)"
+    return None
+
+
+def _shown(path: str) -> str:
+    """A path made printable: characters that are not valid text are shown as ``\\udcNN`` escapes."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _link_problem(link: Path, root: Path) -> str | None:
+    """A reason when a symlink in an image folder must not be followed (it leaves the root, or loops), else None."""
+    try:
+        target = link.resolve()
+    except (OSError, RuntimeError):  # Python raises RuntimeError for a symlink loop
+        return "symlink loop"
+    return None if target.is_relative_to(root) else "symlink resolves outside the image root"
+
+
 def _is_nan(v: Any) -> bool:
     return isinstance(v, (float, np.floating)) and math.isnan(v)
 
@@ -563,8 +601,14 @@ def _split_name(value: str) -> str | None:
 
 
 def _folder_class(name: str) -> str:
-    low = name.lower()
-    return unquote(name) if ("%2f" in low or "%25" in low) else name
+    """The class a folder name stands for: percent escapes (``a%2Fb``, ``%F0%9F%90%B1``), as export writes
+    names a folder cannot hold, are decoded when every ``%`` starts one and the bytes are valid UTF-8."""
+    if not re.fullmatch(r"(?:[^%]|%[0-9A-Fa-f]{2})*", name) or "%" not in name:
+        return name
+    try:
+        return unquote(name, errors="strict")
+    except UnicodeDecodeError:
+        return name
 
 
 def _safe_relative(raw: str, root: Path) -> tuple[str, str | None]:

@@ -21,6 +21,8 @@ KNN_WEIGHT = 0.15
 """Share of the kNN vote in the mixed class probabilities of the ensemble."""
 KNN_K = 30
 KNN_TEMPERATURE = 0.05
+TRANSITION_GAIN = 2.0
+"""Weight ``2 λ²`` (λ = noise structure) of the noise-transition posterior in the ensemble score."""
 
 
 class IssuesError(ValueError):
@@ -115,13 +117,7 @@ def confident_joint(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     return J / np.maximum(J.sum(1, keepdims=True), 1.0) * counts[:, None]
 
 
-def noise_structure(labels: np.ndarray, pred_probs: np.ndarray) -> float:
-    """How concentrated the estimated label noise is on a few class pairs, in [0, 1].
-
-    1 - normalised entropy of the off-diagonal of the confident joint: near 0 when errors spread over all
-    class pairs (uniform noise), larger when they concentrate on visually close pairs (class confusion).
-    """
-    J = confident_joint(labels, pred_probs)
+def _structure(J: np.ndarray) -> float:
     K = J.shape[0]
     off = J.copy()
     np.fill_diagonal(off, 0.0)
@@ -130,6 +126,25 @@ def noise_structure(labels: np.ndarray, pred_probs: np.ndarray) -> float:
         return 0.0
     q = off[off > 0] / tot
     return float(np.clip(1.0 - (-(q * np.log(q)).sum()) / np.log(K * (K - 1)), 0.0, 1.0))
+
+
+def noise_structure(labels: np.ndarray, pred_probs: np.ndarray) -> float:
+    """How concentrated the estimated label noise is on a few class pairs, in [0, 1].
+
+    1 - normalised entropy of the off-diagonal of the confident joint: near 0 when errors spread over all
+    class pairs (uniform noise), larger when they concentrate on visually close pairs (class confusion).
+    """
+    return _structure(confident_joint(labels, pred_probs))
+
+
+def _posterior(y: np.ndarray, p: np.ndarray, J: np.ndarray) -> np.ndarray:
+    """P(true = given | x) under the noise transition ``T[given, true]`` estimated from the confident joint
+    ``J`` (Laplace-smoothed, columns normalised): ``p_y T[y, y] / sum_j p_j T[y, j]``; 1.0 when unlabelled."""
+    T = (J + 1.0) / (J + 1.0).sum(0, keepdims=True)
+    yy = np.maximum(y, 0)
+    num = p * T[yy]
+    post = num[np.arange(len(y)), yy] / np.maximum(num.sum(1), 1e-300)
+    return np.where(y >= 0, post, 1.0)
 
 
 def _mixed_probs(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, knn_weight: float) -> np.ndarray:
@@ -155,9 +170,13 @@ def _label_quality(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, method: st
         pm = _mixed_probs(y, p, idx, sims, 1.0)
         return _take(pm, y), pm
     pm = _mixed_probs(y, p, idx, sims, knn_weight)
-    lam = noise_structure(y, pm)
+    J = confident_joint(y, pm)
+    lam = _structure(J)
     score = (_take(pm, y) + lam * _normalized_margin(pm, y)) / (1.0 + lam)
-    log.debug("ensemble label quality: noise structure %.3f", lam)
+    w = min(1.0, TRANSITION_GAIN * lam * lam)
+    if w > 0:
+        score = np.clip(score, 0.0, 1.0) ** (1.0 - w) * _posterior(y, pm, J) ** w
+    log.debug("ensemble label quality: noise structure %.3f, transition weight %.3f", lam, w)
     return score, pm
 
 
@@ -184,10 +203,13 @@ def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx:
     The ensemble mixes the linear head's out-of-fold probabilities with an out-of-fold kNN vote over the
     given labels (the neighbours see local structure the linear head smooths over), then blends the
     self-confidence ``p_y`` with the normalised margin ``p_y - max_{k≠y} p_k``. The blend weight is the
-    *noise structure* estimated from the confident joint: uniform noise (errors on far-away classes, where
+    *noise structure* λ estimated from the confident joint: uniform noise (errors on far-away classes, where
     ``p_y`` alone separates best) gives a weight near 0; class-confusion noise (errors on visually close
     pairs, where only the margin to the competing class separates a wrong label from a hard image) gives a
-    larger one.
+    larger one. Finally the score is blended geometrically, with weight ``2 λ²``, with the posterior that
+    the label is right under the noise transition ``P(given | true)`` estimated from the confident joint
+    (a "Shirt" whose probability mass sits on T-shirt, often mislabelled as Shirt, is more suspect than one
+    whose mass sits on Bag): the transition estimate is trusted only when the noise is clearly structured.
     """
     if method not in METHODS:
         raise IssuesError(f"Unknown method {method!r}; use one of {METHODS}.")
@@ -393,8 +415,39 @@ def _gaussian_distances(X: np.ndarray, labels: np.ndarray | None, *, max_dim: in
     return np.maximum(d2.min(1), 0.0)
 
 
+NOISE_FACTOR = 0.5
+"""Outlier scores of cluster-noise samples (e.g. HDBSCAN's -1) are multiplied by this."""
+
+
+def _noise_mask(noise: np.ndarray | None, ids: pd.Index) -> np.ndarray:
+    """(N,) bool from a boolean mask aligned with the samples, or from an array of sample ids."""
+    n = len(ids)
+    if noise is None:
+        return np.zeros(n, bool)
+    a = np.asarray(noise)
+    if a.dtype == bool:
+        if a.shape != (n,):
+            raise IssuesError(f"A boolean noise mask must have one entry per sample ({n}), got {a.shape}; or pass "
+                              "the noise samples' ids.")
+        return a
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise IssuesError(f"noise must be a boolean mask or an array of sample ids, got dtype {a.dtype}.")
+    return np.isin(ids.to_numpy(), a.astype(np.int64).ravel())
+
+
+def _outlier_frame(knn_sims: np.ndarray, d2: np.ndarray, noise: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    sims = np.asarray(knn_sims, np.float64)
+    n = len(index)
+    knn_score = _to_unit(np.maximum(1.0 - sims.mean(1), 0.0)) if sims.shape[1] else np.ones(n)
+    gauss = _to_unit(d2) if n > 2 else np.ones(n)
+    score = np.sqrt(knn_score * gauss) * np.where(noise, NOISE_FACTOR, 1.0)
+    df = pd.DataFrame({"knn_score": knn_score, "gaussian_score": gauss, "score": score, "noise": noise},
+                      index=index)
+    return df.sort_values("score", kind="stable")
+
+
 def outlier_scores(vectors: np.ndarray, *, knn_sims: np.ndarray, labels: np.ndarray | None = None,
-                   ids: np.ndarray | None = None) -> pd.DataFrame:
+                   ids: np.ndarray | None = None, noise: np.ndarray | None = None) -> pd.DataFrame:
     """How typical each image is, in [0, 1], lower = more outlying.
 
     Parameters
@@ -404,22 +457,23 @@ def outlier_scores(vectors: np.ndarray, *, knn_sims: np.ndarray, labels: np.ndar
     labels : (N,) int given labels (-1 = none): class Gaussians are fitted on classes with ≥ 2 samples;
         without labels one Gaussian models all the data.
     ids : (N,) sample ids.
+    noise : optional cluster-noise samples (e.g. HDBSCAN's -1 from ``curation.cluster``): an (N,) bool mask,
+        or an array of sample ids (of ``ids``). Their score is multiplied by :data:`NOISE_FACTOR`.
 
     Returns
     -------
     DataFrame indexed by sample id, sorted by score: ``knn_score`` (from the mean cosine distance to the
     neighbours), ``gaussian_score`` (from the squared Mahalanobis distance to the nearest class), ``score``
-    (their geometric mean). Each is ``0.5 ** (d / median d)``, so a typical sample scores about 0.5.
+    (their geometric mean, times :data:`NOISE_FACTOR` for noise samples), ``noise`` (bool). Each of the two
+    scores is ``0.5 ** (d / median d)``, so a typical sample scores about 0.5.
     """
     X = np.asarray(vectors, np.float32)
     sims = np.asarray(knn_sims, np.float32)
     if X.ndim != 2 or sims.ndim != 2 or len(sims) != len(X):
         raise IssuesError(f"vectors {X.shape} and knn_sims {sims.shape} must be (N, D) and (N, k).")
-    knn_score = _to_unit(np.maximum(1.0 - sims.astype(np.float64).mean(1), 0.0)) if sims.shape[1] else np.ones(len(X))
-    gauss = _to_unit(_gaussian_distances(X, labels)) if len(X) > 2 else np.ones(len(X))
-    df = pd.DataFrame({"knn_score": knn_score, "gaussian_score": gauss, "score": np.sqrt(knn_score * gauss)},
-                      index=_ids(ids, len(X)))
-    return df.sort_values("score", kind="stable")
+    index = _ids(ids, len(X))
+    d2 = _gaussian_distances(X, labels) if len(X) > 2 else np.zeros(len(X))
+    return _outlier_frame(sims, d2, _noise_mask(noise, index), index)
 
 
 def ambiguous_scores(probs: np.ndarray, *, ids: np.ndarray | None = None) -> pd.DataFrame:
@@ -448,98 +502,200 @@ def ambiguous_scores(probs: np.ndarray, *, ids: np.ndarray | None = None) -> pd.
     return df.sort_values("score", kind="stable")
 
 
-# ---------------------------------------------------------------------- workspace entry point
-ISSUES_VERSION = 1
+# ---------------------------------------------------------------------- workspace entry points
+ISSUES_VERSION = 2
+GAUSS_KIND = "outlier_gauss"
+MISSING_COLUMNS = ["sample", "class", "class_name", "score"]
 
 
-def _issue_key(ws: Any, emb: Any, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _issue_probs(state: Any) -> np.ndarray | None:
+    """(N, K) out-of-sample probabilities that judge the given labels: the out-of-fold heads, averaged with
+    the latest model's probabilities on the samples that model did not train on; None without OOF heads."""
+    p = state.sources.get("oof")
+    if p is None:
+        return None
+    p = np.asarray(p, np.float64)
+    m = state.sources.get("model")
+    if m is not None:
+        held = np.isfinite(m).all(1)
+        p = p.copy()
+        p[held] = 0.5 * (p[held] + m[held])
+    return p
+
+
+def _gaussian(ws: Any, state: Any, X: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distances to the nearest class (labels of the fit), cached per expensive fit."""
     from curation.artifacts import make_key
-    from curation.neighbors import ids_fingerprint
 
-    cfg = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "last_event": int(ws.store.last_event_id()),
-           "version": ISSUES_VERSION, **config}
-    return make_key(cfg), cfg
+    config = {"fit": state.info["fit_key"], "version": ISSUES_VERSION}
+    key = make_key(config)
+    hit = ws.artifacts.load_array(GAUSS_KIND, key, mmap=False)
+    if hit is not None and len(hit) == len(X):
+        return np.asarray(hit)
+    d2 = _gaussian_distances(X, state.labels) if len(X) > 2 else np.zeros(len(X))
+    ws.artifacts.save_array(GAUSS_KIND, key, d2, config=config)
+    return d2
 
 
-def compute_issues(ws: Any, emb: Any, *, k: int = 15, folds: int = 5, seed: int = 0, C: float | None = None,
-                   duplicate_threshold: float = 0.98, progress: ProgressFn | None = None) -> pd.DataFrame:
-    """Every per-sample issue score of a workspace, cached as artifact kind ``issues``.
+def _multilabel_flags(Y: np.ndarray, p: np.ndarray, worst: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Multi-label issue: the worst known cell is on the wrong side of its class threshold (tuned on the known
+    cells) by a margin: a positive below half the threshold, or a rejection above halfway to 1."""
+    from curation.evaluate import tune_thresholds
+
+    t = tune_thresholds(Y, p).astype(np.float64)
+    r = np.arange(len(Y))
+    c = np.maximum(worst, 0)
+    pw, state = p[r, c], Y[r, c]
+    return known & (((state == POSITIVE) & (pw < t[c] / 2)) | ((state == REJECTED) & (pw > (1 + t[c]) / 2)))
+
+
+def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | None = None,
+                   duplicate_threshold: float = 0.98, noise: np.ndarray | None = None, refit: str = "auto",
+                   save: bool = False, progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Every per-sample issue score of a workspace for the current labels.
+
+    The expensive inputs (out-of-fold heads, the ensemble, class Gaussians) come from the fit shared with
+    the suggestions (:func:`curation.suggest.label_state`), refreshed only when labels changed enough
+    (:func:`curation.suggest.refit_threshold`); everything else follows each label event and costs well
+    under a second at 50k samples.
 
     Parameters
     ----------
-    ws : Workspace (labels come from ``ws.store.single_labels(emb.ids)``).
+    ws : Workspace.
     emb : embeddings-like object: ``ids`` (N,) int64, ``vectors`` (N, D) float32 L2-normalised, ``key`` str.
-    k : neighbours in the kNN graph (``curation.neighbors.knn_graph``).
     folds, seed, C : out-of-fold head settings (:func:`curation.oof.out_of_fold_probs`).
     duplicate_threshold : cosine similarity above which two images count as near-duplicates.
+    noise : cluster-noise samples feeding the outlier score (:func:`outlier_scores`): an (N,) bool mask
+        aligned with ``emb.ids`` or an array of sample ids.
+    refit : ``"auto"`` / ``"never"`` / ``"always"`` (:func:`curation.suggest.label_state`).
+    save : also store the table as artifact kind ``issues``, keyed by the fit, the ensemble, the last label
+        event, the noise set and the settings (the ``issues`` job and the CLI do; the app recomputes it
+        instead of writing a file per click). A stored table for the same key is returned as is.
     progress : ``progress(fraction, message)``.
 
     Returns
     -------
-    DataFrame indexed by sample id (the order of ``emb.ids``) with columns ``given`` (class index, -1 none),
-    ``label_score`` (1.0 for unlabelled samples), ``is_label_issue``, ``suggested``, ``suggested_prob``,
-    ``outlier_score``, ``ambiguity_score``, ``ambiguous_with``, ``duplicate_of`` (id of the most similar
-    near-duplicate, -1 none), ``duplicate_conflict``. Scores in [0, 1], lower = worse. The key covers
-    the embeddings, the sample ids and the label store's last event id, so any label edit recomputes it.
+    DataFrame indexed by sample id (the order of ``emb.ids``) with columns ``given`` (class index, -1 none;
+    the lowest positive in multi-label), ``label_score`` (1.0 for unlabelled samples), ``is_label_issue``,
+    ``suggested``, ``suggested_prob``, ``outlier_score``, ``ambiguity_score``, ``ambiguous_with``,
+    ``duplicate_of`` (id of the most similar near-duplicate, -1 none), ``duplicate_conflict``, and
+    ``cluster_noise`` (bool, the sample was passed in ``noise``). Scores in [0, 1], lower = worse.
+    Single-label: confident learning + kNN (:func:`find_label_issues`) on the out-of-fold probabilities,
+    averaged with the latest model's where it did not train on the sample; multi-label: the worst known
+    cell (:func:`multilabel_issue_scores`). Ambiguity comes from the calibrated ensemble.
     """
-    from curation.oof import DEFAULT_C, out_of_fold_probs
+    from curation.artifacts import make_key
+    from curation.suggest import label_state
 
     progress = progress or null_progress
-    ids = np.asarray(emb.ids, np.int64)
     X = np.asarray(emb.vectors, np.float32)
-    if X.ndim != 2 or len(X) != len(ids):
-        raise IssuesError(f"Embeddings vectors {X.shape} do not match {len(ids)} ids; re-run `python -m curation "
+    if X.ndim != 2 or len(X) != len(emb.ids):
+        raise IssuesError(f"Embeddings vectors {X.shape} do not match {len(emb.ids)} ids; re-run `python -m curation "
                           "embed`.")
-    C = DEFAULT_C if C is None else float(C)
-    key, config = _issue_key(ws, emb, {"k": k, "folds": folds, "seed": seed, "C": C, "dup": duplicate_threshold})
+    state = label_state(ws, emb, refit=refit, folds=folds, seed=seed, C=C, progress=sub_progress(progress, 0.0, 0.8))
+    ids, y, lm = state.ids, state.labels, state.label_matrix
+    index = pd.Index(ids, name="id")
+    noise_mask = _noise_mask(noise, index)
+    config = {"fit": state.info["fit_key"], "ensemble": state.info["ensemble_key"],
+              "last_event": state.info["last_event"], "dup": float(duplicate_threshold),
+              "noise": make_key({"ids": ids[noise_mask].tolist()}), "version": ISSUES_VERSION}
+    key = make_key(config)
     cached = ws.artifacts.load_frame("issues", key)
     if cached is not None:
-        log.debug("issues %s loaded from cache", key)
         return cached
-    y = np.asarray(ws.store.single_labels(ids), np.int64)
-    K = len(ws.store.class_names())
-    progress(0.0, "neighbours")
-    try:
-        from curation.neighbors import knn_graph
-
-        idx, sims = knn_graph(ws, emb, k=max(k, KNN_K) if len(ids) > KNN_K else k,
-                              progress=sub_progress(progress, 0.0, 0.3))
-    except ImportError:
-        from curation.neighbors import knn
-
-        idx, sims = knn(X, k=k)
-    idx, sims = np.asarray(idx), np.asarray(sims)
-    n_lab = int((y >= 0).sum())
-    counts = np.bincount(y[y >= 0], minlength=max(K, 1))
-    if K >= 2 and n_lab >= 2 * max(2, min(folds, 2)) and (counts > 0).sum() >= 2:
-        p = out_of_fold_probs(X, y, n_classes=K, folds=folds, seed=seed, C=C,
-                              progress=sub_progress(progress, 0.3, 0.8))
+    idx, sims = state.knn_idx, state.knn_sims
+    n, K = lm.shape
+    p = _issue_probs(state)
+    label_score, is_issue = np.ones(n), np.zeros(n, bool)
+    suggested, suggested_prob = np.full(n, -1, np.int64), np.zeros(n)
+    if p is None:
+        log.warning("Label issues need out-of-fold probabilities: %s", state.info["sources"]["oof"]["reason"])
+    elif state.task == "single":
         lab = find_label_issues(y, p, knn_idx=idx, knn_sims=sims, ids=ids).reindex(ids)
-        amb = ambiguous_scores(p, ids=ids).reindex(ids)
-        label_score, is_issue = lab["score"].to_numpy(), lab["is_issue"].to_numpy()
-        suggested, suggested_prob = lab["suggested"].to_numpy(), lab["suggested_prob"].to_numpy()
-        ambiguity, amb_with = amb["score"].to_numpy(), np.where(amb["first"] == y, amb["second"], amb["first"])
+        label_score, is_issue = lab["score"].to_numpy(), lab["is_issue"].to_numpy(bool)
+        suggested, suggested_prob = lab["suggested"].to_numpy(np.int64), lab["suggested_prob"].to_numpy()
     else:
-        log.warning("Label issues need at least 2 classes with labelled samples (found %d labelled); label more "
-                    "images to get label scores and suggestions.", n_lab)
-        label_score, is_issue = np.ones(len(ids)), np.zeros(len(ids), bool)
-        suggested, suggested_prob = np.full(len(ids), -1), np.zeros(len(ids))
-        ambiguity, amb_with = np.ones(len(ids)), np.full(len(ids), -1)
+        ms = multilabel_issue_scores(lm, p, ids=ids).reindex(ids)
+        label_score = ms["score"].to_numpy()
+        known = ms["n_known"].to_numpy() > 0
+        is_issue = _multilabel_flags(lm, p, ms["worst_class"].to_numpy(np.int64), known)
+        has = state.probs.sum(1) > 0
+        suggested = np.where(has, state.probs.argmax(1), -1).astype(np.int64)
+        suggested_prob = np.where(has, state.probs.max(1), 0.0)
+    ambiguity, amb_with = np.ones(n), np.full(n, -1, np.int64)
+    if K >= 2:
+        has = state.probs.sum(1) > 0
+        amb = ambiguous_scores(state.probs, ids=ids).reindex(ids)
+        ambiguity = np.where(has, amb["score"].to_numpy(), 1.0)
+        first, second = amb["first"].to_numpy(np.int64), amb["second"].to_numpy(np.int64)
+        amb_with = np.where(has, np.where(first == y, second, first), -1)
     progress(0.85, "outliers and duplicates")
-    out = outlier_scores(X, knn_sims=sims, labels=y, ids=ids).reindex(ids)
-    dup_of = np.full(len(ids), -1, np.int64)
-    dup_conflict = np.zeros(len(ids), bool)
+    out = _outlier_frame(sims, _gaussian(ws, state, X), noise_mask, index).reindex(ids)
+    dup_of = np.full(n, -1, np.int64)
+    dup_conflict = np.zeros(n, bool)
     if idx.shape[1]:
         is_dup = sims[:, 0] >= duplicate_threshold
         dup_of[is_dup] = ids[idx[is_dup, 0]]
         ny = y[np.maximum(idx[:, 0], 0)]
         dup_conflict = is_dup & (y >= 0) & (ny >= 0) & (ny != y)
-    df = pd.DataFrame({"given": y, "label_score": label_score, "is_label_issue": is_issue,
-                       "suggested": suggested.astype(np.int64), "suggested_prob": suggested_prob,
+    df = pd.DataFrame({"given": y, "label_score": np.clip(label_score, 0.0, 1.0), "is_label_issue": is_issue,
+                       "suggested": suggested, "suggested_prob": suggested_prob,
                        "outlier_score": out["score"].to_numpy(), "ambiguity_score": ambiguity,
                        "ambiguous_with": np.asarray(amb_with, np.int64), "duplicate_of": dup_of,
-                       "duplicate_conflict": dup_conflict}, index=pd.Index(ids, name="id"))
-    ws.artifacts.save_frame("issues", key, df, config=config)
+                       "duplicate_conflict": dup_conflict, "cluster_noise": noise_mask}, index=index)
+    if save:
+        ws.artifacts.save_frame("issues", key, df, config=config)
     progress(1.0, "issues ready")
-    log.info("issues of %d samples saved as issues/%s (%d likely label errors)", len(df), key, int(is_issue.sum()))
+    log.info("issues of %d samples (%d likely label errors)", len(df), int(is_issue.sum()))
     return df
+
+
+def missing_labels(ws: Any, emb: Any, *, min_score: float = 0.5, folds: int = 5, seed: int = 0, C: float | None = None,
+                   refit: str = "auto", progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Candidates for a second label of labelled images, strongest first.
+
+    Multi-label workspaces: UNKNOWN cells of rows with a positive whose calibrated ensemble score clears the
+    class threshold (tuned on the known cells, :func:`curation.evaluate.tune_thresholds`;
+    :func:`missing_label_candidates`). Unknown cells are never negatives and rejected cells never candidates.
+    Single-label workspaces: images that fit their label *and* another class (both probable in the
+    ensemble): the other class, scored ``sqrt((p_lo / p_hi) * min(1, 2 p_lo))`` over the pair ``(p_label,
+    p_other)``, kept when ``score >= min_score`` (a label that is merely wrong scores low: its own
+    probability is small).
+
+    Parameters
+    ----------
+    ws, emb : as in :func:`compute_issues`.
+    min_score : single-label only: the least pair score kept.
+    folds, seed, C, refit : as in :func:`compute_issues`.
+
+    Returns
+    -------
+    DataFrame with columns ``sample`` (id), ``class`` (column index), ``class_name``, ``score`` (in [0, 1];
+    *higher* = stronger candidate: it ranks additions, not problems), sorted by score descending.
+    """
+    from curation.suggest import label_state
+
+    state = label_state(ws, emb, refit=refit, folds=folds, seed=seed, C=C, progress=progress)
+    lm, P, ids = state.label_matrix, np.asarray(state.probs, np.float64), state.ids
+    names = np.asarray(state.class_names, dtype=object)
+    if lm.shape[1] < 2 or not (P.sum(1) > 0).any():
+        return pd.DataFrame({"sample": np.zeros(0, np.int64), "class": np.zeros(0, np.int64),
+                             "class_name": np.zeros(0, object), "score": np.zeros(0)})[MISSING_COLUMNS]
+    if state.task == "multi":
+        t = state.info.get("thresholds") or 0.5
+        df = missing_label_candidates(lm, P, thresholds=np.asarray(t, np.float64), ids=ids)
+    else:
+        y = state.labels
+        r = np.flatnonzero((y >= 0) & (P.sum(1) > 0))
+        py = P[r, y[r]]
+        other = P[r].copy()
+        other[np.arange(len(r)), y[r]] = -1.0
+        c = other.argmax(1)
+        po = other[np.arange(len(r)), c]
+        lo, hi = np.minimum(py, po), np.maximum(py, po)
+        score = np.sqrt(np.divide(lo, hi, out=np.zeros_like(lo), where=hi > 0) * np.minimum(1.0, 2.0 * lo))
+        keep = score >= min_score
+        df = pd.DataFrame({"sample": ids[r[keep]], "class": c[keep].astype(np.int64), "score": score[keep]})
+        df = df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    df["class_name"] = names[df["class"].to_numpy(np.int64)].astype(str) if len(df) else ""
+    return df[MISSING_COLUMNS]

@@ -238,33 +238,36 @@ def knn_oof_probs(labels: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray,
                   temperature: float = 0.05, prior: float = 0.5) -> np.ndarray:
     """Similarity-weighted neighbour vote over the given labels (a sample never votes for itself).
 
+    The scale-free form of :func:`curation.suggest.neighbor_vote` (one implementation): each sample's labelled
+    neighbours cast ``k`` votes in all, shared by weight, plus ``prior`` pseudo-votes spread over the
+    classes. Label-quality scoring needs *which share* of the neighbours agree with a label, whatever their
+    number and distance; suggestions keep the amount of evidence in their confidence instead.
+
     Parameters
     ----------
     labels : (N,) int, class index or -1 (unlabelled neighbours do not vote).
     knn_idx : (N, k) int64 row positions of each sample's neighbours, self excluded (-1 = none).
     knn_sims : (N, k) float32 cosine similarities.
     n_classes : K.
-    temperature : vote weight ``exp((sim - 1) / temperature)``: small values trust the closest neighbours.
+    temperature : vote weight ``exp((sim - sim_nearest) / temperature)``: small values trust the closest
+        neighbours.
     prior : pseudo-count spread uniformly over classes (a sample with no labelled neighbour gets 1/K).
 
     Returns
     -------
     (N, K) float32 rows summing to 1.
     """
+    from curation.suggest import neighbor_vote
+
     y = np.asarray(labels, np.int64).ravel()
     idx = np.asarray(knn_idx, np.int64)
     sims = np.asarray(knn_sims, np.float32)
     if idx.shape != sims.shape or len(idx) != len(y):
         raise OOFError(f"knn_idx {idx.shape} and knn_sims {sims.shape} must both be (N, k) with N = {len(y)}.")
-    N, k = idx.shape
     K = int(n_classes)
-    valid = idx >= 0
-    ny = np.where(valid, y[np.where(valid, idx, 0)], -1)
-    w = np.exp((sims.astype(np.float64) - 1.0) / temperature) * (ny >= 0)
-    w = w / np.maximum(w.sum(1, keepdims=True), 1e-300)         # votes sum to 1 per sample (scale-free)
-    votes = np.zeros((N, K), np.float64)
-    rows = np.repeat(np.arange(N), k)
-    ok = ny.ravel() >= 0
-    np.add.at(votes, (rows[ok], ny.ravel()[ok]), w.ravel()[ok])
-    votes = votes * k + prior / K                                # k effective votes plus the prior
-    return (votes / votes.sum(1, keepdims=True)).astype(np.float32)
+    lm = np.zeros((len(y), K), np.int8)
+    lab = np.flatnonzero(y >= 0)
+    lm[lab, y[lab]] = POSITIVE
+    probs, conf = neighbor_vote(lm, idx, sims, temperature=temperature, hops=1, prior=prior, scale_free=True)
+    probs[conf <= 0] = 1.0 / K
+    return probs

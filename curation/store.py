@@ -9,16 +9,17 @@ import random
 import sqlite3
 import threading
 import time
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 STATE_NAMES = {POSITIVE: "positive", UNKNOWN: "unknown", REJECTED: "rejected"}
 SOURCES = ("import", "human", "suggestion", "bulk", "undo", "review")
@@ -82,7 +83,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT NOT NULL DEFAULT '',
     duration REAL,
     metrics TEXT NOT NULL DEFAULT '{}',
-    artifact TEXT NOT NULL DEFAULT ''
+    artifact TEXT NOT NULL DEFAULT '',
+    pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -139,15 +141,22 @@ class Store:
         if not self.path.exists() and not create:
             raise StoreError(f"No label store at {self.path}: run `python -m curation init {self.path.parent}`.")
         self._local = threading.local()
-        self._con().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-        with self._write() as con:
-            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
-            else:
-                _migrate(con, int(row[0]), self.path)
+        try:
+            self._con().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+            with self._write() as con:
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
+                    con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+                else:
+                    _migrate(con, int(row[0]), self.path)
+        except sqlite3.OperationalError:  # locked, unreadable folder...: not damage, say it as it is
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
+            self.close()
+            raise StoreError(f"{self.path} cannot be opened as a label store ({exc}): restore a backup with "
+                             f"`python -m curation restore BACKUP_FILE {self.path.parent}`.") from exc
 
     # ------------------------------------------------------------------ connection
     def _con(self) -> sqlite3.Connection:
@@ -155,7 +164,7 @@ class Store:
         if con is None or getattr(self._local, "pid", None) != os.getpid():
             con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
             con.execute("PRAGMA busy_timeout=30000")
             con.execute("PRAGMA foreign_keys=ON")
             self._local.con, self._local.pid = con, os.getpid()
@@ -178,10 +187,16 @@ class Store:
         try:
             yield con
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # a failed statement may have rolled back already
+                con.execute("ROLLBACK")
             raise
-        else:
+        try:
             con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise StoreError(f"Could not save the change to {self.path} ({exc}); nothing was written. Check "
+                             "that the disk has free space and the folder is writable, then retry.") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con().execute(sql, params).fetchall()
@@ -206,6 +221,25 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    def update_meta(self, key: str, update: Callable[[str | None], str]) -> str:
+        """Read-modify-write one meta value atomically (two processes updating it never lose a change).
+
+        Parameters
+        ----------
+        key : the meta key.
+        update : ``update(old) -> new``, called inside the write transaction with the current value
+            (None when absent); it must not touch the store itself.
+
+        Returns
+        -------
+        The value written.
+        """
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            new = str(update(row[0] if row else None))
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, new))
+        return new
 
     @property
     def task(self) -> str:
@@ -419,16 +453,47 @@ class Store:
         """Record that a human says the class does *not* apply to the samples."""
         return self.apply(sample_ids, [class_id], REJECTED, source=source, actor=actor, note=note)
 
-    def undo(self, batch_id: int, *, actor: str = "user") -> int | None:
-        """Append the inverse of a batch (each cell goes back to its state before that batch)."""
+    def undo(self, batch_id: int, *, actor: str = "user") -> int:
+        """Append the inverse of a batch: each of its cells goes back to its state before that batch.
+
+        Later edits win: a sample with a cell that a later batch changed keeps its current labels (so
+        undoing an old batch never overwrites newer work, and a single-label sample never ends up with
+        two labels); the undo's note counts those samples. A batch that is undone already (by an undo
+        still in effect) is refused, so two windows undoing the same batch, or a stale page, cannot
+        revert it twice. Undoing an undo batch redoes the original; after that it can be undone again.
+
+        Returns
+        -------
+        The id of the undo batch.
+
+        Raises
+        ------
+        StoreError when the batch does not exist, is undone already, or every one of its samples was
+        labelled again since (nothing is changed then).
+        """
         with self._write() as con:
             row = con.execute("SELECT source FROM batches WHERE id=?", (int(batch_id),)).fetchone()
             if row is None:
                 raise StoreError(f"No batch {batch_id} to undo.")
-            ev = np.array(con.execute("SELECT sample_id, class_id, prev_state FROM events WHERE batch_id=? "
-                                      "ORDER BY id", (int(batch_id),)).fetchall(), np.int64).reshape(-1, 3)
-            return _append_batch(con, ev[:, 0], ev[:, 1], ev[:, 2], source="undo", actor=actor,
-                                 note=f"undo of batch {batch_id}", undoes=int(batch_id), skip_noop=False)
+            by = _live_undos(con).get(int(batch_id))
+            if by is not None:
+                raise StoreError(f"Batch {batch_id} is undone already (by batch {by}, perhaps from another window "
+                                 f"or the command line): nothing to undo. To redo it, undo batch {by}.")
+            ev = pd.DataFrame(con.execute("SELECT sample_id, class_id, state, prev_state FROM events WHERE batch_id=? "
+                                          "ORDER BY id", (int(batch_id),)).fetchall(), columns=["s", "c", "st", "prev"])
+            cur = pd.DataFrame(_current(con, ev["s"].unique()), columns=["s", "c", "now"])
+            ev = ev.merge(cur, on=["s", "c"], how="left").fillna({"now": 0})
+            moved = ev.loc[ev["now"] != ev["st"], "s"].unique()
+            keep = ev[~ev["s"].isin(moved)]
+            if keep.empty:
+                raise StoreError(f"Every sample of batch {batch_id} was labelled again after it, so undoing it would "
+                                 "overwrite newer labels: nothing was changed. Undo the newer batches first.")
+            note = f"undo of batch {batch_id}"
+            if len(moved):
+                note += f"; {len(moved)} samples labelled again since kept their newer labels"
+            return _append_batch(con, keep["s"].to_numpy(np.int64), keep["c"].to_numpy(np.int64),
+                                 keep["prev"].to_numpy(np.int64), source="undo", actor=actor, note=note,
+                                 undoes=int(batch_id), skip_noop=False)
 
     def last_event_id(self) -> int:
         return int(self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
@@ -478,10 +543,16 @@ class Store:
         return np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
 
     def batches(self, limit: int = 200) -> pd.DataFrame:
-        """The newest batches, with whether each was undone already."""
-        return self._frame("SELECT b.id, b.time, b.actor, b.source, b.note, b.n_events, b.undoes, "
-                           "(SELECT MAX(u.id) FROM batches u WHERE u.undoes=b.id) AS undone_by "
-                           "FROM batches b ORDER BY b.id DESC LIMIT ?", (int(limit),), index="id")
+        """The newest batches, newest first.
+
+        Column ``undone_by`` is the undo batch currently cancelling a batch, or NaN when the batch is in
+        effect (never undone, or its undo was undone in turn).
+        """
+        df = self._frame("SELECT id, time, actor, source, note, n_events, undoes FROM batches "
+                         "ORDER BY id DESC LIMIT ?", (int(limit),), index="id")
+        live = _live_undos(self._con())
+        df["undone_by"] = pd.array([live.get(int(i)) for i in df.index], dtype="Int64").astype("float64")
+        return df
 
     def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None
                ) -> pd.DataFrame:
@@ -532,21 +603,35 @@ class Store:
             con.executemany("INSERT INTO labels VALUES (?,?,?,?)",
                             [(s, c, st, last[(s, c)]) for s, c, st in replay.tolist()])
 
-    def backup(self, dest: Path | str) -> None:
-        """Consistent online copy of the database (SQLite backup API)."""
-        dst = sqlite3.connect(str(dest))
+    def backup(self, dest: Path | str) -> Path:
+        """Consistent online copy of the database (SQLite backup API), safe while others write.
+
+        The copy is written next to ``dest`` and renamed into place, so a killed backup never leaves a
+        half file under the backup's name. Returns the backup's path.
+        """
+        dest = Path(dest).expanduser().resolve()
+        if dest == self.path.resolve():
+            raise StoreError(f"Refusing to back up {self.path} onto itself; give another file name.")
+        if dest.is_dir():
+            raise StoreError(f"{dest} is a folder; give a file name for the backup (e.g. {dest / 'curation.db'}).")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        dst = sqlite3.connect(str(tmp))
         try:
             self._con().backup(dst)
         finally:
             dst.close()
+        os.replace(tmp, dest)
+        return dest
 
     # ------------------------------------------------------------------ runs
     def add_run(self, kind: str, config: dict, *, last_event_id: int, encoder: str = "", device: str = "",
                 status: str = "running") -> int:
+        """Record a run; the calling process's pid is kept, so a run whose process died can be told apart."""
         with self._write() as con:
-            cur = con.execute("INSERT INTO runs(created, kind, status, config, last_event_id, encoder, device) "
-                              "VALUES (?,?,?,?,?,?,?)", (time.time(), kind, status, json.dumps(config),
-                                                         int(last_event_id), encoder, device))
+            cur = con.execute("INSERT INTO runs(created, kind, status, config, last_event_id, encoder, device, pid) "
+                              "VALUES (?,?,?,?,?,?,?,?)", (time.time(), kind, status, json.dumps(config),
+                                                           int(last_event_id), encoder, device, os.getpid()))
             return int(cur.lastrowid)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
@@ -582,6 +667,8 @@ class Store:
             return int(cur.lastrowid)
 
     def update_job(self, job_id: int, **fields: Any) -> None:
+        """Update a job row. Marking a job ``interrupted`` (its worker died) also marks the runs that worker
+        left ``running`` as ``interrupted``, in the same transaction."""
         allowed = {"status", "progress", "message", "pid", "started", "finished", "heartbeat", "error", "result"}
         bad = set(fields) - allowed
         if bad:
@@ -591,6 +678,21 @@ class Store:
         with self._write() as con:
             con.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
                         (*fields.values(), int(job_id)))
+            if fields.get("status") == "interrupted":
+                con.execute("UPDATE runs SET status='interrupted' WHERE status='running' AND pid IS NOT NULL "
+                            "AND pid=(SELECT pid FROM jobs WHERE id=?)", (int(job_id),))
+
+    def interrupt_runs(self, pids: Sequence[int]) -> list[int]:
+        """Mark the ``running`` runs of these (dead) processes ``interrupted``; returns their ids."""
+        pids = [int(p) for p in pids]
+        if not pids:
+            return []
+        marks = ",".join("?" * len(pids))
+        with self._write() as con:
+            ids = [r[0] for r in con.execute(f"SELECT id FROM runs WHERE status='running' AND pid IN ({marks})",
+                                             pids)]
+            con.execute(f"UPDATE runs SET status='interrupted' WHERE status='running' AND pid IN ({marks})", pids)
+        return ids
 
     def job(self, job_id: int) -> dict[str, Any]:
         df = self._frame("SELECT * FROM jobs WHERE id=?", (int(job_id),))
@@ -620,11 +722,32 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+def class_name_problem(name: str) -> str | None:
+    """Why a non-empty class name cannot be used, in a few words, or None when it is fine.
+
+    Names may hold any visible text (commas, quotes, HTML, emoji); they may not hold control characters
+    (newline, tab, NUL: they break CSV, TSV and folder exports), undecodable bytes, or only invisible
+    characters (zero-width spaces and the like).
+    """
+    if all(unicodedata.category(ch)[0] in "CZ" for ch in name):
+        return "it has no visible characters"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "it holds control characters (a newline, tab or NUL)"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it holds bytes that are not valid text (UTF-8)"
+    return None
+
+
 def validate_class_name(name: Any) -> str:
-    """Strip a class name and refuse empty ones with a message that says what to do."""
+    """Strip a class name and refuse unusable ones (see :func:`class_name_problem`) with what to do."""
     clean = str(name).strip() if name is not None else ""
     if not clean:
         raise StoreError("A class name is empty or only spaces; give every class a visible name.")
+    why = class_name_problem(clean)
+    if why:
+        raise StoreError(f"Class name {clean!r} cannot be used: {why}; give it one line of visible text.")
     return clean
 
 
@@ -632,8 +755,23 @@ def _migrate(con: sqlite3.Connection, version: int, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} was written by a newer curation (schema {version}, this one reads up to "
                          f"{SCHEMA_VERSION}); upgrade curation (`pip install -U curation`) to open it.")
-    # Version 1 is the first schema: future migrations go here, one step per version.
+    if version < 2:  # runs remember the pid of the process running them
+        if "pid" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
+            con.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
     con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _live_undos(con: sqlite3.Connection) -> dict[int, int]:
+    """{batch id: the undo batch cancelling it} for the batches currently undone.
+
+    An undo batch is in effect unless an undo of it is in effect; ids grow with time, so walking the undo
+    batches newest first decides every undo before the batch it undoes.
+    """
+    undone: dict[int, int] = {}
+    for u, target in con.execute("SELECT id, undoes FROM batches WHERE undoes IS NOT NULL ORDER BY id DESC"):
+        if u not in undone and target not in undone:
+            undone[int(target)] = int(u)
+    return undone
 
 
 def _current(con: sqlite3.Connection, sample_ids: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Pseudo-labels from the kNN graph: a similarity-weighted vote of labelled neighbours, cached per label state."""
+"""Pseudo-labels: kNN vote, label propagation, zero-shot, model and out-of-fold heads in one calibrated ensemble."""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,77 +21,111 @@ HOPS = 2
 HOP_DECAY = 0.5
 CHUNK = 16384
 COLUMNS = ["class_idx", "class_name", "confidence", "source", "label_idx", "agrees"]
+SOURCES = ("knn", "prop", "zeroshot", "model", "oof")
+"""Suggestion sources, in the order of the ``p_<source>`` columns and of ``source`` strings."""
+PROB_COLUMNS = [f"p_{s}" for s in SOURCES]
+GRAPH_K = 30
+"""Neighbours in the shared kNN graph (``curation.issues`` scores label quality on all 30)."""
+VOTE_K = 15
+"""Neighbours in the vote and in the propagation graph (the first ``VOTE_K`` columns of the shared graph)."""
+PROP_ALPHA = 0.99
+PROP_ITERATIONS = 30
+ZEROSHOT_SCALE = 100.0
+"""CLIP's logit scale: zero-shot logits are ``100 * cosine``."""
+REFIT_MIN = 50
+REFIT_FRACTION = 0.02
+REFIT_EARLY_MIN = 5
+MODEL_KINDS = ("head", "finetune")
+FIT_VERSION = 1
+FIT_KIND, POINTER_KIND, ENSEMBLE_KIND = "label_fit", "label_fit_latest", "label_ensemble"
+ZEROSHOT_KIND, HELDOUT_KIND = "zeroshot", "model_heldout"
 
 
-def _votes(lm: np.ndarray, idx: np.ndarray, w: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """First-hop evidence, in row chunks.
+# ---------------------------------------------------------------------- neighbour vote
+def _check_graph(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray,
+                 task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label matrix int8, knn_idx int64, knn_sims float32), validated against each other and the task."""
+    if task not in ("single", "multi"):
+        raise ValueError(f"task must be 'single' or 'multi', not {task!r}.")
+    lm = np.asarray(label_matrix, np.int8)
+    idx = np.asarray(knn_idx, np.int64)
+    sims = np.asarray(knn_sims, np.float32)
+    if lm.ndim != 2 or idx.ndim != 2 or idx.shape[0] != len(lm) or sims.shape != idx.shape:
+        raise ValueError(f"label_matrix {lm.shape}, knn_idx {idx.shape} and knn_sims {sims.shape} must be (N, K), "
+                         "(N, k) and (N, k): one graph row per label row (curation.neighbors.knn).")
+    return lm, idx, sims
 
-    Returns (pos (N, K) weighted positive votes, neg (N, K) weighted rejections, wlab (N,) weight of
-    labelled neighbours: with a positive for single-label, with any known state for multi-label).
-    """
+
+def _votes(lm: np.ndarray, idx: np.ndarray, w: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """First-hop evidence, in row chunks: (pos (N, K) weighted positive votes, wlab (N,) weight of labelled
+    neighbours: with a positive for single-label, with any known state for multi-label)."""
     n, kk = lm.shape
     pos = np.zeros((n, kk), np.float32)
-    neg = np.zeros((n, kk), np.float32)
     labelled = (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
     for a in range(0, n, CHUNK):
         b = min(a + CHUNK, n)
-        nb = lm[idx[a:b]]                                    # (B, k, K) int8
-        ww = w[a:b, :, None]
-        pos[a:b] = (ww * (nb == 1)).sum(1)
-        if task == "multi":
-            neg[a:b] = (ww * (nb == -1)).sum(1)
+        pos[a:b] = (w[a:b, :, None] * (lm[idx[a:b]] == 1)).sum(1)
     wlab = (w * labelled[idx]).sum(1).astype(np.float32)
-    return pos, neg, wlab
+    return pos, wlab
+
+
+def _class_prior(lm: np.ndarray, task: str) -> np.ndarray:
+    """(K,) prior of each class: uniform single-label, the base rate among labelled rows multi-label."""
+    kk = lm.shape[1]
+    if task == "single":
+        return np.full(kk, 1.0 / kk, np.float32)
+    labelled = (lm != 0).any(1)
+    return ((lm == 1).sum(0) / max(int(labelled.sum()), 1)).astype(np.float32)
 
 
 def neighbor_vote(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray, *, task: str = "single",
-                  temperature: float = TEMPERATURE, hops: int = HOPS) -> tuple[np.ndarray, np.ndarray]:
+                  temperature: float = TEMPERATURE, hops: int = HOPS, prior: float = 1.0,
+                  scale_free: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of every sample from a similarity-weighted vote of its labelled neighbours.
 
-    A sample's own label never enters its vote (the graph excludes self, and the 2-hop fallback
-    removes the sample's contribution to its neighbours' votes), so a suggestion may disagree with
-    the current label: that disagreement feeds label-error finding.
+    The one neighbour-vote implementation: suggestions use it as is; label-quality scoring uses its
+    scale-free form through :func:`curation.oof.knn_oof_probs`. A sample's own label never enters its vote
+    (the graph excludes self, and the 2-hop fallback removes the sample's contribution to its neighbours'
+    votes), so a suggestion may disagree with the current label: that disagreement feeds label-error finding.
 
     Weights: ``w = exp((sim - sim_nearest) / temperature)`` in (0, 1]. Neighbours with no label are
-    ignored. Single-label: ``p_c = (V_c + 1/K) / (W + 1)`` where ``V_c`` is the weight of neighbours
-    labelled c and ``W`` that of all labelled neighbours (Laplace smoothing: few or distant labelled
-    neighbours give a flatter distribution); confidence = max_c p_c. Multi-label: per class,
-    ``p_c = (V+_c + pi_c) / (W + 1)`` with ``V+_c`` the weight of neighbours positive for c, ``W``
-    the weight of labelled neighbours (so a labelled neighbour without c, or one that rejected c,
-    counts against c) and ``pi_c`` the base rate of c; confidence = max_c p_c. Samples with no
-    labelled neighbour take the mean vote of their neighbours (up to ``hops`` hops, each hop's
-    weight multiplied by 0.5, which lowers their confidence); with no evidence at all the row is
-    all zeros and confidence 0.
+    ignored. Single-label: ``p_c = (V_c + prior / K) / (W + prior)`` where ``V_c`` is the weight of
+    neighbours labelled c and ``W`` that of all labelled neighbours (few or distant labelled neighbours give
+    a flatter distribution); multi-label, per class: ``p_c = (V+_c + prior * pi_c) / (W + prior)`` with
+    ``V+_c`` the weight of neighbours positive for c, ``W`` the weight of labelled neighbours (so a labelled
+    neighbour without c, or one that rejected c, counts against c) and ``pi_c`` the base rate of c.
+    Samples with no labelled neighbour take the mean vote of their neighbours (up to ``hops`` hops, each
+    hop's weight multiplied by 0.5, which lowers their confidence); with no evidence at all the row is all
+    zeros and confidence 0.
 
     Parameters
     ----------
     label_matrix : (N, K) int8 states: 1 positive, 0 unknown, -1 rejected.
-    knn_idx : (N, k) int64 row positions of each sample's neighbours (self excluded).
+    knn_idx : (N, k) int64 row positions of each sample's neighbours (self excluded, -1 = none).
     knn_sims : (N, k) float32 cosine similarities, most similar first.
     task : ``"single"`` or ``"multi"``.
     temperature : similarity scale of the weights.
     hops : 1 = neighbours only; 2 = also neighbours' votes for samples without a labelled neighbour.
+    prior : pseudo-count of the smoothing.
+    scale_free : rescale each row's evidence to ``k`` votes (``V -> k V / W``, ``W -> k``) before smoothing,
+        so the vote says *which share* of the labelled neighbours agree whatever their number and distance
+        (label-quality scoring, where almost every neighbour is labelled); the default keeps the amount of
+        evidence in the confidence (suggestions, where most neighbours may be unlabelled).
 
     Returns
     -------
     probs : (N, K) float32 (rows sum to 1 for single-label when any evidence exists).
     confidence : (N,) float32 in [0, 1].
     """
-    if task not in ("single", "multi"):
-        raise ValueError(f"task must be 'single' or 'multi', not {task!r}.")
-    lm = np.asarray(label_matrix, np.int8)
-    idx = np.asarray(knn_idx, np.int64)
-    sims = np.asarray(knn_sims, np.float32)
+    lm, idx, sims = _check_graph(label_matrix, knn_idx, knn_sims, task)
     n, kk = lm.shape
-    if idx.shape[0] != n or sims.shape != idx.shape:
-        raise ValueError(f"knn_idx {idx.shape} / knn_sims {sims.shape} must have one row per label row ({n}).")
     if n == 0 or kk == 0 or idx.shape[1] == 0:
         return np.zeros((n, kk), np.float32), np.zeros(n, np.float32)
     valid = idx >= 0
     idx = np.where(valid, idx, 0)
     w = np.exp((sims - sims.max(1, keepdims=True)) / max(float(temperature), 1e-6)) * valid
     w = w.astype(np.float32)
-    pos, neg, wlab = _votes(lm, idx, w, task)
+    pos, wlab = _votes(lm, idx, w, task)
     labelled = (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
 
     # fallback: rows without labelled neighbours borrow their neighbours' votes, minus their own share
@@ -108,117 +144,625 @@ def neighbor_vote(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.nd
         ww = w[todo] * (nb_w > 0) * HOP_DECAY                     # only neighbours that have evidence
         pos[todo] = (ww[..., None] * share).sum(1)
         wlab[todo] = ww.sum(1)
-        if task == "multi":  # rejections are not propagated beyond one hop
-            neg[todo] = 0.0
 
     has = wlab > 0
-    if task == "single":
-        probs = (pos + 1.0 / kk) / (wlab[:, None] + 1.0)
-    else:
-        n_lab = max(int(labelled.sum()), 1)
-        prior = ((lm == 1).sum(0) / n_lab).astype(np.float32)
-        probs = (pos + prior[None, :]) / (wlab[:, None] + 1.0)
+    if scale_free:
+        scale = np.divide(np.float32(idx.shape[1]), wlab, out=np.zeros_like(wlab), where=has)
+        pos, wlab = pos * scale[:, None], np.where(has, np.float32(idx.shape[1]), np.float32(0))
+    den = (wlab + prior)[:, None]
+    probs = np.divide(pos + prior * _class_prior(lm, task)[None, :], den, out=np.zeros_like(pos),
+                      where=has[:, None] & (den > 0))
     probs = np.where(has[:, None], probs, 0.0).astype(np.float32)
-    conf = probs.max(1).astype(np.float32)
-    return probs, conf
+    return probs, probs.max(1).astype(np.float32)
 
 
-def _key(ws: Any, emb: Any, *, k: int, temperature: float, model_weight: float) -> tuple[str, dict[str, Any]]:
+# ---------------------------------------------------------------------- label propagation
+def label_propagation(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray, *,
+                      task: str = "single", alpha: float = PROP_ALPHA, iterations: int = PROP_ITERATIONS,
+                      folds: int = 0, seed: int = 0) -> np.ndarray:
+    """Class probabilities spread from the labelled samples over the whole kNN graph (Zhou et al. 2004).
+
+    The affinity is the symmetrised kNN graph ``W_ij = exp(-(1 - sim_ij) / s)`` (``s`` = mean cosine
+    distance of the graph), normalised ``S = D^-1/2 W D^-1/2``; ``iterations`` steps of
+    ``F <- alpha S F + (1 - alpha) Y`` (one sparse product per step, scipy) carry the labels up to that many
+    hops, through unlabelled regions the one-hop vote cannot reach. ``Y`` holds, per class, the positive
+    labels and, in one more column, the labelled rows (single-label: a positive; multi-label: any known
+    cell). Probabilities: ``p_c = (F_c + t pi_c) / (F_lab + t)`` with ``t`` a tenth of the median propagated
+    mass (of the propagation from every label) and ``pi_c`` the class prior (uniform single-label, base rate
+    multi-label), so a rejection or a labelled row without c counts against c, and far-away rows are flatter.
+
+    Parameters
+    ----------
+    label_matrix : (N, K) int8 states (1 positive, 0 unknown, -1 rejected).
+    knn_idx : (N, k) int64 neighbours (self excluded, -1 = none); knn_sims : (N, k) float32 cosine similarities.
+    task : ``"single"`` or ``"multi"``.
+    alpha : in (0, 1), how far labels spread (the rest of each step is pulled back to the seeds).
+    iterations : propagation steps (hops).
+    folds : 0 = one propagation from every label. ``F >= 2``: in addition, the labelled rows are split into
+        ``F`` stratified folds and each fold's rows take the propagation seeded by the other folds, so no
+        labelled row's probabilities saw its own label (unlabelled rows keep the one from every label). All
+        ``F + 1`` propagations run together on stacked columns.
+    seed : fold seed.
+
+    Returns
+    -------
+    (N, K) float32; rows no label reaches are all zeros.
+    """
+    import scipy.sparse as sp
+
+    from curation.oof import stratified_folds
+
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+    lm, idx, sims = _check_graph(label_matrix, knn_idx, knn_sims, task)
+    n, kk = lm.shape
+    pos = lm == 1
+    labelled = pos.any(1) if task == "single" else (lm != 0).any(1)
+    if n == 0 or kk == 0 or idx.shape[1] == 0 or not labelled.any():
+        return np.zeros((n, kk), np.float32)
+    valid = idx >= 0
+    dist = np.maximum(1.0 - sims, 0.0)
+    scale = max(float(dist[valid].mean()), 1e-6)
+    rows = np.repeat(np.arange(n), idx.shape[1]).reshape(idx.shape)[valid]
+    W = sp.csr_matrix((np.exp(-dist[valid] / scale).astype(np.float32), (rows, idx[valid])), shape=(n, n))
+    W = W.maximum(W.T).tocsr()
+    deg = np.asarray(W.sum(1)).ravel()
+    dinv = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0).astype(np.float32)
+    S = (sp.diags(dinv) @ W @ sp.diags(dinv)).tocsr().astype(np.float32)
+
+    seeds = np.c_[pos, labelled].astype(np.float32)                # (N, K + 1)
+    fold = np.full(n, -1, np.int64)
+    if folds >= 2:
+        strat = np.where(pos.any(1), pos.argmax(1), kk)
+        fold = stratified_folds(np.where(labelled, strat, -1), folds=int(min(folds, labelled.sum())), seed=seed)
+    n_f = int(fold.max()) + 1
+    Y = np.concatenate([seeds] + [seeds * (fold != f)[:, None] for f in range(n_f)], 1)
+    F = (1.0 - alpha) * Y
+    for _ in range(int(iterations)):
+        F = alpha * (S @ F) + (1.0 - alpha) * Y
+    F = F.reshape(n, n_f + 1, kk + 1)
+    full_mass = F[:, 0, kk]
+    t = 0.1 * float(np.median(full_mass[full_mass > 0]))        # > 0 somewhere: every seed reaches itself
+    out = F[:, 0]
+    has_fold = fold >= 0
+    out[has_fold] = F[np.flatnonzero(has_fold), fold[has_fold] + 1]
+    mass = out[:, kk]
+    reached = mass > 0
+    probs = (out[:, :kk] + t * _class_prior(lm, task)[None, :]) / (mass[:, None] + t)
+    return np.where(reached[:, None], probs, 0.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- zero-shot
+def zero_shot_probs(vectors: np.ndarray, text_vectors: np.ndarray, *, task: str = "single",
+                    scale: float = ZEROSHOT_SCALE) -> np.ndarray:
+    """CLIP zero-shot class probabilities from image and class-text embeddings.
+
+    Parameters
+    ----------
+    vectors : (N, D) float32 L2-normalised image embeddings.
+    text_vectors : (K, D) float32 L2-normalised class embeddings (:func:`curation.embed.text_embeddings`).
+    task : ``"single"``: ``softmax(scale * cos)``; ``"multi"``: per class ``sigmoid(scale * (cos - mean cos))``
+        (the pooled ensemble recalibrates either).
+    scale : logit scale (CLIP's is 100).
+
+    Returns
+    -------
+    (N, K) float32.
+    """
+    X = np.asarray(vectors, np.float32)
+    T = np.asarray(text_vectors, np.float32)
+    if X.ndim != 2 or T.ndim != 2 or X.shape[1] != T.shape[1]:
+        raise ValueError(f"Image embeddings {X.shape} and text embeddings {T.shape} must share their width: embed "
+                         "images and prompts with the same OpenCLIP model.")
+    z = scale * (X @ T.T).astype(np.float64)
+    if task == "single":
+        z -= z.max(1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-(z - z.mean(1, keepdims=True))))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- workspace state: cheap + expensive parts
+@dataclass
+class LabelState:
+    """Everything the label-derived frames need for the current labels (:func:`label_state`).
+
+    Attributes
+    ----------
+    ids : (N,) int64 sample ids (``emb.ids``). task : "single" | "multi". class_names : K names.
+    label_matrix : (N, K) int8 current states. labels : (N,) int64 current positive (lowest), -1 none.
+    sources : name -> (N, K) float32 probabilities of each available source (NaN rows: no prediction);
+        unavailable sources are absent (their reasons are in ``info["sources"]``).
+    probs : (N, K) float32 calibrated ensemble (all-zero rows: no source has a prediction).
+    knn_idx, knn_sims : (N, GRAPH_K) the shared kNN graph.
+    info : fit key, anchor and last events, changed / threshold / stale, per-source availability, reasons
+        and weights, the ensemble's fitted state, its ECE before / after fitting, multi-label thresholds.
+    """
+
+    ids: np.ndarray
+    task: str
+    class_names: list[str]
+    label_matrix: np.ndarray
+    labels: np.ndarray
+    sources: dict[str, np.ndarray]
+    probs: np.ndarray
+    knn_idx: np.ndarray
+    knn_sims: np.ndarray
+    info: dict[str, Any]
+
+
+_MEMO: dict[str, Any] = {}
+"""The last :class:`LabelState` of this process and its key (workspace, fit, labels token, newest run): the
+app's suggestions, issues, missing-label and source loaders of one label state share one computation."""
+
+
+def refit_threshold(n_labelled: int) -> int:
+    """How many samples' labels may change before the expensive fit is refreshed.
+
+    ``min(max(50, ceil(2 % of n)), max(n, 5))`` for ``n`` samples labelled at the last fit: 2 % of the
+    labels (at least 50) on a labelled dataset; while few samples are labelled, as many changes as there
+    were labels (at least 5), so the first labels take effect quickly (a fit on few labels is fast).
+    The fit is refreshed when *more* samples than this changed.
+    """
+    n = int(n_labelled)
+    return int(min(max(REFIT_MIN, math.ceil(REFIT_FRACTION * n)), max(n, REFIT_EARLY_MIN)))
+
+
+def changed_samples(store: Any, after_event: int) -> int:
+    """Samples whose label state differs now from what it was at event ``after_event`` (edits undone or
+    set back do not count), from ``store.events(after_event=...)``."""
+    ev = store.events(after_event=int(after_event))
+    if ev.empty:
+        return 0
+    g = ev.groupby(["sample_id", "class_id"], sort=False)
+    diff = g["prev_state"].first().to_numpy() != g["state"].last().to_numpy()
+    cells = g["state"].last().index.get_level_values(0)
+    return int(pd.Index(cells[diff]).nunique())
+
+
+def _static_config(ws: Any, emb: Any, *, folds: int, seed: int, C: float) -> tuple[str, dict[str, Any]]:
+    """Key and config of everything that forces a full refit when it changes (not the labels)."""
     from curation.artifacts import make_key
     from curation.neighbors import ids_fingerprint
 
-    config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "k": int(k),
-              "last_event": int(ws.store.last_event_id()), "task": ws.store.task,
-              "classes": ws.store.class_names(), "temperature": float(temperature),
-              "model_weight": float(model_weight)}
+    config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "task": ws.store.task,
+              "classes": ws.store.class_names(), "graph_k": GRAPH_K, "vote_k": VOTE_K, "folds": int(folds),
+              "seed": int(seed), "C": float(C), "version": FIT_VERSION}
     return make_key(config), config
 
 
-def _latest_predictions(ws: Any, ids: np.ndarray, k_classes: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """(run id, rows present, probs) of the newest finished run's predictions aligned to ``ids``, or None."""
-    runs = ws.store.runs()
-    if runs.empty:
+def _default_C(C: float | None) -> float:
+    from curation.oof import DEFAULT_C
+
+    return DEFAULT_C if C is None else float(C)
+
+
+def fit_status(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | None = None) -> dict[str, Any]:
+    """Where the expensive fit stands, without computing anything.
+
+    Returns
+    -------
+    dict: ``key`` (fit artifact key, None before the first fit), ``anchor_event`` (last label event the fit
+    saw), ``n_labelled`` (labelled samples at the fit), ``changed`` (samples whose labels changed since),
+    ``threshold`` (:func:`refit_threshold`), ``stale`` (True when a refit is due: no fit for the current
+    embeddings / classes / settings, or ``changed > threshold``).
+    """
+    static_key, _ = _static_config(ws, emb, folds=folds, seed=seed, C=_default_C(C))
+    ptr = ws.artifacts.load_json(POINTER_KIND, static_key)
+    if ptr is None or not ws.artifacts.exists(FIT_KIND, ptr["key"]):
+        return {"key": None, "anchor_event": None, "n_labelled": 0, "changed": 0, "threshold": 0, "stale": True}
+    changed = changed_samples(ws.store, ptr["anchor"])
+    threshold = refit_threshold(ptr["n_labelled"])
+    return {"key": ptr["key"], "anchor_event": int(ptr["anchor"]), "n_labelled": int(ptr["n_labelled"]),
+            "changed": changed, "threshold": threshold, "stale": changed > threshold}
+
+
+def _labelled(lm: np.ndarray, task: str) -> np.ndarray:
+    return (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
+
+
+def _single(lm: np.ndarray) -> np.ndarray:
+    pos = lm == 1
+    if lm.shape[1] == 0:
+        return np.full(len(lm), -1, np.int64)
+    return np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
+
+
+def _oof(X: np.ndarray, lm: np.ndarray, task: str, *, folds: int, seed: int, C: float,
+         progress: ProgressFn) -> np.ndarray:
+    """Out-of-fold probabilities of the current labels; raises OOFError (with what to do) when impossible."""
+    from curation.oof import OOFError, out_of_fold_probs, out_of_fold_probs_multi
+
+    if task == "multi":
+        return out_of_fold_probs_multi(X, lm, folds=folds, seed=seed, C=C, progress=progress)
+    y = _single(lm)
+    if len(np.unique(y[y >= 0])) < 2:
+        raise OOFError("Out-of-fold heads need labelled samples of at least 2 classes; label a few of each.")
+    return out_of_fold_probs(X, y, n_classes=lm.shape[1], folds=folds, seed=seed, C=C, progress=progress)
+
+
+def _graph(ws: Any, emb: Any, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from curation.neighbors import knn_graph
+
+    idx, sims = knn_graph(ws, emb, k=GRAPH_K, progress=progress)
+    return np.asarray(idx), np.asarray(sims)
+
+
+def refresh(ws: Any, emb: Any, *, force: bool = False, folds: int = 5, seed: int = 0, C: float | None = None,
+            progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Refresh the expensive fit when it is stale (or ``force``): out-of-fold heads and K-fold label
+    propagation on the current labels, saved as artifact kind ``label_fit`` under a key made of the
+    settings and the current last label event (the *anchor*); the previous fit of the same settings is
+    deleted. The ``issues`` job runs this in the background.
+
+    Returns
+    -------
+    :func:`fit_status` after the refresh, plus ``refitted`` (bool).
+    """
+    from curation.artifacts import make_key
+    from curation.oof import OOFError
+
+    progress = progress or null_progress
+    C = _default_C(C)
+    status = fit_status(ws, emb, folds=folds, seed=seed, C=C)
+    if not (force or status["stale"]):
+        progress(1.0, "fit is current")
+        return {**status, "refitted": False}
+    static_key, config = _static_config(ws, emb, folds=folds, seed=seed, C=C)
+    anchor = ws.store.last_event_id()                 # before the labels: an edit in between counts as a change
+    ids = np.asarray(emb.ids, np.int64)
+    lm = ws.store.label_matrix(ids)
+    task = ws.store.task
+    labelled = _labelled(lm, task)
+    idx, sims = _graph(ws, emb, sub_progress(progress, 0.0, 0.2))
+    arrays: dict[str, np.ndarray] = {}
+    reasons: dict[str, str] = {}
+    if lm.shape[1] == 0:
+        reasons["oof"] = reasons["prop"] = "no classes yet: add classes or import labels"
+    else:
+        try:
+            arrays["oof"] = _oof(np.asarray(emb.vectors, np.float32), lm, task, folds=folds, seed=seed, C=C,
+                                 progress=sub_progress(progress, 0.2, 0.75))
+        except OOFError as exc:
+            reasons["oof"] = str(exc)
+        progress(0.8, "label propagation")
+        if labelled.any():
+            arrays["prop"] = label_propagation(lm, idx[:, :VOTE_K], sims[:, :VOTE_K], task=task, folds=folds,
+                                               seed=seed)
+        else:
+            reasons["prop"] = "no labelled samples yet: label a few images of each class"
+    fit_key = make_key({**config, "anchor": anchor})
+    extra = {"anchor": anchor, "n_labelled": int(labelled.sum()), "arrays": sorted(arrays), "reasons": reasons}
+    ws.artifacts.save_arrays(FIT_KIND, fit_key, arrays, config={**config, "anchor": anchor}, extra=extra)
+    ws.artifacts.save_json(POINTER_KIND, static_key, {"key": fit_key, "anchor": anchor,
+                                                      "n_labelled": int(labelled.sum())}, config=config)
+    if status["key"] and status["key"] != fit_key:
+        ws.artifacts.delete(FIT_KIND, status["key"])
+    log.info("label fit %s at event %d: %s (%s)", fit_key, anchor, sorted(arrays) or "nothing", reasons or "ok")
+    progress(1.0, f"fit on {int(labelled.sum()):,} labelled samples")
+    return {**fit_status(ws, emb, folds=folds, seed=seed, C=C), "refitted": True}
+
+
+def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any]] | None:
+    meta = ws.artifacts.meta(FIT_KIND, key)
+    if meta is None:
         return None
-    done = runs[runs["status"].isin(["done", "finished", "succeeded"])]
-    for run_id in done.index:  # newest first
-        p_ids = ws.artifacts.load_array("predictions", f"run-{run_id}", name="ids", mmap=False)
-        probs = ws.artifacts.load_array("predictions", f"run-{run_id}", name="probs", mmap=False)
-        if p_ids is None or probs is None or probs.shape[1] != k_classes:
-            continue
-        order = np.argsort(p_ids)
-        pos = np.searchsorted(p_ids[order], ids)
-        pos = np.clip(pos, 0, len(p_ids) - 1)
-        present = p_ids[order][pos] == ids
-        return int(run_id), present, np.asarray(probs)[order][pos]
-    return None
+    try:
+        arrays = {name: np.asarray(ws.artifacts.load_array(FIT_KIND, key, name=name, mmap=False))
+                  for name in meta.get("arrays", [])}
+    except (FileNotFoundError, ValueError):           # replaced by a concurrent refit
+        return None
+    return arrays, dict(meta.get("reasons", {})), meta
 
 
-def suggestions(ws: Any, emb: Any, *, k: int = 15, temperature: float = TEMPERATURE, model_weight: float = 0.0,
-                progress: ProgressFn | None = None) -> pd.DataFrame:
-    """Neighbour-vote suggestions for every sample, cached as artifact kind ``suggestions``.
+def _zero_shot(ws: Any, emb: Any, task: str) -> tuple[str | None, np.ndarray | None, str]:
+    """(key, (N, K) zero-shot probabilities, reason when unavailable), cached as artifact ``zeroshot`` by the
+    embeddings, the encoder and the prompt texts (so an edited prompt recomputes it, a label edit never)."""
+    from curation.artifacts import make_key
+    from curation.embed import class_prompts, text_embeddings
+    from curation.encoders import EncoderError, get_encoder
+    from curation.neighbors import ids_fingerprint
+
+    if not getattr(emb, "has_text", False):
+        return None, None, (f"the encoder {getattr(emb, 'encoder_name', '?')} has no text tower: zero-shot is off "
+                            "(embed with OpenCLIP to enable it)")
+    classes = ws.store.classes()
+    names, prompts = classes["name"].tolist(), classes["prompt"].tolist()
+    texts = class_prompts(names, prompts=prompts)
+    config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "encoder": str(emb.encoder_name),
+              "texts": texts, "task": task, "scale": ZEROSHOT_SCALE}
+    key = make_key(config)
+    hit = ws.artifacts.load_array(ZEROSHOT_KIND, key, mmap=False)
+    if hit is not None:
+        return key, np.asarray(hit), ""
+    try:
+        text = text_embeddings(get_encoder(str(emb.encoder_name)), names, prompts=prompts, ws=ws)
+    except (EncoderError, ImportError, OSError) as exc:
+        return None, None, f"zero-shot unavailable: {exc}"
+    probs = zero_shot_probs(emb.vectors, text, task=task)
+    ws.artifacts.save_array(ZEROSHOT_KIND, key, probs, config=config)
+    return key, probs, ""
+
+
+def _heldout(ws: Any, ids: np.ndarray, run: dict[str, Any], task: str) -> np.ndarray:
+    """(N,) bool: samples the run did NOT train on (its val / test ids and whatever was not labelled at its
+    snapshot), cached as artifact ``model_heldout`` per run and id set."""
+    from curation.artifacts import make_key
+    from curation.neighbors import ids_fingerprint
+
+    config = {"run": int(run["id"]), "ids": ids_fingerprint(ids)}
+    key = make_key(config)
+    hit = ws.artifacts.load_array(HELDOUT_KIND, key, mmap=False)
+    if hit is not None:
+        return np.asarray(hit, bool)
+    metrics = run.get("metrics") or {}
+    at_snapshot = _labelled(ws.store.label_matrix(ids, upto_event=int(run["last_event_id"])), task)
+    evaluated = np.isin(ids, np.asarray(metrics.get("val_ids", []) + metrics.get("test_ids", []), np.int64))
+    held = ~(at_snapshot & ~evaluated)
+    ws.artifacts.save_array(HELDOUT_KIND, key, held, config=config)
+    return held
+
+
+def _newest_run(ws: Any) -> int | None:
+    """Id of the newest finished run of a kind in :data:`MODEL_KINDS`, or None."""
+    runs = ws.store.runs()
+    done = runs[runs["kind"].isin(MODEL_KINDS) & (runs["status"] == "done")] if len(runs) else runs
+    return None if done.empty else int(done.index.max())
+
+
+def _model_source(ws: Any, ids: np.ndarray, names: list[str], task: str) -> tuple[int | None, np.ndarray | None, str]:
+    """(run id, (N, K) probabilities of the newest done run on its held-out samples — NaN rows elsewhere —,
+    reason when unavailable)."""
+    from curation.train import load_predictions
+
+    run_id = _newest_run(ws)
+    if run_id is None:
+        return None, None, "no finished training run yet: train a head (Train page or `python -m curation train`)"
+    run = {**ws.store.run(run_id), "id": run_id}
+    trained_on = (run.get("metrics") or {}).get("classes")
+    if trained_on is not None and list(trained_on) != list(names):
+        return None, None, f"run {run_id} was trained on other classes ({len(trained_on)}); train again"
+    pred = load_predictions(ws, run_id)
+    if pred is None or np.shape(pred[1])[1] != len(names):
+        return None, None, f"run {run_id} saved no predictions for these classes; train again"
+    p_ids, p_probs = np.asarray(pred[0], np.int64), np.asarray(pred[1], np.float32)
+    order = np.argsort(p_ids)
+    at = np.clip(np.searchsorted(p_ids[order], ids), 0, max(len(p_ids) - 1, 0))
+    present = (p_ids[order][at] == ids) if len(p_ids) else np.zeros(len(ids), bool)
+    use = present & _heldout(ws, ids, run, task)
+    out = np.full((len(ids), len(names)), np.nan, np.float32)
+    out[use] = p_probs[order][at[use]]
+    return run_id, out, ""
+
+
+def _nan_rows(p: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    out = np.asarray(p, np.float32).copy()
+    out[~keep] = np.nan
+    return out
+
+
+def _available(p: np.ndarray) -> np.ndarray:
+    return np.isfinite(p).all(1) & (np.nan_to_num(p).sum(1) > 0)
+
+
+def _fit_ensemble(ws: Any, key: str, config: dict[str, Any], sources: dict[str, np.ndarray], lm: np.ndarray,
+                  task: str) -> dict[str, Any]:
+    """Fit the pooled ensemble on the labelled samples (every source is out-of-sample there), save it as
+    artifact ``label_ensemble`` with ECE before / after and (multi-label) per-class thresholds."""
+    from curation.calibrate import PooledEnsemble, ece
+    from curation.evaluate import tune_thresholds
+
+    y = _single(lm) if task == "single" else lm
+    pool = PooledEnsemble(task=task).fit(sources, y)
+    record: dict[str, Any] = {"ensemble": pool.to_dict(), "ece_mean": None, "ece_pooled": None, "thresholds": None}
+    if task == "single" and pool.fitted_:
+        rows = (y >= 0) & (pool.predict_proba(sources).sum(1) > 0)
+        mean = PooledEnsemble.from_dict({**pool.to_dict(), "fitted": False}).predict_proba(sources)
+        record["ece_mean"] = float(ece(mean[rows], y[rows]))
+        record["ece_pooled"] = float(ece(pool.predict_proba(sources)[rows], y[rows]))
+    if task == "multi":
+        record["thresholds"] = tune_thresholds(lm, pool.predict_proba(sources)).astype(float).tolist()
+    ws.artifacts.save_json(ENSEMBLE_KIND, key, record, config=config)
+    return record
+
+
+def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed: int = 0, C: float | None = None,
+                progress: ProgressFn | None = None) -> LabelState:
+    """The sources, the calibrated ensemble and the kNN graph for the current labels.
+
+    Cheap per label state (vectorised; well under a second at 50k samples): the current labels, the
+    neighbour vote on the cached graph, loading the cached expensive parts and applying the pooled
+    ensemble. Expensive, cached and refreshed only when needed:
+
+    * out-of-fold heads and K-fold label propagation (:func:`refresh`), refitted when more samples changed
+      label since the fit than :func:`refit_threshold` allows, or when the embeddings, the classes (one
+      added, renamed or removed) or the settings changed;
+    * zero-shot probabilities, keyed by the prompts (an edited prompt recomputes them);
+    * the model source, keyed by the newest finished run (kind head / finetune) and used only on samples
+      that run did not train on;
+    * the ensemble (weights, calibration, thresholds), keyed by all of the above and fitted on the labels
+      current when it is first needed.
+
+    Every source's prediction for a labelled sample is out-of-sample: the vote excludes self, propagation
+    and heads are K-fold (a sample labelled after the fit was not a seed of it), zero-shot sees no labels,
+    and the model is used only off its training set. So the ensemble is fitted on the labelled samples and
+    applied to all.
 
     Parameters
     ----------
     ws : Workspace.
-    emb : embeddings-like object: ``ids`` (N,) int64, ``vectors`` (N, D) float32 L2-normalised, ``key``.
-    k : neighbours in the vote (the shared ``knn_graph(ws, emb, k=k)``).
-    model_weight : in [0, 1]; above 0, the newest finished training run's predictions (artifact
-        ``predictions/run-<id>``) are blended in as ``(1 - w) * vote + w * model`` where present
-        (source ``"knn+model"``). Off by default: a model scores its own training labels optimistically.
-
-    Returns
-    -------
-    DataFrame indexed by sample id (``id``) with ``class_idx`` (int64, column of ``label_matrix``, -1 when
-    no evidence), ``class_name`` ("" when none), ``confidence`` (float32 in [0, 1]), ``source`` ("knn"),
-    ``label_idx`` (current positive label, lowest index in multi-label, -1 when none) and ``agrees``
-    (bool: the suggested class is a positive label of the sample). The full (N, K) probabilities are
-    kept too: :func:`load_suggestion_probs`.
+    emb : embeddings-like object: ``ids`` (N,) int64, ``vectors`` (N, D) float32 L2-normalised, ``key``
+        str, optionally ``has_text`` and ``encoder_name`` (zero-shot).
+    refit : ``"auto"`` (refresh when stale), ``"never"`` (use the newest fit of these settings even when
+        stale; fit only when there is none), ``"always"``.
+    folds, seed, C : out-of-fold and propagation settings (:func:`curation.oof.out_of_fold_probs`).
+    progress : ``progress(fraction, message)`` (only a refit reports much).
     """
-    from curation.neighbors import knn_graph
+    from curation.artifacts import make_key
 
+    if refit not in ("auto", "never", "always"):
+        raise ValueError(f"refit must be 'auto', 'never' or 'always', not {refit!r}.")
     progress = progress or null_progress
-    key, config = _key(ws, emb, k=k, temperature=temperature, model_weight=model_weight)
-    df = ws.artifacts.load_frame("suggestions", key)
-    if df is not None and len(df) == len(emb.ids):
-        return df
+    C = _default_C(C)
+    status = fit_status(ws, emb, folds=folds, seed=seed, C=C)
+    refitted = False
+    if refit == "always" or status["key"] is None or (refit == "auto" and status["stale"]):
+        status = refresh(ws, emb, force=True, folds=folds, seed=seed, C=C, progress=sub_progress(progress, 0, 0.9))
+        refitted = True
+    memo_key = (str(ws.root), status["key"], state_token(ws), _newest_run(ws))
+    if not refitted and _MEMO.get("key") == memo_key:
+        return replace(_MEMO["state"], info={**_MEMO["state"].info, "refitted": False})
+    fit = _load_fit(ws, status["key"])
+    if fit is None:                                   # deleted by a concurrent refit: take the new one
+        status = refresh(ws, emb, force=True, folds=folds, seed=seed, C=C)
+        fit = _load_fit(ws, status["key"])
+        assert fit is not None
+        memo_key = (str(ws.root), status["key"], state_token(ws), _newest_run(ws))
+    arrays, reasons, _ = fit
     ids = np.asarray(emb.ids, np.int64)
-    names = ws.store.class_names()
     task = ws.store.task
+    names = ws.store.class_names()
+    last_event = ws.store.last_event_id()
     lm = ws.store.label_matrix(ids)
+    idx, sims = _graph(ws, emb)
+    info_sources: dict[str, dict[str, Any]] = {}
+    sources: dict[str, np.ndarray] = {}
+    zs_key = run_id = None
+    if names:
+        vote, conf = neighbor_vote(lm, idx[:, :VOTE_K], sims[:, :VOTE_K], task=task)
+        sources["knn"] = _nan_rows(vote, conf > 0)
+        if "prop" in arrays:
+            sources["prop"] = _nan_rows(arrays["prop"], arrays["prop"].sum(1) > 0)
+        zs_key, zs, reasons["zeroshot"] = _zero_shot(ws, emb, task)
+        if zs is not None:
+            sources["zeroshot"] = zs
+        run_id, model, reasons["model"] = _model_source(ws, ids, names, task)
+        if model is not None:
+            sources["model"] = model
+        if "oof" in arrays:
+            sources["oof"] = arrays["oof"]
+        if not (lm != 0).any():
+            reasons["knn"] = "no labelled samples yet: label a few images of each class"
+    else:
+        reasons = {s: "no classes yet: add classes or import labels" for s in SOURCES}
+    sources = {s: sources[s] for s in SOURCES if s in sources}
+    ens_config = {"fit": status["key"], "zeroshot": zs_key, "model": run_id, "sources": list(sources),
+                  "version": FIT_VERSION}
+    ens_key = make_key(ens_config)
+    record = ws.artifacts.load_json(ENSEMBLE_KIND, ens_key) if sources else None
+    if record is None and sources:
+        progress(0.95, "fitting the ensemble")
+        record = _fit_ensemble(ws, ens_key, ens_config, sources, lm, task)
+    if sources:
+        from curation.calibrate import PooledEnsemble
+
+        pool = PooledEnsemble.from_dict(record["ensemble"])
+        probs = pool.predict_proba(sources)
+        weights = dict(zip(pool.sources_, pool.weights_.tolist()))
+    else:
+        probs, weights, record = np.zeros((len(ids), len(names)), np.float32), {}, {}
+    for s in SOURCES:
+        n_avail = int(_available(sources[s]).sum()) if s in sources else 0
+        info_sources[s] = {"available": n_avail > 0, "reason": "" if n_avail else reasons.get(s, "no predictions"),
+                           "n": n_avail, "weight": float(weights.get(s, 0.0))}
+    info = {**status, "fit_key": status["key"], "last_event": last_event, "refitted": refitted,
+            "ensemble_key": ens_key if sources else None, "sources": info_sources, "run_id": run_id, **record}
+    progress(1.0, "suggestions ready")
+    labels = _single(lm)
+    for a in (probs, lm, labels, idx, sims, *sources.values()):
+        a.setflags(write=False)
+    state = LabelState(ids=ids, task=task, class_names=names, label_matrix=lm, labels=labels, sources=sources,
+                       probs=probs, knn_idx=idx, knn_sims=sims, info=info)
+    _MEMO.update(key=memo_key, state=state)
+    return state
+
+
+def state_token(ws: Any) -> tuple[int, str]:
+    """A cheap token that changes whenever label-derived frames may change without a new artifact: the last
+    label event and the classes with their prompts (a prompt edit writes no label event)."""
+    from curation.artifacts import make_key
+
+    classes = ws.store.classes()
+    return ws.store.last_event_id(), make_key({"names": classes["name"].tolist(),
+                                               "prompts": classes["prompt"].fillna("").tolist()})
+
+
+# ---------------------------------------------------------------------- frames
+def _row_sources(sources: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(N,) str: the ``+``-joined sources with a prediction for each row, in :data:`SOURCES` order."""
+    names = [s for s in SOURCES if s in sources]
     if not names:
-        log.info("no classes yet: add classes or import labels to get suggestions")
-    idx, sims = knn_graph(ws, emb, k=k, progress=sub_progress(progress, 0.0, 0.7))
-    progress(0.75, "neighbour vote")
-    probs, conf = neighbor_vote(lm, idx, sims, task=task, temperature=temperature)
-    source = np.full(len(ids), "knn", dtype=object)
-    if model_weight > 0 and names:
-        found = _latest_predictions(ws, ids, len(names))
-        if found is not None:
-            run_id, present, mprobs = found
-            blended = (1 - model_weight) * probs + model_weight * mprobs
-            probs = np.where(present[:, None], blended, probs).astype(np.float32)
-            conf = np.where(present, probs.max(1), conf).astype(np.float32)
-            source[present] = "knn+model"
-            log.info("blended predictions of run %d into %d suggestions", run_id, int(present.sum()))
-    has = conf > 0
-    cls = np.where(has, probs.argmax(1) if names else -1, -1).astype(np.int64)
+        return np.full(n, "", dtype=object)
+    bits = np.stack([_available(sources[s]) for s in names]).astype(np.int64)
+    mask = (bits << np.arange(len(names))[:, None]).sum(0)
+    uniq, inv = np.unique(mask, return_inverse=True)
+    labels = np.array(["+".join(s for j, s in enumerate(names) if u >> j & 1) for u in uniq], dtype=object)
+    return labels[inv]
+
+
+def suggestion_frame(state: LabelState) -> pd.DataFrame:
+    """The suggestions table of a :class:`LabelState` (see :func:`suggestions`)."""
+    ids, probs, lm = state.ids, state.probs, state.label_matrix
+    n, kk = probs.shape
+    has = probs.sum(1) > 0 if kk else np.zeros(n, bool)
+    cls = np.where(has, probs.argmax(1) if kk else -1, -1).astype(np.int64)
+    r = np.arange(n)
+    at = np.maximum(cls, 0)
+    conf = np.where(has, probs[r, at] if kk else 0.0, 0.0).astype(np.float32)
     pos = lm == 1
-    label_idx = np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64) if names else np.full(len(ids), -1)
-    agrees = pos[np.arange(len(ids)), np.maximum(cls, 0)] & (cls >= 0) if names else np.zeros(len(ids), bool)
-    name_arr = np.array([*names, ""], dtype=object)
-    df = pd.DataFrame({"class_idx": cls, "class_name": name_arr[cls], "confidence": conf.astype(np.float32),
-                       "source": source, "label_idx": label_idx.astype(np.int64), "agrees": agrees.astype(bool)},
-                      index=pd.Index(ids, name="id"))
-    df["class_name"] = df["class_name"].astype(str)
-    df["source"] = df["source"].astype(str)
-    ws.artifacts.save_frame("suggestions", key, df, config=config)
-    ws.artifacts.save_array("suggestions_probs", key, probs, config=config)
-    progress(1.0, f"{int(has.sum()):,} suggestions")
+    label_idx = np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64) if kk else np.full(n, -1, np.int64)
+    agrees = (pos[r, at] & has) if kk else np.zeros(n, bool)
+    name_arr = np.array([*state.class_names, ""], dtype=object)
+    df = pd.DataFrame({"class_idx": cls, "class_name": name_arr[cls].astype(str), "confidence": conf,
+                       "source": np.where(has, _row_sources(state.sources, n), "").astype(str),
+                       "label_idx": label_idx, "agrees": agrees.astype(bool)}, index=pd.Index(ids, name="id"))
+    for s, col in zip(SOURCES, PROB_COLUMNS):
+        p = state.sources.get(s)
+        df[col] = np.where(has, p[r, at], np.nan).astype(np.float32) if p is not None and kk else np.float32(np.nan)
     return df
 
 
-def load_suggestion_probs(ws: Any, emb: Any, *, k: int = 15, temperature: float = TEMPERATURE,
-                          model_weight: float = 0.0) -> np.ndarray | None:
-    """(N, K) float32 vote probabilities saved by :func:`suggestions` for the current labels, or None."""
-    key, _ = _key(ws, emb, k=k, temperature=temperature, model_weight=model_weight)
-    return ws.artifacts.load_array("suggestions_probs", key, mmap=False)
+def suggestions(ws: Any, emb: Any, *, refit: str = "auto", progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Calibrated suggestions for every sample from the pooled sources (:func:`label_state`).
+
+    Parameters
+    ----------
+    ws : Workspace.
+    emb : embeddings-like object (``ids``, ``vectors``, ``key``; ``has_text`` / ``encoder_name`` for zero-shot).
+    refit : as in :func:`label_state`.
+
+    Returns
+    -------
+    DataFrame indexed by sample id (``id``, the order of ``emb.ids``) with ``class_idx`` (int64, column of
+    ``label_matrix``, -1 when no source has a prediction), ``class_name`` ("" when none), ``confidence``
+    (float32, the calibrated ensemble probability of the suggested class), ``source`` (the sources with a
+    prediction for the row, ``+``-joined in :data:`SOURCES` order, e.g. ``"knn+prop+oof"``), ``label_idx``
+    (current positive label, lowest index in multi-label, -1 when none), ``agrees`` (bool: the suggested
+    class is a positive label of the sample), and ``p_knn``, ``p_prop``, ``p_zeroshot``, ``p_model``,
+    ``p_oof`` (float32: each source's probability of the suggested class, NaN where it has none).
+    Availability, reasons and weights of the sources: :func:`source_table`; the full (N, K) ensemble
+    probabilities: :func:`load_suggestion_probs`.
+    """
+    return suggestion_frame(label_state(ws, emb, refit=refit, progress=progress))
+
+
+def load_suggestion_probs(ws: Any, emb: Any, *, refit: str = "auto") -> np.ndarray:
+    """(N, K) float32 calibrated ensemble probabilities for the current labels (rows of ``emb.ids``)."""
+    return label_state(ws, emb, refit=refit).probs
+
+
+def source_table(ws: Any, emb: Any, *, refit: str = "auto") -> pd.DataFrame:
+    """One row per source (index ``source``, :data:`SOURCES` order): ``available`` (bool), ``reason`` (why
+    not, "" when available), ``n`` (samples it has a prediction for), ``weight`` (its fitted weight in the
+    pooled ensemble, 0 when unused). ``attrs`` carry the ensemble summary: ``fitted``, ``reason``, ``n_fit``,
+    ``ece_mean`` / ``ece_pooled`` (on the labelled samples, before / after fitting), ``temperatures``,
+    ``changed`` / ``threshold`` / ``anchor_event`` (the refit rule, :func:`refit_threshold`)."""
+    info = label_state(ws, emb, refit=refit).info
+    df = pd.DataFrame.from_dict(info["sources"], orient="index")
+    df.index.name = "source"
+    ens = info.get("ensemble") or {}
+    df.attrs = {"fitted": bool(ens.get("fitted", False)), "reason": ens.get("reason", "no sources"),
+                "n_fit": ens.get("n_fit", 0), "ece_mean": info.get("ece_mean"), "ece_pooled": info.get("ece_pooled"),
+                "temperatures": ens.get("temperatures", {}), "changed": info["changed"],
+                "threshold": info["threshold"], "anchor_event": info["anchor_event"]}
+    return df

@@ -1,4 +1,4 @@
-"""Map: the dataset as a 2-D map; select points with box or lasso, then label them in bulk."""
+"""Map: the dataset as a 2-D map; filter and colour it, click a point to preview it, select to act in bulk."""
 
 import numpy as np
 import streamlit as st
@@ -9,74 +9,126 @@ st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", lay
 st.title("Map")
 ws = widgets.require_workspace()
 
-emb = xy = None
-with widgets.guard("loading the map"):
+emb = None
+with widgets.guard("loading the embeddings"):
     emb = loaders.embeddings(ws)
-    xy = loaders.coords(ws) if emb is not None else None
-if xy is None:
+if emb is None:
     st.info("No map yet: run the pipeline (embed → map → suggestions).")
     if st.button("Run pipeline", type="primary"):
         jobpanel.submit(ws, "pipeline", {})
     jobpanel.jobs_panel(ws, key="map_jobs")
     st.stop()
 
+c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
+method = c1.segmented_control("Layout", list(mapview.LAYOUTS), format_func=mapview.LAYOUTS.get, default="umap",
+                              key="map_layout") or "umap"
+run_mode = c2.segmented_control("UMAP job", list(mapview.RUN_MODES), format_func=mapview.RUN_MODES.get,
+                                default="fast", key="map_run_mode") or "fast"
+if c3.button("Compute UMAP", key="map_compute"):
+    jobpanel.submit(ws, "map", {"method": "umap", "reproducible": run_mode == "reproducible"})
+jobpanel.jobs_panel(ws, kinds=["map", "pipeline"], key="map_jobs", n_finished=1)
+
+found = None
+with widgets.guard("loading the map"):
+    found = loaders.layout(ws, method)
+    if found is None:
+        st.info("No UMAP map yet: choose fast or reproducible and press Compute UMAP. Showing PCA meanwhile.")
+        found = loaders.layout(ws, "pca")
+if found is None:
+    st.stop()
+xy, config = found
+st.caption(mapview.layout_caption(config, len(xy)))
+
 ids = np.asarray(emb.ids, np.int64)
 names = ws.store.class_names()
-label_text = labels.label_text(ws.store.label_matrix(ids), names)
+matrix = ws.store.label_matrix(ids)
+label_text = labels.label_text(matrix, names)
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
 clusters = widgets.optional(loaders.clusters, ws, "clusters")
 splits = ws.store.samples()["split"]
 
 modes = [m for m in mapview.COLOUR_MODES if m != "cluster" or clusters is not None]
-mode = st.segmented_control("Colour by", modes, default="label", key="map_colour") or "label"
-rows = selection.subsample(len(ids), mapview.MAX_POINTS)
-if len(rows) < len(ids):
-    st.caption(f"Showing a random {len(rows):,} of {len(ids):,} points; selections act on the points shown.")
-shown = ids[rows]
-shown_text = [label_text[r] for r in rows]
-cats, values = mapview.colour_by(mode, shown, label_text=shown_text, sugg=sugg, splits=splits, clusters=clusters)
-colours = mapview.category_colours(cats) if cats is not None else None
-fig = mapview.map_figure(xy[rows], shown, categories=cats, colours=colours, values=values,
-                         value_name="confidence", hover=mapview.hover_text(shown, shown_text, sugg))
+m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
+mode = m1.segmented_control("Colour by", modes, default="label", key="map_colour") or "label"
+mouse = m2.segmented_control("Mouse", list(mapview.MOUSE), format_func=mapview.MOUSE.get, default="lasso",
+                             key="map_mouse") or "lasso"
+f1, f2 = st.columns([1, 3], vertical_alignment="bottom")
+kind = f1.selectbox("Filter", list(selection.FILTERS), format_func=selection.FILTERS.get, key="map_filter")
+chosen: list = []
+if kind == "class":
+    chosen = f2.multiselect("Classes", names, key="map_filter_classes")
+elif kind == "cluster" and clusters is not None:
+    chosen = f2.multiselect("Clusters", sorted(clusters.unique().tolist()), key="map_filter_clusters")
+issues = None
+if kind == "errors" or mode in mapview.ISSUE_COLUMNS:
+    issues = widgets.optional(loaders.issues, ws, "issue scores")
 
-left, right = st.columns([4, 1])
+keep = selection.filter_mask(kind, ids, labels=matrix, classes=[names.index(c) for c in chosen if c in names],
+                             issues=issues, clusters=clusters, cluster_ids=chosen)
+rows = selection.rows_to_draw(xy, keep, mapview.MAX_POINTS)
+caption = mapview.drawn_caption(len(ids), len(rows), int(keep.sum()), int(keep[rows].sum()), filtered=kind != "all")
+if caption:
+    st.caption(caption)
+shown, shown_keep = ids[rows], keep[rows]
+shown_text = [label_text[r] for r in rows]
+cats, values = mapview.colour_by(mode, shown, label_text=shown_text, sugg=sugg, splits=splits, clusters=clusters,
+                                 issues=issues)
+colours = mapview.category_colours(cats) if cats is not None else None
+value_name, scale = mapview.SCALES.get(mode, ("", "Viridis"))
+fig = mapview.map_figure(xy[rows], shown, categories=cats, colours=colours, values=values, value_name=value_name,
+                         colorscale=scale, faded=None if kind == "all" else ~shown_keep,
+                         hover=mapview.hover_text(shown, shown_text, sugg), dragmode=mouse,
+                         hint="click to preview" if mouse == "pan" else "Mouse → click to preview, then click",
+                         revision=f"{method}-{mouse}")
+
+clicked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP_CHART)), shown)
+picked = np.intersect1d(clicked, shown[shown_keep])  # bulk actions: the filter's points only
+text_of = dict(zip(ids.tolist(), label_text))
+left, right = st.columns([5, 2])
 with left:
     st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=state.K_MAP_CHART,
                     config={"displaylogo": False})
 with right:
-    if colours is not None:
-        key = mapview.legend_frame(cats, colours)
+    if len(clicked) == 1:
+        mapview.point_panel(ws, int(clicked[0]), labels=text_of[int(clicked[0])], sugg=sugg, issues=issues,
+                            clusters=clusters, splits=splits)
+    elif colours is not None:
+        key = mapview.legend_frame([c for c, k in zip(cats, shown_keep) if k], colours)
         st.dataframe(mapview.legend_style(key), hide_index=True, height=min(600, 36 * (len(key) + 1)),
                      column_config={"colour": st.column_config.TextColumn("", width="small"),
                                     "points": st.column_config.NumberColumn("n", width="small")})
-    st.caption("Drag a box or lasso (toolbar) to select; double-click to clear.")
+    st.caption("Drag a lasso (or a box: toolbar) to select; with Mouse set to *click to preview*, click a point "
+               "to see its image. Double-click clears the selection.")
 
-picked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP_CHART)), shown)
 if len(picked) == 0:
     widgets.undo_last_button(ws, key="map_undo")
     st.stop()
 
 st.subheader(f"{len(picked):,} selected")
-text_of = dict(zip(ids.tolist(), label_text))
 with st.container(border=True):
-    c1, c2, c3 = st.columns([2, 2, 1])
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     action = c1.selectbox("Action", list(actions.BULK_ACTIONS), format_func=actions.BULK_ACTIONS.get,
                           key="bulk_action")
     target = c2.selectbox("Class (type to search or add a new one)", names, index=None, accept_new_options=True,
                           key="bulk_class")
-    c3.write("")
     if c3.button("Apply", type="primary", key="bulk_apply", disabled=not target):
         with widgets.guard("labelling"):
             widgets.toast_batch(actions.bulk_label(ws, picked, target, action),
                                 f"{actions.BULK_ACTIONS[action]} on {len(picked)}")
             st.rerun()
-    b1, b2 = st.columns(2)
+    b1, b2, b3, b4 = st.columns(4)
     n_sugg = 0 if sugg is None else int(sugg.index.isin(picked).sum())
     if b1.button(f"Accept suggestions ({n_sugg})", key="bulk_accept", disabled=n_sugg == 0):
         with widgets.guard("accepting suggestions"):
             widgets.toast_batch(actions.accept_suggestions(ws, picked, sugg), f"Accepted {n_sugg} suggestions")
             st.rerun()
-    with b2:
+    if b2.button("Mark reviewed", key="map_reviewed", help="Record that these labels were checked (no label change)"):
+        with widgets.guard("recording the review"):
+            st.toast(f"Marked {actions.mark_reviewed(ws, picked):,} samples reviewed")
+    if b3.button("Pin as must-not-fail", key="map_pin", help="Every training run reports on the pinned samples"):
+        with widgets.guard("pinning"):
+            st.toast(f"Pinned {len(picked):,}: the must-not-fail slice has {actions.pin_samples(ws, picked):,} samples")
+    with b4:
         widgets.undo_last_button(ws, key="map_undo")
 
 widgets.image_grid(ws, picked, [text_of[int(i)] for i in picked], key="map_grid_page")

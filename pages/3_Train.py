@@ -1,32 +1,28 @@
-"""Train: a classifier head on the cached embeddings, as a job with live progress; the list of runs."""
+"""Train: a head on the cached embeddings or a fine-tune of the image tower, as jobs with live curves; the runs."""
 
 import streamlit as st
 
-from curation.ui import jobpanel, runs, widgets
+from curation.ui import jobpanel, runs, trainview, widgets
 
 st.set_page_config(page_title="Train · Curation studio", page_icon="🏋️", layout="wide")
 st.title("Train")
 ws = widgets.require_workspace()
 
-device = "unknown"
-with widgets.guard("finding the device"):
-    from curation.train import pick_device
+device = trainview.device_line()
+mode = st.radio("What to train", list(trainview.MODES), format_func=trainview.MODES.get, horizontal=True,
+                key="train_mode")
+if mode == trainview.HEAD:
+    trainview.head_form(ws)
+else:
+    trainview.finetune_form(ws, device)
 
-    device = pick_device()
-
-with st.form("train"):
-    c1, c2, c3 = st.columns(3)
-    kind = c1.selectbox("Head", ["linear", "mlp"], format_func={"linear": "Linear", "mlp": "MLP"}.get)
-    epochs = c2.number_input("Epochs (at most; stops early)", min_value=1, max_value=2000, value=100, step=10)
-    class_weight = c3.checkbox("Weight classes by inverse frequency", value=True)
-    st.caption(f"Trains on {device}.")
-    if st.form_submit_button("Train", type="primary"):
-        jobpanel.submit(ws, "train", {"kind": kind, "epochs": int(epochs), "class_weight": bool(class_weight)})
-
-jobpanel.jobs_panel(ws, kinds=["train"], key="train_jobs")
+jobpanel.jobs_panel(ws, kinds=["train", "finetune", "reembed"], key="train_jobs")
+all_runs = ws.store.runs()
+trainview.live_curves(ws, all_runs)
+trainview.reembed_form(ws, all_runs)
 
 st.subheader("Runs")
-table = runs.runs_table(ws.store.runs())
+table = runs.runs_table(all_runs)
 if table.empty:
     st.caption("No runs yet.")
 else:

@@ -1,8 +1,10 @@
-"""Generator of a small corpus of good, odd and broken image files for the image and ingest tests."""
+"""Generators of bad input for the image, ingest and reliability tests: a corpus of good, odd and broken
+image files, and a set of broken manifests with what each must do."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zlib
@@ -10,10 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-LONG_NAME = "long_" + "x" * 200 + ".png"
+from curation.images import MAX_BYTES
+
+LONG_NAME = "long_" + "x" * 150 + "é" * 45 + ".png"  # 249 bytes: near the 255-byte limit of a file name
 ODD_NAME = "ünï cødé #1 & 'quoted' (copy).png"
+HTML_NAME = "<img src=x onerror=alert(1)>.png"
+NOT_UTF8_NAME = os.fsdecode(b"latin1 caf\xe9.png")  # a name whose bytes are not UTF-8
 
 
 @dataclass
@@ -24,7 +31,9 @@ class Corpus:
     ----------
     folder : the image folder (flat).
     outside : a sibling folder holding the target of ``symlink_out``.
-    expected : {file name in ``folder``: expected reason prefix, or None when the file is a usable image}.
+    expected : {file name in ``folder``: the reason prefix ingest gives when it skips the file, or None when
+        the file is a usable image}. Names that are not UTF-8 are reported with ``\\xNN`` escapes
+        (see :func:`shown`).
     sizes : {file name: (width, height)} expected for usable images (after EXIF orientation).
     symlink_out : name of the symlink in ``folder`` that points outside it (a valid image for check_image,
         refused by ingest).
@@ -95,6 +104,8 @@ def make_corpus(root: Path) -> Corpus:
     good("tiny28.png", Image.fromarray(np.eye(28, dtype=np.uint8) * 255, "L"))
     good(LONG_NAME, _rgb(8, 8, 6))
     good(ODD_NAME, _rgb(9, 7, 7))
+    good(HTML_NAME, _rgb(7, 9, 12))
+    good("new\nline.png", _rgb(6, 5, 13))
     dup = _rgb(12, 12, 8)
     good(c.duplicates[0], dup)
     good(c.duplicates[1], dup)
@@ -116,6 +127,98 @@ def make_corpus(root: Path) -> Corpus:
     (folder / "big.png").write_bytes(bomb_png(10000, 9000))  # past our 80 Mpx limit, under PIL's
     c.expected["big.png"] = "too large: 90000000 pixels"
 
+    os.mkfifo(folder / "fifo.png")  # reading it would block forever
+    c.expected["fifo.png"] = "not a regular file"
+    with open(folder / "huge.jpg", "wb") as f:  # sparse: no disk space used
+        f.truncate(MAX_BYTES + 1)
+    c.expected["huge.jpg"] = "too large"
+    _rgb(5, 5, 14).save(folder / NOT_UTF8_NAME)
+    c.expected[NOT_UTF8_NAME] = "file name is not valid UTF-8"
+    os.symlink("loop_b.png", folder / "loop_a.png")
+    os.symlink("loop_a.png", folder / "loop_b.png")
+    c.expected["loop_a.png"] = c.expected["loop_b.png"] = "symlink loop"
+
     _rgb(10, 10, 11).save(outside / "secret.png")
     os.symlink(outside / "secret.png", folder / c.symlink_out)
+    c.expected[c.symlink_out] = "symlink resolves outside the image root"
     return c
+
+
+def shown(name: str) -> str:
+    """How ingest reports a file name (bytes that are not UTF-8 as escapes)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# ---------------------------------------------------------------------- broken manifests
+@dataclass(frozen=True)
+class ManifestCase:
+    """A broken manifest and what ingest must do with it.
+
+    Attributes
+    ----------
+    name : file name under the manifests folder.
+    error : regex the IngestError message must match when the manifest as a whole is refused (the file's
+        name is always required too); None when it must be ingested with its bad rows skipped.
+    skipped : rows that must be skipped, each with a reason naming the file and row (when ``error`` is None).
+    added : images that must be added (when ``error`` is None).
+    """
+
+    name: str
+    error: str | None = None
+    skipped: int = 0
+    added: int = 0
+
+
+def make_bad_manifests(root: Path) -> tuple[Path, list[ManifestCase]]:
+    """Write four images (``img/a.png`` ... ``img/d.png``) and broken manifests next to them under ``root``.
+
+    Returns
+    -------
+    (folder, cases): the folder holding the manifests and images, and one ManifestCase per manifest.
+    """
+    folder = root / "manifests"
+    (folder / "img").mkdir(parents=True)
+    for i, n in enumerate("abcd"):
+        _rgb(6, 6, 20 + i).save(folder / "img" / f"{n}.png")
+    cases: list[ManifestCase] = []
+
+    def write(name: str, text: str | bytes, case: ManifestCase) -> None:
+        path = folder / name
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text, encoding="utf-8")
+        cases.append(case)
+
+    write("nocol.csv", "name,label\nimg/a.png,cat\n",
+          ManifestCase("nocol.csv", error=r"has no path column.*name the column"))
+    write("latin.csv", "path,label\nimg/a.png,caf\xe9\n".encode("latin-1"),
+          ManifestCase("latin.csv", error=r"is not UTF-8.*re-save"))
+    write("bad.jsonl", '{"path": "img/a.png"}\n{"path": broken\n',
+          ManifestCase("bad.jsonl", error=r"line 2 is not valid JSON"))
+    write("arr.jsonl", '["img/a.png", "cat"]\n', ManifestCase("arr.jsonl", error="not an object"))
+    write("empty.csv", "", ManifestCase("empty.csv", error="is empty.*header line"))
+    write("header.csv", "path,label\n", ManifestCase("header.csv", error="No usable rows.*has no rows"))
+    write("ragged.csv", "path,label\nimg/a.png,cat\nimg/b.png,dog,extra,cells\n",
+          ManifestCase("ragged.csv", error="not valid CSV.*quote cells"))
+    write("unknown.csv", "path,label\nzz/a.png,cat\nzz/b.png,dog\n",
+          ManifestCase("unknown.csv", error=r"No usable rows.*2 file not found.*image_root"))
+    write("escape.csv", "path,label\n../../etc/passwd,x\n/etc/passwd,x\n",
+          ManifestCase("escape.csv", error=r"No usable rows.*escapes the image root"))
+    write("blank.csv", "path,label\n   ,cat\n,dog\n", ManifestCase("blank.csv", error="No usable rows.*no path"))
+    write("x.txt", "path\nimg/a.png\n", ManifestCase("x.txt", error="unknown manifest type"))
+    write("trunc.parquet", b"PAR1garbage", ManifestCase("trunc.parquet", error="could not be read"))
+    pd.DataFrame({"path": [1, 2], "label": ["a", "b"]}).to_parquet(folder / "ints.parquet")
+    cases.append(ManifestCase("ints.parquet", error="holds int64 values, not file paths"))
+    pd.DataFrame({"path": ["img/a.png"], "label": [0.5]}).to_parquet(folder / "frac.parquet")
+    cases.append(ManifestCase("frac.parquet", error="fractional"))
+    # partly broken: the good rows go in, each bad row is skipped with a reason naming the file and row
+    write("types.jsonl", "\n".join(json.dumps(r) for r in [
+        {"path": "img/a.png", "label": {"x": 1}}, {"path": "img/b.png", "label": [["nested"]]},
+        {"path": "img/c.png", "label": True}, {"path": "img/d.png", "label": 2.0}]) + "\n",
+        ManifestCase("types.jsonl", skipped=3, added=1))
+    write("control.jsonl", json.dumps({"path": "img/a.png", "label": "two\nlines"}) + "\n"
+          + json.dumps({"path": "img/b.png", "label": "tab\there"}) + "\n"
+          + json.dumps({"path": "img/c.png", "label": "\u200b"}) + "\n"
+          + json.dumps({"path": "img/d.png", "label": "fine"}) + "\n",
+          ManifestCase("control.jsonl", skipped=3, added=1))
+    write("surrogate.jsonl", '{"path": "img/\\udcff.png", "label": "x"}\n{"path": "img/a.png", "label": "y"}\n',
+          ManifestCase("surrogate.jsonl", error=r"line 1 holds an escaped lone surrogate"))
+    return folder, cases

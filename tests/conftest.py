@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,16 @@ os.environ.setdefault("CURATION_OFFLINE", "1")
 from curation.workspace import Workspace  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module():
+    """AppTest runs pages as ``__main__``; put the real one back so later multiprocessing children
+    (spawned by store and reliability tests) do not re-run a page script."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from curation.evaluate import (classification_report, confusion_cell, expected_calibration_error,
-                               multilabel_report, reliability_bins, report_from_json, report_to_json,
-                               tune_thresholds)
+import pandas as pd
+
+from curation.evaluate import (classification_report, confusion_cell, confusion_matrix, expected_calibration_error,
+                               multilabel_confusion_pairs, multilabel_report, reliability_bins, report_from_json,
+                               report_to_json, review_outcomes, top1_correct, tune_thresholds)
 
 
 def test_classification_report_hand_computed():
@@ -127,3 +129,90 @@ def test_bad_inputs_say_what_to_do():
         classification_report(np.array([-1, 0]), np.array([[0.5, 0.5], [0.5, 0.5]]))
     with pytest.raises(ValueError, match="one name per column"):
         classification_report(np.array([0]), np.array([[1.0, 0.0]]), ["a"])
+
+
+def test_multilabel_report_hand_computed_with_per_class_thresholds():
+    # 5 images, 3 classes; row 3 has no positive (rejections only), row 4 carries all three labels
+    Y = np.array([[1, 1, 0],
+                  [1, -1, -1],
+                  [-1, 1, 0],
+                  [0, -1, -1],
+                  [1, 1, 1]], np.int8)
+    probs = np.array([[0.2, 0.6, 0.9],
+                      [0.7, 0.8, 0.1],
+                      [0.3, 0.5, 0.4],
+                      [0.9, 0.2, 0.3],
+                      [0.4, 0.45, 0.5]])
+    r = multilabel_report(Y, probs, ["a", "b", "c"], thresholds=np.array([0.5, 0.55, 0.35]))
+    pc = r["per_class"]
+    # a: known rows 0,1,2,4 ranked .7+ .4+ .3- .2+ -> AP = (1 + 1 + 3/4) / 3; predicted rows 1 (and 3, unknown)
+    #    -> tp 1, fp 0, fn 2
+    # b: ranked .8- .6+ .5+ .45+ .2- -> AP = (1/2 + 2/3 + 3/4) / 3; predicted rows 0, 1 -> tp 1, fp 1, fn 2
+    # c: known rows 1,3,4 ranked .5+ .3- .1- -> AP = 1; predicted rows 0, 2 (unknown), 4 -> tp 1, fp 0, fn 0
+    ap = [2.75 / 3, (0.5 + 2 / 3 + 0.75) / 3, 1.0]
+    np.testing.assert_allclose(pc["ap"], ap)
+    np.testing.assert_allclose(pc["precision"], [1.0, 0.5, 1.0])
+    np.testing.assert_allclose(pc["recall"], [1 / 3, 1 / 3, 1.0])
+    np.testing.assert_allclose(pc["f1"], [0.5, 0.4, 1.0])
+    np.testing.assert_array_equal(pc["support"], [3, 3, 1])
+    np.testing.assert_array_equal(pc["negatives"], [1, 2, 2])
+    np.testing.assert_array_equal(pc["unknown"], [1, 0, 2])
+    np.testing.assert_allclose(pc["threshold"], [0.5, 0.55, 0.35])
+    assert r["mAP"] == pytest.approx(np.mean(ap))
+    assert r["micro_precision"] == pytest.approx(3 / 4) and r["micro_recall"] == pytest.approx(3 / 7)
+    assert r["micro_f1"] == pytest.approx(6 / 11)                     # 2 tp / (2 tp + fp + fn)
+    assert r["macro_f1"] == pytest.approx((0.5 + 0.4 + 1.0) / 3)
+    assert r["n"] == 5
+    # ReaL: top-1 c (unknown: miss), b (rejected: miss), b (hit), row 3 skipped, c (hit)
+    assert r["real_accuracy"] == pytest.approx(0.5)
+    by = r["real_by_n_labels"].set_index("n_labels")
+    assert by["n"].to_dict() == {1: 2, 2: 1, 3: 1}
+    assert by["accuracy"].to_dict() == {1: 0.5, 2: 0.0, 3: 1.0}
+
+
+def test_ece_from_a_report_on_a_constructed_case():
+    # 10 predictions at confidence .8 of which 6 right (gap .2), 10 at .6 of which 6 right (gap 0)
+    probs = np.r_[np.tile([0.8, 0.2], (10, 1)), np.tile([0.6, 0.4], (10, 1))]
+    y = np.r_[np.arange(10) >= 6, np.arange(10) >= 6].astype(int)  # class a (predicted) on 6 of each 10
+    r = classification_report(y, probs, ["a", "b"], bins=10)
+    assert r["accuracy"] == pytest.approx(0.6)
+    assert r["ece"] == pytest.approx(0.5 * 0.2)
+    rb = r["reliability"]
+    full = rb[rb["count"] > 0]
+    assert full["count"].tolist() == [10, 10]
+    np.testing.assert_allclose(full["accuracy"], [0.6, 0.6])
+    np.testing.assert_allclose(full["confidence"], [0.6, 0.8])
+
+
+def test_top1_correct_and_multilabel_confusion_pairs():
+    Y = np.array([[1, 1, 0],      # top-1 b: one of its labels -> diagonal (b, b) only
+                  [1, 0, 1],      # top-1 b: not a label -> (a, b) and (c, b)
+                  [0, 0, -1],     # no positive: no pair
+                  [0, 0, 1]], np.int8)
+    probs = np.array([[0.3, 0.6, 0.1], [0.2, 0.5, 0.3], [0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])
+    np.testing.assert_array_equal(top1_correct(Y, probs), [True, False, False, True])
+    rows, t, p = multilabel_confusion_pairs(Y, probs)
+    assert sorted(zip(rows.tolist(), t.tolist(), p.tolist())) == [(0, 1, 1), (1, 0, 1), (1, 2, 1), (3, 2, 2)]
+    np.testing.assert_array_equal(confusion_matrix(t, p, 3), [[0, 1, 0], [0, 1, 0], [0, 1, 1]])
+    # the off-diagonal cells hold exactly the ReaL mistakes
+    assert set(rows[t != p]) == set(np.flatnonzero(~top1_correct(Y, probs) & (Y == 1).any(1)))
+
+
+def test_review_outcomes_share_of_mistakes_that_were_not_mistakes():
+    reviews = pd.DataFrame({
+        "sample_id": [1, 1, 2, 3, 4, 5, 6, 2],
+        "queue": ["evaluate"] * 5 + ["map", "evaluate_agreed", "evaluate"],
+        "verdict": ["model_wrong", "label_wrong", "ambiguous", "model_wrong", "both_valid", "reviewed",
+                    "ambiguous", "ambiguous"],
+        "run_id": [1, 1, 1, 2, None, None, 2, 2],
+    }, index=pd.Index(range(1, 9), name="id"))
+    t = review_outcomes(reviews)
+    assert list(t.index) == [1, 2, "all"]
+    # run 1: sample 1 (latest label_wrong), sample 2 ambiguous -> 2 of 2
+    assert t.loc[1, ["reviewed", "not_mistakes", "label_wrong", "model_wrong"]].tolist() == [2, 2, 1, 0]
+    # run 2: sample 3 model_wrong, sample 2 ambiguous -> 1 of 2
+    assert t.loc[2, "share"] == pytest.approx(0.5)
+    # overall, one verdict per sample: 1 label_wrong, 2 ambiguous, 3 model_wrong, 4 both_valid -> 3 of 4
+    assert t.loc["all", "reviewed"] == 4 and t.loc["all", "share"] == pytest.approx(0.75)
+    empty = review_outcomes(reviews.iloc[:0])
+    assert empty.loc["all", "reviewed"] == 0 and np.isnan(empty.loc["all", "share"])

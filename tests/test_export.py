@@ -179,3 +179,22 @@ def test_cleanlab_multi(multi: Workspace, tmp_path: Path) -> None:
     assert out.suffix == ".npz"
     with np.load(out) as z:
         assert z["label_matrix"].shape == (6, k) and z["label_matrix"].sum() == 9
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "hf"])
+def test_round_trip_class_names_that_look_like_lists(tmp_path: Path, fmt: str) -> None:
+    """Names with ``|`` or shaped like a JSON list come back as the same single labels."""
+    root = tmp_path / "src"
+    names = ["a|b", "[1]", "plain"]
+    for i in range(6):
+        _img(root / f"{i}.png", 300 + i)
+    pd.DataFrame({"path": [f"{i}.png" for i in range(6)],
+                  "label": [json.dumps([names[i % 3]]) for i in range(6)]}).to_csv(root / "m.csv", index=False)
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, root / "m.csv")
+    assert sorted(ws.store.class_names()) == sorted(names) and ws.store.task == "single"
+    dest = tmp_path / "out" / (f"labels.{fmt}" if fmt != "hf" else "hf")
+    out = export(ws, fmt, dest)
+    fresh = Workspace.create(tmp_path / "fresh")
+    ingest(fresh, out, image_root=ws.store.roots()[1] if fmt != "hf" else None)
+    assert label_sets(fresh) == label_sets(ws) and fresh.store.task == "single"

@@ -30,7 +30,8 @@ def test_good_files_pass_with_oriented_size(corpus: Corpus) -> None:
         assert len(info.sha1) == 40
 
 
-@pytest.mark.parametrize("name", ["truncated.jpg", "truncated.png", "empty.jpg", "text.jpg", "bomb.png", "big.png"])
+@pytest.mark.parametrize("name", ["truncated.jpg", "truncated.png", "empty.jpg", "text.jpg", "bomb.png", "big.png",
+                                  "fifo.png", "huge.jpg"])
 def test_bad_files_fail_with_short_reason(corpus: Corpus, name: str) -> None:
     with pytest.raises(ImageError) as exc:
         check_image(corpus.folder / name)

@@ -56,21 +56,31 @@ def test_unlabelled_samples_score_one(noisy):
     assert (s[:50] == 1).all()
 
 
-def test_missing_label_candidates_recover_hidden_positives(blobs):
+@pytest.fixture(scope="module")
+def mosaics(blobs):
+    """600 one-label images plus 300 two-label ones (the normalised mean of a class-a and a class-b vector),
+    every other class rejected (reviewed), the second label of 30 of them hidden (UNKNOWN).
+
+    Returns (X (900, 32), Y (900, 6) int8, b (300,) second classes, hidden (30,) rows)."""
     X, y = blobs
     rng = np.random.default_rng(1)
-    # two-label images: the mean of a class-a and a class-b vector carries both labels
     a, b = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
     b = np.where(a == b, (b + 1) % 6, b)
     ia = np.array([rng.choice(np.flatnonzero(y == c)) for c in a])
     ib = np.array([rng.choice(np.flatnonzero(y == c)) for c in b])
-    Xm = np.r_[X, (X[ia] + X[ib]) / 2].astype(np.float32)
-    Y = np.full((900, 6), -1, np.int8)                  # reviewed: every other class rejected
+    mix = (X[ia] + X[ib]) / 2
+    Xm = np.r_[X, mix / np.linalg.norm(mix, axis=1, keepdims=True)].astype(np.float32)
+    Y = np.full((900, 6), -1, np.int8)
     Y[np.arange(600), y] = 1
     Y[600 + np.arange(300), a] = 1
     Y[600 + np.arange(300), b] = 1
-    hidden = 600 + np.arange(0, 300, 10)                # hide the second label of 30 images
+    hidden = 600 + np.arange(0, 300, 10)
     Y[hidden, b[hidden - 600]] = 0
+    return Xm, Y, b, hidden
+
+
+def test_missing_label_candidates_recover_hidden_positives(mosaics):
+    Xm, Y, b, hidden = mosaics
     p = out_of_fold_probs_multi(Xm, Y, C=0.1)
     cand = missing_label_candidates(Y, p, thresholds=0.3)
     assert list(cand.columns) == ["sample", "class", "score"]
@@ -133,38 +143,132 @@ def test_ambiguous_scores():
     assert df.loc[0, "second"] == 1 and df["score"].between(0, 1).all()
 
 
-def _workspace_with_samples(ws, X, labels):
+def test_outlier_noise_hook(blobs):
+    X, y = blobs
+    idx, sims = knn(X, k=10)
+    base = outlier_scores(X, knn_sims=sims, labels=y)
+    ids = np.arange(600) * 3
+    noisy_ids = ids[[5, 77, 300]]
+    by_ids = outlier_scores(X, knn_sims=sims, labels=y, ids=ids, noise=noisy_ids)
+    by_mask = outlier_scores(X, knn_sims=sims, labels=y, ids=ids, noise=np.isin(ids, noisy_ids))
+    pd.testing.assert_frame_equal(by_ids, by_mask)
+    assert set(by_ids.index[by_ids["noise"]]) == set(noisy_ids)
+    np.testing.assert_allclose(by_ids.loc[noisy_ids, "score"].to_numpy(),
+                               0.5 * base.loc[[5, 77, 300], "score"].to_numpy())
+    assert by_ids["score"].between(0, 1).all()
+    with pytest.raises(IssuesError, match="one entry per sample"):
+        outlier_scores(X, knn_sims=sims, noise=np.zeros(5, bool))
+
+
+def _workspace_with_samples(ws, X, labels, names):
     n = len(X)
+    ws.store.add_classes(names)
     recs = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "sha1": [f"{i:040x}" for i in range(n)],
                          "bytes": 100, "width": 8, "height": 8})
     ids, _ = ws.store.add_samples(ws.store.root_id(ws.images), recs, labels=labels)
-    return ids
+    return np.sort(ids)
+
+
+ISSUE_COLUMNS = ["given", "label_score", "is_label_issue", "suggested", "suggested_prob", "outlier_score",
+                 "ambiguity_score", "ambiguous_with", "duplicate_of", "duplicate_conflict", "cluster_noise"]
 
 
 def test_compute_issues_contract(ws, blobs):
     X, y = blobs
     X, y = X[:300], y[:300]
     names = [f"c{c}" for c in range(6)]
-    ws.store.add_classes(names)
     yn = y.copy()
     planted = np.array([10, 110, 210])
     yn[planted] = (y[planted] + 1) % 6
     labels = [[names[c]] if i % 10 != 9 else [] for i, c in enumerate(yn)]
-    ids = _workspace_with_samples(ws, X, labels)
+    ids = _workspace_with_samples(ws, X, labels, names)
     emb = SimpleNamespace(ids=ids, vectors=X, key="test-emb")
     calls = []
-    df = compute_issues(ws, emb, progress=lambda f, m: calls.append(f))
+    df = compute_issues(ws, emb, noise=ids[[3, 4]], progress=lambda f, m: calls.append(f))
     assert df.index.name == "id" and (df.index.to_numpy() == ids).all()
+    assert list(df.columns) == ISSUE_COLUMNS
     for col in ("label_score", "outlier_score", "ambiguity_score"):
         assert df[col].between(0, 1).all(), col
-    assert {"suggested", "is_label_issue", "duplicate_of", "given"} <= set(df.columns)
     assert set(df["label_score"].nsmallest(3).index) == set(ids[planted])
+    assert df.loc[ids[planted[:2]], "is_label_issue"].all()     # (the third is the only sample of class 3)
     assert (df.loc[ids[planted], "suggested"].to_numpy() == y[planted]).all()
     assert (df.loc[ids[9::10], "label_score"] == 1).all()
+    assert df["cluster_noise"].sum() == 2 and df.loc[ids[[3, 4]], "cluster_noise"].all()
     assert calls and calls[-1] == 1.0
+    assert ws.artifacts.list().query("kind == 'issues'").empty          # per-click tables are not written...
+    saved = compute_issues(ws, emb, noise=ids[[3, 4]], save=True)       # ...unless asked (job, CLI)
+    pd.testing.assert_frame_equal(df, saved)
     assert len(ws.artifacts.list().query("kind == 'issues'")) == 1
-    df2 = compute_issues(ws, emb)                       # cached
-    pd.testing.assert_frame_equal(df, df2)
-    ws.store.set_label([int(ids[10])], ws.store.class_id(names[y[10]]))
-    compute_issues(ws, emb)                             # a label edit changes the key
-    assert len(ws.artifacts.list().query("kind == 'issues'")) == 2
+    ws.store.set_label([int(ids[10])], ws.store.class_id(names[y[10]]))  # fix one planted error
+    after = compute_issues(ws, emb)
+    assert after.loc[ids[10], "given"] == y[10] and after.loc[ids[10], "label_score"] > 0.5
+    assert len(ws.artifacts.list().query("kind == 'outlier_gauss'")) == 1  # the fit was reused
+
+
+def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
+    from curation.suggest import label_state
+    from curation.train import run_training
+
+    X, y = blobs
+    names = [f"c{c}" for c in range(6)]
+    ids = _workspace_with_samples(ws, X, [[names[c]] for c in y], names)
+    emb = SimpleNamespace(ids=ids, vectors=X, key="blobs-model")
+    before = compute_issues(ws, emb)
+    run_id = run_training(ws, {"epochs": 20, "device": "cpu"}, emb=emb)
+    val = np.asarray(ws.store.run(run_id)["metrics"]["val_ids"], np.int64)
+    state = label_state(ws, emb)
+    after = compute_issues(ws, emb)
+    p_model = state.sources["model"]
+    held = np.isin(ids, val)
+    assert np.isfinite(p_model[held]).all() and np.isnan(p_model[~held]).all()
+    changed = ~np.isclose(before["label_score"].to_numpy(), after["label_score"].to_numpy())
+    assert changed[held].mean() > 0.9                      # the model's held-out opinion enters the score...
+    ours = after["label_score"].to_numpy()[~held]
+    assert np.all(ours >= 0) and np.all(ours <= 1)
+
+
+def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
+    from curation.issues import missing_labels
+    from curation.workspace import Workspace
+
+    Xm, Y, b, hidden = mosaics
+    ws = Workspace.create(tmp_path / "multi", task="multi")
+    names = [f"c{c}" for c in range(6)]
+    ids = _workspace_with_samples(ws, Xm, [[names[c] for c in np.flatnonzero(r == 1)] for r in Y], names)
+    cids = np.array([ws.store.class_id(n) for n in names])
+    r, c = np.nonzero(Y == -1)
+    ws.store.apply(ids[r], cids[c], -1, source="human", actor="test", note="reviewed")
+    emb = SimpleNamespace(ids=ids, vectors=Xm, key="mosaic")
+    cand = missing_labels(ws, emb, C=0.1)
+    assert list(cand.columns) == ["sample", "class", "class_name", "score"]
+    assert cand["score"].is_monotonic_decreasing and cand["score"].between(0, 1).all()
+    top = set(zip(cand["sample"].head(40), cand["class"].head(40)))
+    found = sum((int(ids[h]), int(b[h - 600])) in top for h in hidden)
+    assert found >= 24
+    assert (cand["class_name"] == [names[k] for k in cand["class"]]).all()
+    pos = {(int(ids[i]), int(k)) for i, k in zip(*np.nonzero(Y != 0))}
+    assert not pos & set(zip(cand["sample"], cand["class"]))   # known cells (positive or rejected) never listed
+    issues = compute_issues(ws, emb, C=0.1)
+    assert issues["label_score"].between(0, 1).all() and list(issues.columns) == ISSUE_COLUMNS
+
+
+def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
+    from curation.issues import missing_labels
+
+    X, y = blobs
+    rng = np.random.default_rng(4)
+    centre = X[y == 0].mean(0) + X[y == 1].mean(0)       # a region between classes 0 and 1 whose images the
+    amb = centre + 0.05 * rng.normal(size=(40, X.shape[1]))  # annotators split between the two labels
+    Xm = np.r_[X, amb / np.linalg.norm(amb, axis=1, keepdims=True)].astype(np.float32)
+    names = [f"c{c}" for c in range(6)]
+    given = np.r_[y, np.arange(40) % 2]
+    ids = _workspace_with_samples(ws, Xm, [[names[c]] for c in given], names)
+    emb = SimpleNamespace(ids=ids, vectors=Xm, key="between")
+    cand = missing_labels(ws, emb)
+    mixed = ids[600:]
+    found = cand[cand["sample"].isin(mixed)]
+    assert len(found) >= 30                               # most in-between images are listed...
+    other = dict(zip(mixed, 1 - given[600:]))
+    assert all(other[int(s)] == k for s, k in zip(found["sample"], found["class"]))   # ...with the other class
+    assert cand["sample"].isin(mixed).mean() > 0.8        # and few clean images are
+    assert cand["score"].is_monotonic_decreasing and (cand["score"] >= 0.5).all()

@@ -1,10 +1,11 @@
-"""Tests for curation.neighbors: exact kNN, duplicates, HNSW path, cached graph."""
+"""Tests for curation.neighbors: exact kNN, duplicates, HNSW and IVF paths, one index per embedding, cached graph."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from curation import neighbors
 
@@ -50,7 +51,7 @@ def test_knn_small_and_search(blobs):
 
 def test_hnsw_path_high_recall(blobs):
     x, _ = blobs
-    index = neighbors.build_index(x, exact_limit=100)
+    index = neighbors.build_index(x, kind="hnsw")
     assert hasattr(index, "hnsw")
     idx, _ = neighbors.knn(x, k=10, index=index)
     bidx, _ = _brute(x, 10)
@@ -69,3 +70,31 @@ def test_knn_graph_cached(ws, blobs, monkeypatch):
     np.testing.assert_array_equal(idx, idx2)
     np.testing.assert_array_equal(sims, sims2)
     assert ws.artifacts.list()["kind"].eq("knn").sum() == 1
+
+
+def test_ivf_path_high_recall(blobs):
+    x, _ = blobs
+    index = neighbors.build_index(x, exact_limit=100)  # above the exact limit: the approximate default
+    assert hasattr(index, "nprobe") and index.nlist > 1
+    idx, _ = neighbors.knn(x, k=10, index=index)
+    bidx, _ = _brute(x, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, bidx)]) > 0.95
+
+
+def test_one_index_per_embedding_and_approximate_ones_saved(ws, blobs, monkeypatch):
+    x, _ = blobs
+    neighbors._indexes.clear()
+    emb = SimpleNamespace(ids=np.arange(600, dtype=np.int64), vectors=x, key="idx-emb")
+    flat = neighbors.embedding_index(ws, emb)
+    assert neighbors.embedding_index(ws, emb) is flat and not hasattr(flat, "hnsw")
+    approx = neighbors.embedding_index(ws, emb, exact_limit=100)
+    assert type(approx) is not type(flat) and ws.artifacts.list()["kind"].eq("index").sum() == 1
+    neighbors._indexes.clear()  # a new process: the saved index is read back, not rebuilt
+    monkeypatch.setattr(neighbors, "build_index", lambda *a, **k: pytest.fail("rebuilt"))
+    again = neighbors.embedding_index(ws, emb, exact_limit=100)
+    assert again.ntotal == 600
+    idx, sims = neighbors.knn_graph(ws, emb, k=10, exact_limit=100)
+    bidx, _ = _brute(x, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, bidx)]) > 0.95
+    method = ws.artifacts.list().query("kind == 'knn'")["config"].iloc[0]["method"]
+    assert method == neighbors._method(neighbors.APPROXIMATE) != "exact"

@@ -1,11 +1,11 @@
-"""Out-of-fold probabilities and temperature scaling."""
+"""Out-of-fold probabilities, temperature scaling and the calibrated pooled ensemble."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from curation.calibrate import apply_temperature, ece, fit_temperature
+from curation.calibrate import PooledEnsemble, apply_temperature, ece, fit_temperature
 from curation.oof import OOFError, knn_oof_probs, out_of_fold_probs, out_of_fold_probs_multi, stratified_folds
 
 
@@ -86,3 +86,61 @@ def test_temperature_reduces_ece():
     assert T > 2.0
     assert ece(apply_temperature(p, T), y) < 0.5 * ece(p, y)
     assert abs(fit_temperature(p, y) - T) < 0.05        # probabilities work as input too
+
+
+def _sources(seed: int = 0, n: int = 3000, K: int = 5):
+    """Three miscalibrated sources of the same labels: two over-confident, one timid but accurate that only
+    predicts the last 1,800 rows (like a model scoring only the samples it did not train on)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+
+    def source(strength: float, sharpness: float) -> np.ndarray:
+        z = rng.normal(size=(n, K))
+        z[np.arange(n), y] += strength
+        return apply_temperature(z * sharpness, 1.0)
+
+    timid = source(2.5, 0.3)
+    timid[:1200] = np.nan
+    return y, {"a": source(1.0, 4.0), "b": source(0.7, 3.0), "timid": timid}
+
+
+def test_pooled_ensemble_calibrates_miscalibrated_sources():
+    y, src = _sources()
+    fit = np.arange(len(y)) < 1500                      # fitted on the first half, judged on the rest
+    pool = PooledEnsemble().fit(src, np.where(fit, y, -1))
+    mean = PooledEnsemble(min_samples=10**9).fit(src, np.where(fit, y, -1))
+    assert pool.fitted_ and not mean.fitted_ and "not fitted" in mean.reason_
+    P, M = pool.predict_proba(src), mean.predict_proba(src)
+    te = ~fit
+    assert ece(P[te], y[te]) < 0.05 < ece(M[te], y[te])
+    assert ece(P[te], y[te]) < 0.25 * ece(M[te], y[te])
+    assert (P[te].argmax(1) == y[te]).mean() > (M[te].argmax(1) == y[te]).mean()
+    assert pool.weights_[2] > pool.weights_[0] > 0      # the timid accurate source weighs most
+    assert len(pool.temperatures_) == 2                 # with and without the partial source
+    np.testing.assert_allclose(PooledEnsemble.from_dict(pool.to_dict()).predict_proba(src), P)
+    src["a"][:3] = src["b"][:3] = np.nan
+    assert (pool.predict_proba(src)[:3] == 0).all()     # no source, no suggestion
+    with pytest.raises(ValueError, match="fitted but not given"):
+        pool.predict_proba({"a": src["a"]})
+
+
+def test_pooled_ensemble_multilabel_learns_from_rejections_only():
+    rng = np.random.default_rng(1)
+    n, K = 2000, 4
+    truth = rng.random((n, K)) < 0.3
+    z = np.where(truth, 1.0, -1.0) + rng.normal(size=(n, K))
+    over = 1 / (1 + np.exp(-5 * z))                     # over-confident sigmoid scores
+    Y = np.where(truth, 1, -1).astype(np.int8)
+    Y[rng.random((n, K)) < 0.5] = 0                     # half the cells unknown: never negatives
+    pool = PooledEnsemble(task="multi").fit({"s": over}, Y)
+    P = pool.predict_proba({"s": over})
+    known = Y != 0
+
+    def bce(p: np.ndarray) -> float:
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return float(-np.where(truth, np.log(p), np.log(1 - p))[~known].mean())
+
+    assert pool.fitted_ and bce(P) < bce(over)          # better calibrated on the cells it never saw
+    only_pos = np.where(Y == 1, 1, 0).astype(np.int8)
+    unfit = PooledEnsemble(task="multi").fit({"s": over}, only_pos)
+    assert not unfit.fitted_ and "reject" in unfit.reason_

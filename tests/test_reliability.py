@@ -1,12 +1,21 @@
-"""Durability: kill -9 in the middle of writes loses no acknowledged event; concurrent writers all land."""
+"""Durability: kill -9 of writers and job workers loses no acknowledged event; concurrent writers all land."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from benchmarks.reliability import concurrent_trial, kill_trial, make_workspace
+from benchmarks.reliability import (ROOT, bad_files_trial, bad_manifests_trial, concurrent_trial, embed_kill,
+                                    kill_trial, make_workspace, train_kill)
+from curation.store import Store
+from curation.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +38,6 @@ def test_three_concurrent_writers(tmp_path: Path) -> None:
 
 def test_kill_during_ingest_then_reingest(tmp_path: Path) -> None:
     """A kill -9 mid-ingest leaves a consistent store; ingesting again completes without duplicates."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import numpy as np
-    from PIL import Image
-
-    from curation.store import Store
-    from curation.workspace import Workspace
-
     folder = tmp_path / "imgs"
     rng = np.random.default_rng(0)
     for k in range(3):
@@ -48,8 +46,7 @@ def test_kill_during_ingest_then_reingest(tmp_path: Path) -> None:
             Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"class{k}" / f"{i}.png")
     ws_dir = tmp_path / "ws"
     Workspace.create(ws_dir)
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2.0)
     proc.send_signal(signal.SIGKILL)
@@ -59,8 +56,60 @@ def test_kill_during_ingest_then_reingest(tmp_path: Path) -> None:
     n_before = len(store.sample_ids())
     labelled = (store.label_matrix() == 1).any(1)
     assert labelled.all()  # samples and their imported labels land together or not at all
-    subprocess.run([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=root, check=True,
+    subprocess.run([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ids = store.sample_ids()
     assert len(ids) == 1200 >= n_before and store.check() == []
     assert (store.label_matrix(ids) == 1).sum() == 1200
+
+
+@pytest.fixture
+def quick_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Job workers started by the test exit soon after their last job and skip warming UMAP."""
+    monkeypatch.setenv("CURATION_WORKER_IDLE", "2")
+    monkeypatch.setenv("CURATION_WARM_UMAP", "0")
+
+
+def test_worker_killed_during_embedding(tmp_path: Path, quick_workers: None) -> None:
+    """kill -9 of the worker after some chunks: the job shows interrupted, resume completes, and the vectors
+    equal an uninterrupted run's."""
+    res = embed_kill(tmp_path, n=200)
+    assert res["interrupted"] and res["resumed"], res
+    assert res["complete"] and res["consistent"], res
+
+
+def test_worker_killed_during_training(tmp_path: Path, quick_workers: None) -> None:
+    """kill -9 of the worker mid-run: the job and its run show interrupted (not "running" forever); resume trains."""
+    res = train_kill(tmp_path)
+    assert res["interrupted"] and res["resumed"] and res["runs_left_running"] == 0, res
+    assert res["run_statuses"] == ["done", "interrupted"]
+
+
+_PINNER = """
+import sys
+from curation.train import pin, unpin
+from curation.workspace import Workspace
+ws = Workspace.open(sys.argv[1])
+for i in range(int(sys.argv[2]), 120, 3):
+    pin(ws, [i, i + 10_000])
+    unpin(ws, [i + 10_000])
+"""
+
+
+def test_concurrent_pin_and_unpin_lose_nothing(tmp_path: Path) -> None:
+    """Three processes editing the must-not-fail slice at once: every pin lands (the edit is one transaction)."""
+    from curation.train import pinned
+
+    ws = make_workspace(tmp_path / "ws", 10)
+    procs = [subprocess.Popen([sys.executable, "-c", _PINNER, str(ws.root), str(k)], cwd=ROOT) for k in range(3)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    assert pinned(ws).tolist() == list(range(120))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_bad_input_figures(tmp_path: Path) -> None:
+    """The benchmark's bad-input figures: every bad file and broken manifest is handled."""
+    handled, tried = bad_files_trial(tmp_path / "files")
+    assert handled == tried >= 25
+    handled, tried = bad_manifests_trial(tmp_path / "manifests")
+    assert handled == tried >= 15

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +100,29 @@ def test_undo_and_undo_of_undo(ws: Workspace) -> None:
     ws.store.undo(u)
     assert (ws.store.label_matrix(ids) == after).all()
     hist = ws.store.batches()
-    assert hist.loc[b, "undone_by"] == u and hist.loc[u, "source"] == "undo"
+    assert hist.loc[u, "source"] == "undo" and hist.loc[u, "undoes"] == b
+    assert pd.isna(hist.loc[b, "undone_by"])  # its undo was undone: b is in effect again
     assert ws.store.check() == []
+
+
+def test_undo_twice_is_refused_and_redo_works(ws: Workspace) -> None:
+    """Two windows undoing one batch: the second is refused, so later edits are never reverted twice."""
+    ids, (cat, dog, bird) = _filled(ws)
+    ws.store.set_label(ids, cat)
+    b = ws.store.set_label(ids[:4], dog)
+    u = ws.store.undo(b)
+    assert ws.store.batches().loc[b, "undone_by"] == u
+    later = ws.store.set_label(ids[:2], bird)  # someone edits after the undo
+    with pytest.raises(StoreError, match=f"Batch {b} is undone already \\(by batch {u}.*undo batch {u}"):
+        ws.store.undo(b)
+    m = ws.store.label_matrix(ids)
+    assert (m[:2, 2] == POSITIVE).all()  # the later edit survives
+    redo = ws.store.undo(u)
+    assert pd.isna(ws.store.batches().loc[b, "undone_by"]) and ws.store.batches().loc[u, "undone_by"] == redo
+    assert ws.store.undo(b) is not None  # in effect again, so undoable again
+    assert ws.store.undo(later) is not None and ws.store.check() == []
+    with pytest.raises(StoreError, match="No batch 999"):
+        ws.store.undo(999)
 
 
 def test_snapshot_replay(ws: Workspace) -> None:
@@ -153,22 +178,22 @@ def test_bulk_100k_is_vectorised(ws: Workspace) -> None:
     assert ws.store.check() == []
 
 
-def _writer(path: str, ids: list[int], class_id: int, actor: str) -> None:
-    store = Store(path)
-    for i in ids:
-        store.set_label([i], class_id, actor=actor)
+_WRITER = """
+import json, sys
+from curation.store import Store
+store = Store(sys.argv[1])
+for i in json.loads(sys.argv[2]):
+    store.set_label([i], int(sys.argv[3]), actor=sys.argv[4])
+"""
 
 
 def test_concurrent_writers_lose_nothing(ws: Workspace) -> None:
     ids, (cat, dog, bird) = _filled(ws, n=300)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(ws.root / "curation.db"), ids[k::3].tolist(), c, f"p{k}"))
+    root = Path(__file__).resolve().parent.parent
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(ws.root / "curation.db"),
+                               json.dumps(ids[k::3].tolist()), str(c), f"p{k}"], cwd=root)
              for k, c in enumerate((cat, dog, bird))]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
     assert int(ws.store.batches(limit=10_000).shape[0]) == 300
     m = ws.store.label_matrix(ids)
     assert (m.sum(1) == 1).all() and ws.store.check() == []
@@ -179,32 +204,142 @@ ACTIONS = st.lists(st.tuples(st.sampled_from(["set", "add", "reject", "clear", "
                    min_size=1, max_size=25)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=ACTIONS, task=st.sampled_from(["single", "multi"]))
 def test_event_algebra_projection_equals_replay(tmp_path_factory: pytest.TempPathFactory, actions: list,
                                                 task: str) -> None:
+    """Any sequence of label actions and undos (of any batch, undos included) keeps projection == replay and
+    one positive per sample in single-label workspaces; an undo puts exactly the cells of the samples nobody
+    relabelled since back to their earlier state and touches nothing else; undo of that undo restores."""
     ws = Workspace.create(tmp_path_factory.mktemp("h"), task=task)
     ids, cls = _filled(ws, n=8)
+    col = {c: k for k, c in enumerate(cls)}
+    row = {int(i): k for k, i in enumerate(ids)}
     done: list[int] = []
     for op, rows, k in actions:
         sel, c = ids[rows], cls[k]
+        before = ws.store.label_matrix(ids)
         if op == "undo":
-            if done:
-                before = ws.store.label_matrix(ids)
-                u = ws.store.undo(done[-1])
-                if u is not None:
-                    ws.store.undo(u)  # undo of undo restores
-                    assert (ws.store.label_matrix(ids) == before).all()
-            continue
-        if op == "add" and task == "single":
+            if not done:
+                continue
+            target = done[rows[0] % len(done)]
+            if not pd.isna(ws.store.batches(limit=1000).loc[target, "undone_by"]):
+                with pytest.raises(StoreError, match="undone already"):
+                    ws.store.undo(target)
+                continue
+            ev = ws.store.events(target)
+            moved = {int(e.sample_id) for e in ev.itertuples()
+                     if before[row[int(e.sample_id)], col[int(e.class_id)]] != e.state}
+            want = before.copy()
+            for e in ev.itertuples():
+                if int(e.sample_id) not in moved:
+                    want[row[int(e.sample_id)], col[int(e.class_id)]] = e.prev_state
+            if moved == {int(s_) for s_ in ev["sample_id"]}:
+                with pytest.raises(StoreError, match="labelled again"):
+                    ws.store.undo(target)
+                continue
+            u = ws.store.undo(target)
+            assert (ws.store.label_matrix(ids) == want).all()
+            if k == 0:  # undo of the undo restores
+                ws.store.undo(u)
+                assert (ws.store.label_matrix(ids) == before).all()
+            done.append(u)
+        elif op == "add" and task == "single":
             with pytest.raises(StoreError, match="single-label"):
                 ws.store.add_label(sel, c)
-            continue
-        fn = {"set": ws.store.set_label, "add": ws.store.add_label, "reject": ws.store.reject_label,
-              "clear": ws.store.clear_label}[op]
-        b = fn(sel, c)
-        if b is not None:
-            done.append(b)
+        else:
+            fn = {"set": ws.store.set_label, "add": ws.store.add_label, "reject": ws.store.reject_label,
+                  "clear": ws.store.clear_label}[op]
+            b = fn(sel, c)
+            if b is not None:
+                done.append(b)
         assert ws.store.check() == []
+        assert (ws.store.label_matrix(ids, upto_event=ws.store.last_event_id()) == ws.store.label_matrix(ids)).all()
         if task == "single":
             assert ((ws.store.label_matrix(ids) == POSITIVE).sum(1) <= 1).all()
+
+
+def test_undo_of_an_old_batch_keeps_newer_labels(ws: Workspace) -> None:
+    """Undoing an old batch reverts only the samples nobody relabelled since (single-label stays single)."""
+    ids, (cat, dog, bird) = _filled(ws)
+    ws.store.set_label(ids[:4], cat)
+    old = ws.store.set_label(ids[:4], dog)
+    ws.store.set_label(ids[:1], bird)  # sample 0 relabelled after the old batch
+    u = ws.store.undo(old)
+    m = ws.store.label_matrix(ids)
+    assert m[0].tolist() == [0, 0, 1] and (m[1:4] == [1, 0, 0]).all()
+    assert "1 samples labelled again since kept their newer labels" in ws.store.batches().loc[u, "note"]
+    only_moved = ws.store.set_label(ids[5:6], bird)
+    ws.store.set_label(ids[5:6], cat)
+    with pytest.raises(StoreError, match="labelled again after it.*nothing was changed"):
+        ws.store.undo(only_moved)
+    assert ws.store.check() == []
+
+
+def test_schema_1_store_is_migrated(tmp_path: Path) -> None:
+    """A store written before runs recorded their process id opens, gains the column, and keeps its runs."""
+    ws = Workspace.create(tmp_path / "w")
+    rid = ws.store.add_run("head", {"epochs": 1}, last_event_id=0)
+    ws.store.close()
+    con = sqlite3.connect(ws.root / "curation.db")
+    con.execute("ALTER TABLE runs DROP COLUMN pid")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    store = Workspace.open(tmp_path / "w").store
+    assert store.meta("schema_version") == str(SCHEMA_VERSION) and store.run(rid)["config"] == {"epochs": 1}
+    assert pd.isna(store.run(rid)["pid"]) and store.check() == []
+
+
+def test_interrupted_job_interrupts_its_running_runs(ws: Workspace) -> None:
+    """A run is not left "running" forever when the worker that ran it died."""
+    job = ws.store.submit_job("train", {})
+    ws.store.update_job(job, status="running", pid=os.getpid())
+    mine = ws.store.add_run("head", {}, last_event_id=0)  # recorded with this process's pid
+    other = ws.store.add_run("head", {}, last_event_id=0)
+    ws.store._con().execute("UPDATE runs SET pid=? WHERE id=?", (os.getpid() + 1, other))
+    done = ws.store.add_run("head", {}, last_event_id=0, status="done")
+    ws.store.update_job(job, status="interrupted")
+    assert [ws.store.run(r)["status"] for r in (mine, other, done)] == ["interrupted", "running", "done"]
+    assert ws.store.interrupt_runs([os.getpid() + 1]) == [other]
+    assert ws.store.run(other)["status"] == "interrupted"
+
+
+def test_update_meta_is_read_modify_write(ws: Workspace) -> None:
+    assert ws.store.update_meta("counter", lambda old: str(int(old or 0) + 1)) == "1"
+    assert ws.store.update_meta("counter", lambda old: str(int(old or 0) + 1)) == "2"
+    with pytest.raises(ValueError):
+        ws.store.update_meta("counter", lambda old: str(int("x")))
+    assert ws.store.meta("counter") == "2"  # a failing update writes nothing
+
+
+@pytest.mark.parametrize("name", ["a, b", 'say "hi"', "<script>alert(1)</script>", "🐱 cat", "👩‍💻", "x/y",
+                                  "it's"])
+def test_visible_class_names_are_kept_as_given(ws: Workspace, name: str) -> None:
+    (cid,) = ws.store.add_classes([name])
+    assert ws.store.class_names() == [name] and ws.store.class_id(name) == cid
+
+
+@pytest.mark.parametrize("name,why", [("two\nlines", "control characters"), ("tab\there", "control characters"),
+                                      ("nul\x00", "control characters"), ("\u200b\u200d", "no visible characters"),
+                                      ("bad\udcff", "not valid text")])
+def test_unusable_class_names_are_refused(ws: Workspace, name: str, why: str) -> None:
+    with pytest.raises(StoreError, match=why):
+        ws.store.add_classes([name])
+    assert ws.store.class_names() == []
+
+
+def test_writer_waits_for_a_held_lock(ws: Workspace) -> None:
+    """Another connection holding the write lock makes a label change wait and retry, never fail as locked."""
+    ids, (cat, _, _) = _filled(ws)
+    ws.store._con().execute("PRAGMA busy_timeout=20")  # exercise the retry loop, not only SQLite's own wait
+    holder = sqlite3.connect(ws.root / "curation.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        assert ws.store.set_label(ids, cat) is not None
+    finally:
+        release.join()
+        holder.close()
+    assert ws.store.check() == []

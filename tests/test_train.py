@@ -245,6 +245,22 @@ def test_run_training_cancel_marks_run(tmp_path, blobs):
     assert latest_run(ws) is None and latest_run(ws, status="cancelled")["id"] == run_id
 
 
+def test_run_training_writes_live_curves(tmp_path, blobs):
+    X, y = blobs
+    ws, emb = _workspace(tmp_path, X, y)
+    seen = []
+
+    def progress(f, m):
+        if m.startswith("epoch 3/"):
+            seen.append(ws.store.run(int(ws.store.runs().index.max())))
+
+    run_id = run_training(ws, FAST, emb=emb, progress=progress)
+    live = seen[0]
+    assert live["status"] == "running" and live["metrics"]["epochs"] == FAST["epochs"]
+    assert [c["epoch"] for c in live["metrics"]["curves"]][:1] == [1]      # the first epoch is written at once
+    assert ws.store.run(run_id)["status"] == "done" and "val" in ws.store.run(run_id)["metrics"]
+
+
 def test_run_training_errors_tell_what_to_do(tmp_path, blobs, monkeypatch):
     X, y = blobs
     ws, emb = _workspace(tmp_path, X, y, labelled=np.zeros(len(y), bool))

@@ -130,14 +130,10 @@ def test_confusion_cell_ids_and_worst_cell():
     assert selection.worst_cell(np.eye(2, dtype=int)) == (0, 0)
 
 
-def test_review_queue_orders_and_filters():
-    ids = np.array([1, 2, 3, 4])
-    m = np.array([[0, 0], [1, 0], [0, 0], [1, 0]], np.int8)
-    sugg = pd.DataFrame({"class_idx": [0, 1, 1, 0], "class_name": ["a", "b", "b", "a"],
-                         "confidence": [0.5, 0.9, 0.8, 0.99], "source": "knn"}, index=[1, 2, 3, 4])
-    assert labels.review_queue(ids, m, sugg, queue="unlabelled").index.tolist() == [3, 1]
-    assert labels.review_queue(ids, m, sugg, queue="disagree").index.tolist() == [2]
-    assert labels.label_text(m, ["a", "b"]) == [labels.NONE, "a", labels.NONE, "a"]
+def test_label_text_lists_positives_or_unlabelled():
+    m = np.array([[0, 0], [1, 0], [0, -1], [1, 1]], np.int8)
+    assert labels.label_text(m, ["a", "b"]) == [labels.NONE, "a", labels.NONE, "a, b"]
+    assert labels.label_text(m, ["a", "b"], state=-1, empty="") == ["", "", "b", ""]
 
 
 def test_colour_modes_and_subsample():
@@ -268,15 +264,6 @@ def test_search_by_image_finds_neighbours(embedded: Workspace) -> None:
     assert not at.exception and not at.error
 
 
-def test_issue_queue_orders_by_label_score() -> None:
-    issues = pd.DataFrame({"given": [0, 1, -1, 0], "is_label_issue": [True, True, False, False],
-                           "suggested": [1, 0, 1, 0], "suggested_prob": [0.9, 0.7, 0.5, 0.9],
-                           "label_score": [0.30, 0.05, 1.0, 0.9]}, index=pd.Index([10, 11, 12, 13], name="id"))
-    q = labels.issue_queue(issues, ["cat", "dog"])
-    assert q.index.tolist() == [11, 10]
-    assert q["class_name"].tolist() == ["cat", "dog"] and (q["source"] == "confident learning + kNN").all()
-
-
 def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None:
     ids = embedded.store.sample_ids()
     wrong = int(ids[0])  # class 0 by construction: plant a wrong label
@@ -284,7 +271,7 @@ def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/2_Review.py").run()
-    at.radio(key="review_kind").set_value("issues").run()
+    at.radio(key="review_kind").set_value("errors").run()
     assert not at.exception and not at.error
     before = len(embedded.store.batches())
     accept = [b for b in at.button if b.key == "review_accept"]
@@ -293,3 +280,154 @@ def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None
     assert len(embedded.store.batches()) == before + 1
     assert embedded.store.batches().iloc[0]["source"] == "suggestion"
     assert embedded.store.single_labels(np.array([wrong]))[0] == 0
+
+
+# ---------------------------------------------------------------------- map: filters, subsample, selection, bulk
+def _drawn_ids(at: AppTest) -> list[int]:
+    """Sample ids drawn by the Map page's plotly chart (its figure JSON, read from the element's proto)."""
+    import json
+
+    import base64
+
+    (chart,) = [e for e in at.get("plotly_chart")]
+    (trace,) = json.loads(chart.proto.spec)["data"]
+    data = trace["customdata"]  # plotly ships numpy arrays as {"dtype", "bdata": base64}
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), np.dtype(data["dtype"])).astype(int).tolist()
+    return [int(i) for i in data]
+
+
+def _select(at: AppTest, ids) -> None:
+    at.session_state[state.K_MAP_CHART] = {"selection": {
+        "points": [{"customdata": int(i), "point_index": 0, "curve_number": 0} for i in ids],
+        "point_indices": [0] * len(ids), "box": [], "lasso": []}}
+
+
+def test_density_sample_keeps_density_and_outliers_and_every_filtered_point():
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(size=(8000, 2)), rng.normal(size=(2000, 2)) * 0.2 + 6, [[40.0, 40.0]]])
+    rows = selection.density_sample(xy, 1000)
+    assert len(rows) <= 1000 and np.all(np.diff(rows) > 0)
+    assert len(xy) - 1 in rows  # the lone outlier keeps its cell
+    share = np.mean(rows < 8000)
+    assert 0.7 < share < 0.9  # the two blobs keep their 4:1 ratio
+    keep = np.zeros(len(xy), bool)
+    keep[rng.choice(len(xy), 300, replace=False)] = True
+    drawn = selection.rows_to_draw(xy, keep, 1000)
+    assert len(drawn) <= 1000 and set(np.flatnonzero(keep)) <= set(drawn.tolist())
+    many = np.ones(len(xy), bool)
+    assert len(selection.rows_to_draw(xy, many, 1000)) <= 1000  # a filter bigger than the budget is sampled too
+    np.testing.assert_array_equal(selection.rows_to_draw(xy[:50], keep[:50], 1000), np.arange(50))
+
+
+def test_filter_masks():
+    ids = np.array([1, 2, 3, 4])
+    m = np.array([[1, 0], [0, 1], [0, 0], [0, -1]], np.int8)
+    issues = pd.DataFrame({"is_label_issue": [True, False]}, index=[2, 3])
+    clusters = pd.Series([0, 1, 1, 0], index=[1, 2, 3, 4])
+    assert selection.filter_mask("all", ids).all()
+    assert selection.filter_mask("class", ids, labels=m, classes=[1]).tolist() == [False, True, False, False]
+    assert selection.filter_mask("unlabelled", ids, labels=m).tolist() == [False, False, True, True]
+    assert selection.filter_mask("errors", ids, issues=issues).tolist() == [False, True, False, False]
+    assert selection.filter_mask("cluster", ids, clusters=clusters, cluster_ids=[1]).tolist() == [False, True, True,
+                                                                                                  False]
+    with pytest.raises(ValueError, match="use one of"):
+        selection.filter_mask("nope", ids)
+
+
+def test_map_figure_one_trace_for_every_colour_mode_and_ids_from_customdata():
+    ids = np.array([40, 7, 12, 99])
+    xy = np.arange(8, dtype=np.float32).reshape(4, 2)
+    text = ["a", "b", labels.NONE, "<b>x</b>"]
+    sugg = pd.DataFrame({"class_name": ["a", "b"], "confidence": [0.9, 0.4]}, index=[40, 12])
+    issues = pd.DataFrame({"label_score": [0.1, 0.8], "outlier_score": [0.5, 0.2]}, index=[7, 99])
+    clusters = pd.Series([0, 1, 1, 2], index=ids)
+    for mode in mapview.COLOUR_MODES:
+        cats, values = mapview.colour_by(mode, ids, label_text=text, sugg=sugg, clusters=clusters, issues=issues,
+                                         splits=pd.Series(["train"] * 4, index=ids))
+        fig = mapview.map_figure(xy, ids, categories=cats, colours=cats and mapview.category_colours(cats),
+                                 values=values, faded=np.array([False, True, False, True]),
+                                 hover=mapview.hover_text(ids, text, sugg))
+        assert len(fig.data) == 1 and fig.data[0].type == "scattergl", mode
+        points = [{"customdata": int(fig.data[0].customdata[i]), "point_index": i, "curve_number": 0} for i in (3, 1)]
+        assert selection.selected_ids({"selection": {"points": points}}).tolist() == [7, 99], mode
+    label_issue = mapview.colour_by("label issue", ids, label_text=text, issues=issues)[1]
+    assert np.isnan(label_issue[0]) and label_issue[1] == 0.1  # missing scores are drawn grey, not as "worst"
+    hover = mapview.hover_text(ids, text, sugg)
+    assert "&lt;b&gt;" in hover[3] and hover[0] == "a<br>suggests a (0.90)"
+    assert "click to preview" in fig.data[0].hovertemplate and "%{customdata}" in fig.data[0].hovertemplate
+
+
+def test_map_filter_and_subsample_draw_every_filtered_point(embedded, monkeypatch):
+    monkeypatch.setattr(mapview, "MAX_POINTS", 25)
+    ws = embedded
+    unlabelled = [int(i) for i, row in zip(ws.store.sample_ids(), ws.store.label_matrix()) if not (row == POSITIVE).any()]
+    at = _app("pages/1_Map.py")
+    assert len(_drawn_ids(at)) <= 25
+    at.selectbox(key="map_filter").set_value("unlabelled").run()
+    assert not at.exception and not at.error
+    drawn = _drawn_ids(at)
+    assert len(unlabelled) == 15 and set(unlabelled) <= set(drawn) and len(drawn) <= 25
+    assert any("all 15 points of the filter" in c.value for c in at.caption)
+    _select(at, drawn)  # a lasso over everything drawn: only the filtered points are acted on
+    at.run()
+    assert any(h.value == "15 selected" for h in at.subheader)
+
+
+def test_map_selection_of_several_colours_maps_to_the_right_ids(embedded):
+    ws = embedded
+    ids = ws.store.sample_ids()
+    chosen = [int(ids[0]), int(ids[1]), int(ids[3])]  # circle, square and an unlabelled one: three colours
+    at = _app("pages/1_Map.py")
+    at.segmented_control(key="map_colour").set_value("label").run()
+    _select(at, chosen + [10_000])  # an id not on the map is ignored
+    at.run()
+    assert not at.exception
+    assert any(h.value == "3 selected" for h in at.subheader)
+    (grid,) = at.image
+    assert {int(c.split(" ")[0].lstrip("#")) for c in grid.captions} == set(chosen)
+
+
+def test_map_click_previews_one_point(embedded):
+    import json
+
+    sid = int(embedded.store.sample_ids()[2])
+    at = _app("pages/1_Map.py")
+    at.segmented_control(key="map_mouse").set_value("pan").run()  # clicks select points outside lasso mode
+    (chart,) = at.get("plotly_chart")
+    assert json.loads(chart.proto.spec)["layout"]["dragmode"] == "pan"
+    _select(at, [sid])
+    at.run()
+    assert not at.exception and not at.error
+    assert any(m.value == f"**Sample {sid}**" for m in at.markdown) and len(at.image) == 2  # preview + grid
+
+
+def test_map_layout_switch_and_umap_job(embedded, monkeypatch):
+    from curation.ui import jobpanel
+
+    submitted = []
+    monkeypatch.setattr(jobpanel, "submit", lambda ws, kind, params=None: submitted.append((kind, params)))
+    at = _app("pages/1_Map.py")
+    assert any("No UMAP map yet" in i.value for i in at.info)  # the fixture computed only PCA
+    at.segmented_control(key="map_layout").set_value("pca").run()
+    assert not at.info and any(c.value.startswith("PCA of 60") for c in at.caption)
+    at.segmented_control(key="map_run_mode").set_value("reproducible").run()
+    _button(at, "map_compute").click().run()
+    assert submitted == [("map", {"method": "umap", "reproducible": True})]
+
+
+def test_map_mark_reviewed_and_pin_write_the_right_rows(embedded):
+    train = pytest.importorskip("curation.train")
+    ws = embedded
+    ids = [int(i) for i in ws.store.sample_ids()[5:9]]
+    at = _app("pages/1_Map.py")
+    _select(at, ids)
+    at.run()
+    batches = len(ws.store.batches())
+    _button(at, "map_reviewed").click().run()
+    reviews = ws.store.reviews("map")
+    assert sorted(reviews["sample_id"].tolist()) == ids and set(reviews["verdict"]) == {"reviewed"}
+    _button(at, "map_pin").click().run()
+    assert not at.exception and not at.error
+    assert train.pinned(ws).tolist() == ids
+    assert len(ws.store.batches()) == batches  # neither changes a label

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from curation.store import POSITIVE
+from curation.store import POSITIVE, REJECTED
 from curation.workspace import Workspace
 
 BULK_ACTIONS = {
@@ -45,6 +45,7 @@ def bulk_label(ws: Workspace, ids: np.ndarray, class_name: str, action: str) -> 
 def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame, *, source: str = "bulk") -> int | None:
     """Make each sample's suggested class positive (one batch); samples without a suggestion are left alone."""
     s = sugg.reindex(np.asarray(ids, np.int64)).dropna(subset=["class_idx"])
+    s = s[s["class_idx"] >= 0]  # -1: no evidence, nothing to accept
     if s.empty:
         return None
     class_ids = ws.store.classes().index.to_numpy(np.int64)[s["class_idx"].to_numpy(np.int64)]
@@ -52,19 +53,14 @@ def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame, *, so
                           note=f"accepted {len(s)} suggestions")
 
 
-def correct_label(ws: Workspace, sample_id: int, class_name: str) -> int | None:
-    """A human sets one sample's label (replacing it in single-label workspaces)."""
-    return ws.store.set_label([int(sample_id)], ws.store.class_id(class_name), source="human",
-                              note=f"corrected to {class_name!r}")
-
-
 def record_verdict(ws: Workspace, sample_id: int, verdict: str, *, predicted_idx: int, run_id: int | None,
-                   queue: str = "evaluate") -> int | None:
+                   queue: str = "evaluate", true_idx: int | None = None) -> int | None:
     """Record a review of a model mistake, changing labels when the verdict says so.
 
-    ``label_wrong`` sets the label to the prediction; ``both_valid`` adds the prediction as a
-    second label (multi-label workspaces only: single-label ones keep one label and just record
-    the review); ``model_wrong`` and ``ambiguous`` change no label.
+    ``label_wrong`` sets the label to the prediction (in a multi-label workspace the wrong label
+    ``true_idx``, when given, is rejected in the same batch, since a person said it does not apply);
+    ``both_valid`` adds the prediction as a second label (multi-label workspaces only: single-label
+    ones keep one label and just record the review); ``model_wrong`` and ``ambiguous`` change no label.
 
     Returns
     -------
@@ -74,9 +70,14 @@ def record_verdict(ws: Workspace, sample_id: int, verdict: str, *, predicted_idx
         raise ValueError(f"Unknown verdict {verdict!r}; use one of {list(VERDICTS)}.")
     cid = int(ws.store.classes().index[int(predicted_idx)])
     batch = None
-    if verdict == "label_wrong":
+    multi = ws.store.task == "multi"
+    if verdict == "label_wrong" and multi and true_idx is not None and int(true_idx) != int(predicted_idx):
+        wrong = int(ws.store.classes().index[int(true_idx)])
+        batch = ws.store.apply([int(sample_id)] * 2, [wrong, cid], [REJECTED, POSITIVE], source="review",
+                               note="review: label wrong")
+    elif verdict == "label_wrong":
         batch = ws.store.set_label([int(sample_id)], cid, source="review", note="review: label wrong")
-    elif verdict == "both_valid" and ws.store.task == "multi":
+    elif verdict == "both_valid" and multi:
         batch = ws.store.add_label([int(sample_id)], cid, source="review", note="review: both valid")
     ws.store.add_reviews([int(sample_id)], queue=queue, verdict=verdict, run_id=run_id, batch_id=batch)
     return batch
@@ -104,3 +105,65 @@ def pin_samples(ws: Workspace, ids: np.ndarray, *, pin: bool = True) -> int:
     from curation.train import pin as add, unpin as remove
 
     return len((add if pin else remove)(ws, np.asarray(ids, np.int64)))
+
+
+REVIEW_VERDICTS = {
+    "accepted": "Accept",
+    "corrected": "Correct",
+    "both_valid": "Both valid",
+    "rejected": "Reject",
+    "ambiguous": "Ambiguous",
+    "out_of_vocabulary": "Out of vocabulary",
+    "label_right": "Label is right",
+    "duplicate": "Same image",
+    "skipped": "Skip",
+}
+
+
+def review_item(ws: Workspace, sample_id: int, verdict: str, *, queue: str, class_name: str = "",
+                replace: bool = False, reject: bool = False) -> int | None:
+    """One review-queue decision on one sample: at most one label batch, and one review row.
+
+    ``accepted`` makes ``class_name`` positive (replacing the other labels when ``replace``, else as the
+    task does: replacing in single-label, adding in multi-label); ``corrected`` makes it the only label;
+    ``both_valid`` adds it beside the others (single-label workspaces refuse: the store raises);
+    ``rejected`` records that it does not apply; ``ambiguous`` and ``out_of_vocabulary`` also reject it when
+    ``reject``; ``label_right``, ``duplicate`` and ``skipped`` change no label.
+
+    Returns
+    -------
+    The label batch id, or None when no label changed.
+    """
+    if verdict not in REVIEW_VERDICTS:
+        raise ValueError(f"Unknown review verdict {verdict!r}; use one of {list(REVIEW_VERDICTS)}.")
+    sid, note = [int(sample_id)], f"review ({queue}): {REVIEW_VERDICTS[verdict].lower()} {class_name!r}"
+    cid = ws.store.class_id(class_name) if class_name else None
+    if cid is None and verdict in ("accepted", "corrected", "both_valid", "rejected"):
+        raise ValueError(f"{REVIEW_VERDICTS[verdict]} needs a class; pick one first.")
+    batch = None
+    if verdict in ("accepted", "corrected"):
+        exclusive = True if replace or verdict == "corrected" else None
+        source = "suggestion" if verdict == "accepted" else "human"
+        batch = ws.store.apply(sid, [cid], POSITIVE, source=source, note=note, exclusive=exclusive)
+    elif verdict == "both_valid":
+        batch = ws.store.add_label(sid, cid, source="review", note=note)
+    elif verdict == "rejected" or (reject and cid is not None and verdict in ("ambiguous", "out_of_vocabulary")):
+        batch = ws.store.reject_label(sid, cid, source="review", note=note)
+    ws.store.add_reviews(sid, queue=queue, verdict=verdict, batch_id=batch)
+    return batch
+
+
+def accept_above(ws: Workspace, ids: np.ndarray, class_idx: np.ndarray) -> int | None:
+    """"Accept all above confidence X": one ``bulk`` batch labelling each sample with its suggested class,
+    and a ``bulk_accepted`` review per sample (so the measured precision leaves them out).
+
+    Returns
+    -------
+    The batch id, or None when nothing changed.
+    """
+    ids = np.asarray(ids, np.int64)
+    sugg = pd.DataFrame({"class_idx": np.asarray(class_idx, np.int64)}, index=ids)
+    batch = accept_suggestions(ws, ids, sugg)
+    if batch is not None:
+        ws.store.add_reviews(ids.tolist(), queue="confirm", verdict="bulk_accepted", batch_id=batch)
+    return batch

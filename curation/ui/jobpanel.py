@@ -19,7 +19,7 @@ ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cance
 
 
 def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
-    """Start a job in its worker process; returns its id (None, with an error shown, when it cannot start)."""
+    """Queue a job for the workspace's warm worker; returns its id (None, with an error shown, when it cannot start)."""
     from curation import jobs
 
     with guard(f"starting the {kind} job"):
@@ -43,7 +43,8 @@ def _job_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
     left, right = st.columns([5, 1])
     with left:
         st.progress(float(min(max(rec["progress"] or 0.0, 0.0), 1.0)),
-                    text=f"Job {job_id} · {rec['kind']} · {rec['status']} — {rec['message'] or '…'}")
+                    text=f"Job {job_id} · {rec['kind']} · {rec['status']} — "
+                         f"{rec['message'] or ('waiting in the queue' if rec['status'] == 'queued' else '…')}")
     with right:
         if st.button("Cancel", key=f"{key}_cancel_{job_id}", disabled=rec["status"] == "cancelling"):
             with guard("cancelling"):

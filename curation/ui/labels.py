@@ -1,4 +1,4 @@
-"""Pure helpers that turn label matrices and suggestions into text and ranked review queues."""
+"""Pure helpers that turn label matrices and suggestions into text, and find an image's labelled neighbours."""
 
 from __future__ import annotations
 
@@ -10,77 +10,23 @@ import pandas as pd
 from curation.store import POSITIVE
 
 NONE = "(unlabelled)"
-QUEUES = {
-    "unlabelled": "Unlabelled: confirm suggestions",
-    "disagree": "Likely errors: label ≠ suggestion",
-    "issues": "Likely errors: ranked by label quality (confident learning + kNN)",
-}
+SOURCE_NAMES = {"p_knn": "neighbours", "p_prop": "propagation", "p_zeroshot": "zero-shot", "p_model": "model",
+                "p_oof": "out-of-fold"}
 
 
-def label_text(matrix: np.ndarray, class_names: Sequence[str]) -> list[str]:
-    """One string per row: its positive class names joined by ", ", or ``(unlabelled)``."""
+def label_text(matrix: np.ndarray, class_names: Sequence[str], *, state: int = POSITIVE,
+               empty: str = NONE) -> list[str]:
+    """One string per row: its class names in ``state`` (positive by default) joined by ", ", or ``empty``."""
     names = np.asarray(list(class_names), dtype=object)
-    return [", ".join(names[row == POSITIVE]) or NONE for row in np.asarray(matrix)]
+    return [", ".join(names[row == state]) or empty for row in np.asarray(matrix)]
 
 
-def review_queue(ids: np.ndarray, matrix: np.ndarray, sugg: pd.DataFrame, *, queue: str) -> pd.DataFrame:
-    """Samples to review, most confident suggestion first.
-
-    Parameters
-    ----------
-    ids : (N,) int64 sample ids; ``matrix`` rows follow them.
-    matrix : (N, K) int8 label states.
-    sugg : suggestions indexed by sample id with ``class_idx`` and ``confidence``.
-    queue : ``"unlabelled"`` (no positive label, a suggestion to confirm) or ``"disagree"``
-        (labelled, but the suggested class is not among its positives: a likely error).
-
-    Returns
-    -------
-    The rows of ``sugg`` in the queue, ordered by confidence (descending, ties by id).
-    """
-    if queue not in QUEUES:
-        raise ValueError(f"Unknown review queue {queue!r}; use one of {list(QUEUES)}.")
-    ids = np.asarray(ids, np.int64)
-    s = sugg.reindex(ids)
-    has = s["class_idx"].notna().to_numpy()
-    pos = np.asarray(matrix) == POSITIVE
-    labelled = pos.any(axis=1)
-    if queue == "unlabelled":
-        keep = has & ~labelled
-    else:
-        k = np.where(has, s["class_idx"].fillna(0).to_numpy(np.int64), 0)
-        k = np.clip(k, 0, max(pos.shape[1] - 1, 0))
-        agrees = pos[np.arange(len(ids)), k] if pos.shape[1] else np.zeros(len(ids), bool)
-        keep = has & labelled & ~agrees
-    out = s[keep].copy()
-    out["class_idx"] = out["class_idx"].astype(np.int64)
-    out["_id"] = out.index
-    return out.sort_values(["confidence", "_id"], ascending=[False, True]).drop(columns="_id")
-
-
-def issue_queue(issues: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
-    """Labelled samples whose label looks wrong, worst label-quality score first.
-
-    Parameters
-    ----------
-    issues : ``curation.issues.compute_issues`` output, indexed by sample id (given, label_score,
-        is_label_issue, suggested, suggested_prob).
-    class_names : names of the label-matrix columns.
-
-    Returns
-    -------
-    Rows shaped like suggestions (class_idx, class_name, confidence, source) plus ``label_score``,
-    ordered by ``label_score`` ascending (ties by id).
-    """
-    df = issues[(issues["given"] >= 0) & issues["is_label_issue"].astype(bool)]
-    names = np.asarray(list(class_names), dtype=object)
-    out = pd.DataFrame({"class_idx": df["suggested"].astype(np.int64),
-                        "class_name": names[df["suggested"].to_numpy(np.int64)] if len(df) else [],
-                        "confidence": df["suggested_prob"].astype(float),
-                        "source": "confident learning + kNN", "label_score": df["label_score"].astype(float)},
-                       index=df.index)
-    out["_id"] = out.index
-    return out.sort_values(["label_score", "_id"]).drop(columns="_id")
+def sources_text(row: pd.Series) -> str:
+    """The per-source probabilities of one suggestion (``p_*`` columns) as ``"neighbours 0.82 · zero-shot 0.61"``;
+    "" when the frame has none. Missing values (a source that does not apply) read "–"."""
+    cols = [str(c) for c in row.index if str(c).startswith("p_")]
+    return " · ".join(f"{SOURCE_NAMES.get(c, c[2:])} {row[c]:.2f}" if pd.notna(row[c]) else
+                      f"{SOURCE_NAMES.get(c, c[2:])} –" for c in cols)
 
 
 def nearest_rows(vectors: np.ndarray, row: int, candidates: np.ndarray, *, k: int = 6) -> np.ndarray:
@@ -97,5 +43,7 @@ def nearest_rows(vectors: np.ndarray, row: int, candidates: np.ndarray, *, k: in
     if rows.size == 0:
         return rows
     sims = np.asarray(vectors[rows]) @ np.asarray(vectors[row])
-    top = np.argsort(-sims, kind="stable")[:k]
-    return rows[top]
+    if k < len(sims):
+        part = np.argpartition(-sims, k - 1)[:k]
+        return rows[part[np.argsort(-sims[part], kind="stable")]]
+    return rows[np.argsort(-sims, kind="stable")]

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from curation.suggest import state_token
 from curation.workspace import DB_NAME, Workspace
 
 from curation.ui import state
@@ -73,26 +74,43 @@ def embeddings(ws: Workspace) -> Any:
     return _embeddings(str(ws.root), stamp(ws))
 
 
-@st.cache_resource(show_spinner="Loading the map…", max_entries=2)
-def _coords(root: str, token: Stamp) -> np.ndarray | None:
-    from curation.project import load_map
+@st.cache_resource(show_spinner="Loading the map…", max_entries=4)
+def _layout(root: str, token: Stamp, method: str | None) -> tuple[np.ndarray, dict] | None:
+    from curation.project import latest_map, pca_map
 
     emb = _embeddings(root, token)
     if emb is None:
         return None
     ws = _workspace(root)
-    for method in ("umap", "pca"):
-        xy = load_map(ws, emb, method=method)
-        if xy is not None:
-            xy = np.asarray(xy, np.float32)
-            xy.setflags(write=False)
-            return xy
-    return None
+    found = None
+    for m in ("umap", "pca") if method is None else (method,):
+        found = latest_map(ws, emb, method=m)
+        if found is not None:
+            break
+    if found is None and method == "pca":  # instant: computed here, not saved (saving would reset every cache)
+        found = pca_map(emb.vectors), {"method": "pca"}
+    if found is None:
+        return None
+    xy = np.asarray(found[0], np.float32)
+    xy.setflags(write=False)
+    return xy, found[1]
 
 
 def coords(ws: Workspace) -> np.ndarray | None:
     """(N, 2) float32 map coordinates aligned with ``embeddings(ws).ids``, or None before the map exists."""
-    return _coords(str(ws.root), stamp(ws))
+    found = _layout(str(ws.root), stamp(ws), None)
+    return None if found is None else found[0]
+
+
+def layout(ws: Workspace, method: str) -> tuple[np.ndarray, dict] | None:
+    """The newest map by ``method`` ("umap" or "pca") and the config that made it; PCA is computed when
+    not cached; None when there are no embeddings or no UMAP map yet.
+
+    Returns
+    -------
+    ((N, 2) float32 read-only, aligned with ``embeddings(ws).ids``, config dict), or None.
+    """
+    return _layout(str(ws.root), stamp(ws), method)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -111,28 +129,92 @@ def clusters(ws: Workspace) -> pd.Series | None:
     return _clusters(str(ws.root), stamp(ws))
 
 
-# Frames that depend on the current labels: (module, function(ws, emb)), recomputed per label event.
+@st.cache_resource(show_spinner="Loading clusters…", max_entries=2)
+def _clustering(root: str, token: Stamp) -> Any:
+    from curation.cluster import load_clustering
+
+    emb = _embeddings(root, token)
+    cl = None if emb is None else load_clustering(_workspace(root), emb)
+    if cl is not None:
+        for arr in (cl.labels, cl.centroids, cl.medoids, cl.clusters):
+            arr.setflags(write=False)
+    return cl
+
+
+def clustering(ws: Workspace) -> Any:
+    """The clustering in use (``curation.cluster.Clustering``: labels, medoids, names, silhouette), or None."""
+    return _clustering(str(ws.root), stamp(ws))
+
+
+@st.cache_resource(show_spinner="Splitting the cluster…", max_entries=8)
+def _cluster_split(root: str, token: Stamp, cluster: int) -> Any:
+    from curation.cluster import split_cluster
+
+    emb, cl = _embeddings(root, token), _clustering(root, token)
+    return split_cluster(np.asarray(emb.vectors)[cl.labels == cluster])
+
+
+def cluster_split(ws: Workspace, cluster: int) -> Any:
+    """``curation.cluster.split_cluster`` of one cluster of the clustering in use (labels follow its members)."""
+    return _cluster_split(str(ws.root), stamp(ws), int(cluster))
+
+
+@st.cache_resource(show_spinner="Looking for pockets…", max_entries=8)
+def _cluster_pockets(root: str, token: Stamp, cluster: int) -> pd.DataFrame:
+    from curation.pockets import find_pockets
+
+    emb, cl = _embeddings(root, token), _clustering(root, token)
+    return find_pockets(np.asarray(emb.vectors), cl.labels, ids=cl.ids, clusters=[cluster])
+
+
+def cluster_pockets(ws: Workspace, cluster: int) -> pd.DataFrame:
+    """``curation.pockets.find_pockets`` inside one cluster of the clustering in use (member sample ids)."""
+    return _cluster_pockets(str(ws.root), stamp(ws), int(cluster))
+
+
+# Frames that depend on the current labels: (module, function(ws, emb)), recomputed per label state (the
+# last label event and the class prompts: ``curation.suggest.state_token``); the expensive fits behind them
+# are cached on disk and refreshed only when labels changed enough (``curation.suggest.refit_threshold``).
 _LABEL_DERIVED = {"suggestions": ("curation.suggest", "suggestions"),
-                  "issues": ("curation.issues", "compute_issues")}
+                  "sources": ("curation.suggest", "source_table"),
+                  "issues": ("curation.issues", "compute_issues"),
+                  "missing": ("curation.issues", "missing_labels")}
 
 
-@st.cache_resource(show_spinner="Scoring samples against the current labels…", max_entries=4)
-def _label_derived(root: str, token: Stamp, last_event: int, what: str) -> pd.DataFrame | None:
+@st.cache_resource(show_spinner="Scoring samples against the current labels…", max_entries=8)
+def _label_derived(root: str, token: Stamp, labels: tuple[int, str], what: str) -> pd.DataFrame | None:
     emb = _embeddings(root, token)
     if emb is None:
         return None
     module, name = _LABEL_DERIVED[what]
-    return getattr(importlib.import_module(module), name)(_workspace(root), emb)
+    kwargs: dict[str, Any] = {}
+    if what == "issues" and _clusters(root, token) is not None:  # HDBSCAN noise feeds the outlier scores
+        from curation.cluster import noise_ids
+
+        kwargs["noise"] = noise_ids(_clusters(root, token))
+    return getattr(importlib.import_module(module), name)(_workspace(root), emb, **kwargs)
 
 
 def suggestions(ws: Workspace) -> pd.DataFrame | None:
-    """Suggestions indexed by sample id (class_idx, class_name, confidence, source), or None without embeddings."""
-    return _label_derived(str(ws.root), stamp(ws), ws.store.last_event_id(), "suggestions")
+    """Suggestions indexed by sample id (class_idx, class_name, confidence, source, label_idx, agrees, and each
+    source's probability of the suggested class p_knn, p_prop, p_zeroshot, p_model, p_oof), or None."""
+    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "suggestions")
+
+
+def suggestion_sources(ws: Workspace) -> pd.DataFrame | None:
+    """Per suggestion source: available, reason, n, weight; ``attrs``: the ensemble's fit and calibration
+    (``curation.suggest.source_table``), or None without embeddings."""
+    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "sources")
 
 
 def issues(ws: Workspace) -> pd.DataFrame | None:
     """Label-quality, outlier and duplicate scores per sample id (``curation.issues``), or None."""
-    return _label_derived(str(ws.root), stamp(ws), ws.store.last_event_id(), "issues")
+    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "issues")
+
+
+def missing_labels(ws: Workspace) -> pd.DataFrame | None:
+    """Second-label candidates DataFrame[sample, class, class_name, score] (``curation.issues.missing_labels``)."""
+    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "missing")
 
 
 @st.cache_resource(show_spinner="Loading predictions…", max_entries=4)

@@ -1,4 +1,4 @@
-"""The map figure: one ``go.Scattergl`` trace with colour arrays and sample ids as ``customdata``."""
+"""The map: one ``go.Scattergl`` trace with colour arrays and sample ids as ``customdata``, and its panels."""
 
 from __future__ import annotations
 
@@ -8,11 +8,32 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import streamlit as st
 from plotly.colors import qualitative
 
-COLOUR_MODES = ("label", "suggestion", "confidence", "split", "cluster")
+from curation.workspace import Workspace
+
+COLOUR_MODES = ("label", "suggestion", "confidence", "label issue", "outlier", "cluster", "split")
+SCALES = {"confidence": ("confidence", "Viridis"),
+          "label issue": ("label score (low = likely wrong)", "RdYlGn"),
+          "outlier": ("outlier score (low = unusual)", "RdYlGn")}
+"""Continuous colour modes: colour-bar title and plotly colour scale (issue scores: red = worse)."""
+ISSUE_COLUMNS = {"label issue": "label_score", "outlier": "outlier_score"}
+"""Colour modes read from ``curation.issues`` scores (in [0, 1], lower = worse)."""
+LAYOUTS = {"umap": "UMAP", "pca": "PCA"}
+MOUSE = {"lasso": "select", "pan": "click to preview"}
+"""What a drag does (plotly ``dragmode``). Streamlit turns point clicks into selections only outside
+lasso/box mode, so previewing a point by click needs the pan mode."""
+RUN_MODES = {"fast": "fast (parallel)", "reproducible": "reproducible (seeded)"}
+"""How a UMAP map job runs: parallel on every core, or seeded on one thread (the same map every time)."""
+PREVIEW_SIZE = 480
 MAX_POINTS = 100_000
+"""Most points drawn at once (see docs/performance.md, browser draw time); beyond it the map is sampled."""
 MISSING_COLOUR = "#c8ccd4"
+CONTEXT_COLOUR = "#dde1e7"
+"""Points outside the current filter, drawn as faint context."""
+OUTLINE_COLOUR = "#59606b"
+_BAND = 0.05  # share of a continuous colour scale painted grey for missing values
 PALETTE = [*qualitative.D3, *qualitative.Alphabet, *qualitative.Dark24]
 
 
@@ -31,10 +52,11 @@ def category_colours(values: Sequence[str], *, missing: str = "(unlabelled)") ->
 
 
 def legend_frame(values: Sequence[str], colours: dict[str, str]) -> pd.DataFrame:
-    """Category, colour and count, for a colour key drawn next to the map."""
+    """Category, colour and count of the categories among ``values``, for a colour key drawn next to the map."""
     counts = pd.Series(list(values), dtype=object).value_counts()
-    return pd.DataFrame({"category": list(colours), "colour": list(colours.values()),
-                         "points": [int(counts.get(c, 0)) for c in colours]})
+    shown = [c for c in colours if counts.get(c, 0) > 0]
+    return pd.DataFrame({"category": shown, "colour": [colours[c] for c in shown],
+                         "points": [int(counts[c]) for c in shown]})
 
 
 def legend_style(legend: pd.DataFrame) -> "pd.io.formats.style.Styler":
@@ -43,53 +65,78 @@ def legend_style(legend: pd.DataFrame) -> "pd.io.formats.style.Styler":
             .format({"colour": lambda _: ""}))
 
 
+def _scale_with_missing(name: str) -> list[list]:
+    """A plotly colour scale whose bottom ``_BAND`` is grey (missing values) and the rest is ``name``."""
+    from plotly.colors import get_colorscale
+
+    stops = [[_BAND + (1 - _BAND) * float(pos), colour] for pos, colour in get_colorscale(name)]
+    return [[0.0, MISSING_COLOUR], [_BAND, MISSING_COLOUR], *stops]
+
+
+def _discrete_scale(colours: Sequence[str]) -> list[list]:
+    """A stepped colour scale: code ``i`` (with cmin -0.5, cmax K - 0.5) gets ``colours[i]``."""
+    k = max(len(colours), 1)
+    return [stop for i, c in enumerate(colours) for stop in ([i / k, c], [(i + 1) / k, c])] or [[0, MISSING_COLOUR],
+                                                                                                  [1, MISSING_COLOUR]]
+
+
 def map_figure(xy: np.ndarray, ids: np.ndarray, *, categories: Sequence[str] | None = None,
                colours: dict[str, str] | None = None, values: np.ndarray | None = None,
-               value_name: str = "", hover: Sequence[str] | None = None, height: int = 640) -> go.Figure:
+               value_name: str = "", colorscale: str = "Viridis", faded: np.ndarray | None = None,
+               hover: Sequence[str] | None = None, hint: str = "click to preview", dragmode: str = "lasso",
+               height: int = 640, revision: str = "map") -> go.Figure:
     """One WebGL scatter trace of the map.
+
+    Every per-point array is numeric numpy (categories become codes on a stepped colour scale):
+    plotly validates lists of colour strings one by one (15 s for 100k points) but ships numpy
+    arrays as binary.
 
     Parameters
     ----------
     xy : (N, 2) float coordinates.
     ids : (N,) int64 sample ids, written as ``customdata`` (selections read them back).
     categories, colours : a category per point and its colour (categorical colouring), or
-    values : (N,) float for a continuous colour scale (e.g. confidence), NaN drawn grey.
-    hover : (N,) text shown on hover.
+    values : (N,) float in [0, 1] for a continuous ``colorscale`` (e.g. confidence), NaN drawn grey.
+    faded : (N,) bool, context points (outside the current filter): small, faint and grey, while the
+        filter's points are outlined.
+    hover : (N,) per-point hover text (escape user text before); the hover shows ``#id · text`` and ``hint``.
+    dragmode : a key of MOUSE.
+    revision : plotly ``uirevision``: zoom and pan survive reruns until it changes (e.g. another layout).
     """
     xy = np.asarray(xy)
     marker: dict = {"size": 5, "opacity": 0.85}
+    f = np.zeros(len(xy), bool) if faded is None else np.asarray(faded, bool)
+    if f.any():  # context: small, faint, context-grey; the filter's points: full size, outlined
+        marker.update(size=np.where(f, 3, 6).astype(np.int8), opacity=np.where(f, 0.3, 0.95).astype(np.float32),
+                      line={"width": np.where(f, 0.0, 0.4).astype(np.float32), "color": OUTLINE_COLOUR})
     if values is not None:
         v = np.asarray(values, float)
-        marker.update(color=np.where(np.isnan(v), -1.0, v).tolist(), colorscale="Viridis", cmin=0.0, cmax=1.0,
-                      colorbar={"title": {"text": value_name}, "thickness": 12})
+        low = -_BAND / (1 - _BAND)  # NaN -> ``low`` lands on the grey band, 0 on the scale's first colour
+        marker.update(color=np.where(np.isnan(v) | f, low, np.clip(v, 0.0, 1.0)).astype(np.float32),
+                      colorscale=_scale_with_missing(colorscale), cmin=low, cmax=1.0,
+                      colorbar={"title": {"text": value_name}, "thickness": 12, "tickvals": [0, 0.5, 1]})
     elif categories is not None and colours is not None:
-        marker["color"] = [colours.get(c, MISSING_COLOUR) for c in categories]
+        palette = [*colours.values(), MISSING_COLOUR, CONTEXT_COLOUR]
+        code = {c: i for i, c in enumerate(colours)}
+        codes = np.fromiter((code.get(c, len(colours)) for c in categories), np.int16, len(categories))
+        marker.update(color=np.where(f, len(palette) - 1, codes).astype(np.int16),
+                      colorscale=_discrete_scale(palette), cmin=-0.5, cmax=len(palette) - 0.5, showscale=False)
+    tail = f"<br><i>{escape(hint)}</i>" if hint else ""
     trace = go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=np.asarray(ids, np.int64),
-                         hovertext=list(hover) if hover is not None else None,
-                         hovertemplate="%{hovertext}<extra></extra>" if hover is not None else None,
+                         hovertext=np.asarray(list(hover), dtype=object) if hover is not None else None,
+                         hovertemplate=("#%{customdata} · %{hovertext}" if hover is not None else "#%{customdata}")
+                         + tail + "<extra></extra>",
                          marker=marker, showlegend=False)
     fig = go.Figure(trace)
-    fig.update_layout(dragmode="lasso", height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    fig.update_layout(dragmode=dragmode, height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-                      plot_bgcolor="white", clickmode="event+select", uirevision="map")
-    return fig
-
-
-def confusion_figure(confusion: np.ndarray, class_names: Sequence[str]) -> go.Figure:
-    """Confusion matrix heat map (rows: true class, columns: predicted), counts written in the cells."""
-    c = np.asarray(confusion)
-    names = [str(n) for n in class_names]
-    fig = go.Figure(go.Heatmap(z=c, x=names, y=names, colorscale="Blues", text=c, texttemplate="%{text}",
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{z} samples<extra></extra>"))
-    fig.update_layout(height=max(320, 28 * len(names) + 120), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"title": {"text": "predicted"}, "side": "bottom"},
-                      yaxis={"title": {"text": "true"}, "autorange": "reversed"})
+                      plot_bgcolor="white", clickmode="event+select", uirevision=revision)
     return fig
 
 
 def colour_by(mode: str, ids: np.ndarray, *, label_text: Sequence[str], sugg: pd.DataFrame | None = None,
-              splits: pd.Series | None = None, clusters: pd.Series | None = None
-              ) -> tuple[list[str] | None, np.ndarray | None]:
+              splits: pd.Series | None = None, clusters: pd.Series | None = None,
+              issues: pd.DataFrame | None = None) -> tuple[list[str] | None, np.ndarray | None]:
     """What to colour each point by: ``(categories, None)`` or ``(None, continuous values)``.
 
     Parameters
@@ -97,14 +144,16 @@ def colour_by(mode: str, ids: np.ndarray, *, label_text: Sequence[str], sugg: pd
     mode : one of COLOUR_MODES.
     ids : (N,) sample ids of the drawn points; ``label_text`` follows them.
     sugg, splits, clusters : indexed by sample id (missing entries become "(none)" / NaN).
+    issues : ``curation.issues`` scores indexed by sample id (for the ISSUE_COLUMNS modes).
     """
     ids = np.asarray(ids, np.int64)
     if mode == "label":
         return list(label_text), None
-    if mode == "confidence":
-        if sugg is None:
+    if mode == "confidence" or mode in ISSUE_COLUMNS:
+        frame, column = (sugg, "confidence") if mode == "confidence" else (issues, ISSUE_COLUMNS[mode])
+        if frame is None:
             return None, np.full(len(ids), np.nan)
-        return None, sugg["confidence"].reindex(ids).to_numpy(float)
+        return None, frame[column].reindex(ids).to_numpy(float)
     source = {"suggestion": None if sugg is None else sugg["class_name"], "split": splits,
               "cluster": clusters}.get(mode, "unknown")
     if isinstance(source, str):
@@ -116,14 +165,74 @@ def colour_by(mode: str, ids: np.ndarray, *, label_text: Sequence[str], sugg: pd
 
 
 def hover_text(ids: np.ndarray, label_text: Sequence[str], sugg: pd.DataFrame | None = None) -> list[str]:
-    """Hover lines: id and labels, plus the suggestion and its confidence when there is one.
+    """Per-point hover text: the labels, and the suggestion with its confidence when there is one.
 
-    User text is HTML-escaped: plotly interprets a few tags in hover text.
+    :func:`map_figure` adds the sample id and the "click to preview" hint (plotly hover cannot show
+    images; a click opens the preview panel). User text is HTML-escaped: plotly interprets a few tags.
+
+    Parameters
+    ----------
+    ids : (N,) sample ids of the points.
+    label_text : (N,) their label text.
+    sugg : suggestions indexed by sample id (class_name, confidence).
     """
-    out = [f"#{i} · {escape(t)}" for i, t in zip(np.asarray(ids).tolist(), label_text)]
+    out = [escape(t) for t in label_text]
     if sugg is None:
         return out
     s = sugg.reindex(np.asarray(ids, np.int64))
     names, conf = s["class_name"].tolist(), s["confidence"].to_numpy(float)
     return [f"{line}<br>suggests {escape(n)} ({c:.2f})" if isinstance(n, str) else line
             for line, n, c in zip(out, names, conf)]
+
+
+def layout_caption(config: dict, n: int) -> str:
+    """One line saying which layout is drawn and how it was made."""
+    if config.get("method") != "umap":
+        return f"PCA of {n:,} samples (the top two principal components)."
+    how = RUN_MODES["reproducible" if config.get("reproducible", True) else "fast"]
+    limit = config.get("sample_limit")
+    fit = f"fitted on {limit:,} samples, the rest placed and refined" if limit else "fitted on every sample"
+    return f"UMAP of {n:,} samples, {how}, {fit}."
+
+
+def drawn_caption(n: int, drawn: int, matched: int, matched_drawn: int, *, filtered: bool) -> str:
+    """Say how many points are drawn and why (filter, density-preserving sample), or "" when all are."""
+    if not filtered:
+        if drawn == n:
+            return ""
+        return (f"Showing a density-preserving sample of {drawn:,} of {n:,} points (dense regions thinned in "
+                "proportion, sparse ones kept); selections act on the points shown.")
+    if matched_drawn < matched:
+        return (f"The filter matches {matched:,} points, more than a browser draws comfortably: showing a "
+                f"density-preserving sample of {matched_drawn:,} of them; selections act on the points shown.")
+    context = drawn - matched_drawn
+    rest = n - matched
+    sample = "" if context == rest else f" (a density-preserving sample of the other {rest:,})"
+    return (f"Showing all {matched:,} points of the filter, plus {context:,} others as faded context{sample}; "
+            "selections act on the filtered points only.")
+
+
+def point_panel(ws: Workspace, sample_id: int, *, labels: str, sugg: pd.DataFrame | None = None,
+                issues: pd.DataFrame | None = None, clusters: pd.Series | None = None,
+                splits: pd.Series | None = None) -> None:
+    """The clicked point: its image, large, and what is known about it (labels, suggestion, scores)."""
+    from curation.images import thumbnail_path
+
+    sid = int(sample_id)
+    st.markdown(f"**Sample {sid}**")
+    try:
+        st.image(str(thumbnail_path(ws, sid, size=PREVIEW_SIZE)), width="stretch")
+    except Exception as exc:  # a vanished or broken file must not break the page
+        st.caption(f"The image cannot be shown: {exc}")
+    facts = {"labels": labels}
+    if sugg is not None and sid in sugg.index and isinstance(sugg.at[sid, "class_name"], str):
+        facts["suggestion"] = f"{sugg.at[sid, 'class_name']} ({float(sugg.at[sid, 'confidence']):.2f})"
+    if issues is not None and sid in issues.index:
+        facts.update({"label score": f"{float(issues.at[sid, 'label_score']):.2f}",
+                      "outlier score": f"{float(issues.at[sid, 'outlier_score']):.2f}"})
+    if clusters is not None and sid in clusters.index:
+        facts["cluster"] = str(clusters.at[sid])
+    if splits is not None and sid in splits.index and isinstance(splits.at[sid], str) and splits.at[sid]:
+        facts["split"] = splits.at[sid]
+    st.dataframe(pd.DataFrame({"about": list(facts), "value": list(facts.values())}), hide_index=True,
+                 width="stretch")

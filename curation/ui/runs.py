@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 METRICS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "ece": "ECE"}
+MULTI_METRICS = {"mAP": "mAP", "micro_f1": "Micro-F1", "macro_f1": "Macro-F1", "real_accuracy": "ReaL accuracy"}
 LOWER_IS_BETTER = {"ece"}
 
 
@@ -74,10 +76,12 @@ def done_runs(runs: pd.DataFrame) -> list[int]:
     return [int(i) for i in runs.index[runs["status"] == "done"]] if len(runs) else []
 
 
-def metric_deltas(current: dict, previous: dict | None) -> dict[str, tuple[float, float | None]]:
-    """For each headline metric: (value, change vs the previous run or None)."""
+def metric_deltas(current: dict, previous: dict | None, *, names: Mapping[str, str] = METRICS
+                  ) -> dict[str, tuple[float, float | None]]:
+    """For each headline metric (``names``: METRICS, or MULTI_METRICS for multi-label runs): (value,
+    change vs the previous run or None)."""
     out = {}
-    for name in METRICS:
+    for name in names:
         value = _metric(current, name)
         prev = _metric(previous, name) if previous is not None else float("nan")
         out[name] = (value, None if np.isnan(prev) or np.isnan(value) else value - prev)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -16,6 +17,13 @@ from curation.ui import loaders, state
 log = logging.getLogger(__name__)
 
 GRID_PAGE = 48
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def md_escape(text: str) -> str:
+    """``text`` with Markdown (and HTML) specials backslash-escaped, for user text (class names, file names)
+    inside anything Streamlit renders as Markdown (``st.markdown``, ``st.caption``, ``st.subheader``, labels)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
 @contextmanager
