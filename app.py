@@ -47,9 +47,19 @@ c1.write((":material/check_circle:" if s.encoder and s.embedded == s.samples els
 c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_unchecked:") + " Map")
 c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
 c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
-if st.button("Run pipeline (embed → map → suggestions)", type="primary", disabled=s.samples == 0):
+if st.button("Run pipeline (embed → map → clusters → suggestions → issues)", type="primary",
+             disabled=s.samples == 0):
     jobpanel.submit(ws, "pipeline", {})
 jobpanel.jobs_panel(ws, key="home_jobs")
+
+st.subheader("Next")
+links = st.columns(6)
+links[0].page_link("pages/1_Map.py", label="See the map", icon=":material/scatter_plot:")
+links[1].page_link("pages/2_Clusters.py", label="Browse clusters", icon=":material/workspaces:")
+links[2].page_link("pages/3_Review.py", label="Review queues", icon=":material/fact_check:")
+links[3].page_link("pages/4_Train.py", label="Train", icon=":material/model_training:")
+links[4].page_link("pages/5_Evaluate.py", label="Evaluate", icon=":material/analytics:")
+links[5].page_link("pages/7_History.py", label="History & export", icon=":material/history:")
 
 with st.expander("Add images (folder or manifest)", expanded=s.samples == 0):
     setup.ingest_form(ws)

@@ -20,24 +20,21 @@ import gzip
 import hashlib
 import io
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # the app-server and Chromium helpers live there
+
+from appserver import CHROMIUM, AppServer, chromium, wait_idle  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 
 def load() -> str:
@@ -137,32 +134,11 @@ def figure_seconds(dest: Path) -> None:
           f"({size / 1e6:.1f} MB JSON), {load()}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(dest: Path, n: int, repeat: int, shot: Path | None) -> None:
-    from playwright.sync_api import sync_playwright
-
-    port = free_port()
-    log = open(dest.parent / f"{dest.name}-server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                               "true", "--server.address", "127.0.0.1", "--server.port", str(port), "--",
-                               "--workspace", str(dest)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = AppServer(dest, dest.parent / f"{dest.name}-server.log")
+    url = server.start(timeout=120)
     try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            sys.exit("streamlit did not start; see the server log")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)  # the Home page first, so the Map timing does not include Streamlit's own start
             page.wait_for_selector('[data-testid="stApp"]', timeout=120_000)
@@ -176,8 +152,7 @@ def measure(dest: Path, n: int, repeat: int, shot: Path | None) -> None:
                 page.wait_for_function(
                     f"(() => {{ const d = document.querySelector('.js-plotly-plot'); return d && d._fullData && "
                     f"d._fullData[0] && d._fullData[0]._length === {n}; }})()", timeout=300_000)
-                page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')",
-                                       timeout=300_000)
+                wait_idle(page, timeout=300_000)
                 t_drawn = time.perf_counter() - t
                 print(f"visit {run + 1} ({'server caches cold' if run == 0 else 'warm'}): canvas after "
                       f"{t_canvas:.1f} s, {n:,} points drawn and page idle after {t_drawn:.1f} s, {load()}",
@@ -186,11 +161,8 @@ def measure(dest: Path, n: int, repeat: int, shot: Path | None) -> None:
                 page.wait_for_timeout(1000)
                 page.screenshot(path=str(shot), full_page=False)
                 print(f"screenshot: {shot}")
-            browser.close()
     finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
+        server.stop()
 
 
 def main() -> None:

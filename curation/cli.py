@@ -143,6 +143,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     if a.finetune or a.resume is not None:
         from curation.finetune import run_finetune
 
+        if a.elr:
+            raise ValueError("--elr applies to heads on embeddings; drop --finetune or --elr.")
         if a.kind is not None:
             raise ValueError("--kind chooses a head on embeddings; a fine-tune trains the tower with a linear head.")
         config = {k: v for k, v in {**tune, "epochs": a.epochs, "device": a.device}.items() if v is not None}
@@ -153,7 +155,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         if any(v is not None for v in tune.values()):
             raise ValueError("--encoder, --unfreeze, --lr, --head-lr, --batch-size, --amp, --no-augment, --patience "
                              "and --workers are fine-tune options: add --finetune.")
-        config = {k: v for k, v in {"kind": a.kind, "epochs": a.epochs, "device": a.device}.items() if v is not None}
+        head = {"kind": a.kind, "epochs": a.epochs, "device": a.device, "elr": a.elr or None}
+        config = {k: v for k, v in head.items() if v is not None}
         run_id = _with_bar("train", run_training, ws, config)
     run = ws.store.run(run_id)
     m = run["metrics"]
@@ -326,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--kind", choices=("linear", "mlp"), default=None, help="head on embeddings (default linear)")
     sp.add_argument("--epochs", type=int, default=None, help="at most (default: 100 for heads, 10 for a fine-tune)")
     sp.add_argument("--device", default="auto")
+    sp.add_argument("--elr", action="store_true",
+                    help="noise-robust head training (early-learning regularisation; single-label)")
     sp.add_argument("--finetune", action="store_true", help="fine-tune the image tower plus a linear head")
     sp.add_argument("--encoder", default=None, help="fine-tune: encoder to tune (default: the active one)")
     sp.add_argument("--unfreeze", type=int, default=None, help="fine-tune: final blocks to train (0 = head only)")

@@ -825,20 +825,12 @@ def class_text_embeddings(ws: Any, encoder: str | Encoder | None = None, *,
 
 
 # ---------------------------------------------------------------------- search
-def _top_k(vectors: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, D) queries → (Q, k) row positions and cosine similarities, best first."""
-    try:
-        from curation.neighbors import search
-    except ImportError:
-        search = None
-    if search is not None:
-        return search(vectors, q.astype(np.float32), k=k)
-    sims = np.asarray(q, np.float32) @ np.asarray(vectors, np.float32).T
-    k = min(k, sims.shape[1])
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    ps = np.take_along_axis(sims, part, 1)
-    o = np.argsort(-ps, axis=1, kind="stable")
-    return np.take_along_axis(part, o, 1).astype(np.int64), np.take_along_axis(ps, o, 1).astype(np.float32)
+def _top_k(emb: Embeddings, q: np.ndarray, k: int, ws: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, D) queries → (Q, k) row positions and cosine similarities, best first, on the embeddings' one
+    faiss index (built once per process, see ``curation.neighbors.embedding_index``)."""
+    from curation.neighbors import embedding_index, search
+
+    return search(emb.vectors, q.astype(np.float32), k=k, index=embedding_index(ws, emb))
 
 
 def search_text(ws: Any, emb: Embeddings, query: str, *, k: int = 48,
@@ -858,7 +850,7 @@ def search_text(ws: Any, emb: Embeddings, query: str, *, k: int = 48,
     if len(emb.ids) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     q = enc.encode_text([query])
-    idx, sims = _top_k(emb.vectors, q, k)
+    idx, sims = _top_k(emb, q, k, ws)
     return emb.ids[idx[0]], sims[0]
 
 
@@ -877,7 +869,7 @@ def similar_images(emb: Embeddings, sample_id: int | Sequence[int], *, k: int = 
                              "embedded yet): run the embedding step first.")
     q = np.asarray(emb.vectors[rows], np.float32).mean(0, keepdims=True)
     q /= max(float(np.linalg.norm(q)), 1e-12)
-    idx, sims = _top_k(emb.vectors, q, min(k + len(qids), len(emb.ids)))
+    idx, sims = _top_k(emb, q, min(k + len(qids), len(emb.ids)))
     ids, sims = emb.ids[idx[0]], sims[0]
     keep = ~np.isin(ids, qids)
     return ids[keep][:k], sims[keep][:k]

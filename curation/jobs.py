@@ -107,11 +107,16 @@ def _issues(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 
 @job("pipeline")
 def _pipeline(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Embed → map → clusters → suggestions → issues, each reusing what its artifact key already holds."""
-    out = {"embed": _embed(ws, params, sub_progress(progress, 0.0, 0.7))}
-    out["map"] = _map(ws, params, sub_progress(progress, 0.7, 0.9))
-    out["clusters"] = _clusters(ws, params, sub_progress(progress, 0.9, 0.95))
-    out["suggest"] = _suggest(ws, params, sub_progress(progress, 0.95, 0.99))
+    """Embed → map → clusters → suggestions → issues, each reusing what its artifact key already holds.
+
+    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ...) at top level; ``map`` and ``clusters``
+    optional dicts of those jobs' params (default: seeded UMAP, automatic clusters).
+    """
+    embed_params = {k: v for k, v in params.items() if k not in ("map", "clusters")}
+    out = {"embed": _embed(ws, embed_params, sub_progress(progress, 0.0, 0.7))}
+    out["map"] = _map(ws, params.get("map") or {}, sub_progress(progress, 0.7, 0.9))
+    out["clusters"] = _clusters(ws, params.get("clusters") or {}, sub_progress(progress, 0.9, 0.95))
+    out["suggest"] = _suggest(ws, {}, sub_progress(progress, 0.95, 0.99))
     out["issues"] = _issues(ws, {}, sub_progress(progress, 0.99, 1.0))  # reuses the suggestions' fit
     return out
 

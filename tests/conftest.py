@@ -11,6 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CURATION_OFFLINE", "1")
+os.environ.setdefault("CURATION_WORKER_IDLE", "30")  # warm workers started by tests do not linger for minutes
 
 from curation.workspace import Workspace  # noqa: E402
 
@@ -18,13 +19,23 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture(autouse=True)
-def restore_main_module():
-    """AppTest runs pages as ``__main__``; put the real one back so later multiprocessing children
-    (spawned by store and reliability tests) do not re-run a page script."""
+def isolate_apptest():
+    """What AppTest leaves behind in this process, undone around every test: Streamlit's caches (they outlive
+    AppTest instances) are cleared, and the real ``__main__`` is put back (AppTest runs pages as
+    ``__main__``; a later multiprocessing spawn would re-run the page script)."""
     main = sys.modules.get("__main__")
+    _clear_streamlit_caches()
     yield
+    _clear_streamlit_caches()
     if main is not None:
         sys.modules["__main__"] = main
+
+
+def _clear_streamlit_caches() -> None:
+    st = sys.modules.get("streamlit")
+    if st is not None:
+        st.cache_resource.clear()
+        st.cache_data.clear()
 
 
 @pytest.fixture

@@ -1,34 +1,29 @@
-"""End to end in headless Chromium: the real demo, the real server, lasso → label → train → metrics."""
+"""End to end in headless Chromium: the real demo, the real server, every page, the whole loop.
+
+Lasso on the map → accept the selection's suggestions in bulk → open a cluster → fix a likely label error by keyboard shortcut → train a
+head as a background job → evaluate → search → history. Screenshots go to ``test-artifacts/screenshots/tour``
+(``CURATION_UPDATE_DOCS=1`` copies them to ``docs/screenshots`` for the README tour).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
+from appserver import CHROMIUM, ROOT, AppServer, chromium, errors_shown, wait_idle
 from conftest import needs_fashion
 
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+SHOTS = ROOT / "test-artifacts" / "screenshots" / "tour"
 
 pytestmark = [pytest.mark.browser, needs_fashion,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install chromium for the browser test")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,66 +37,53 @@ def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(demo_ws: Path):
-    port = _free_port()
-    log = open(demo_ws.parent / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.address", "127.0.0.1", "--server.port", str(port), "--",
-                             "--workspace", str(demo_ws)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("streamlit did not answer /_stcore/health within 60 s")
+    app = AppServer(demo_ws, demo_ws.parent / "server.log")
+    url = app.start()
     yield url
-    proc.terminate()
-    proc.wait(20)
-    log.close()
-    text = (demo_ws.parent / "server.log").read_text(errors="replace")
-    assert "Traceback" not in text, text[-3000:]
+    app.stop()
+    assert "Traceback" not in app.log_text(), app.log_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
 def page(server: str):
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        yield pg
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
 
 
-def _wait_idle(page, timeout: float = 60_000) -> None:
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``check()`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _no_exceptions(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+def _images_loaded(page, timeout: float = 30_000) -> None:
+    """Wait until every image on the page has been fetched and decoded (thumbnails arrive over HTTP)."""
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=timeout)
 
 
-def test_whole_loop(page, server: str, demo_ws: Path) -> None:
-    from curation.workspace import Workspace
+def _shot(page, name: str) -> None:
+    wait_idle(page)
+    _images_loaded(page)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
 
-    ws = Workspace.open(demo_ws)
-    page.goto(server)
-    page.get_by_text("Samples").first.wait_for(timeout=60_000)
-    _wait_idle(page)
-    _no_exceptions(page)
-    page.screenshot(path=str(SHOTS / "1_home.png"), full_page=True)
 
-    page.goto(f"{server}/Map")
-    page.wait_for_selector(".js-plotly-plot canvas", timeout=90_000)
-    assert page.evaluate("!!document.createElement('canvas').getContext('webgl')"), "no WebGL in this Chromium"
-    _wait_idle(page)
+def _visit(page, url: str, ready: str) -> None:
+    """Open a page and wait until ``ready`` (a text on it) shows and the script run has finished."""
+    page.goto(url)
+    page.get_by_text(ready).first.wait_for(timeout=60_000)
+    wait_idle(page)
+    assert errors_shown(page) == []
+
+
+def _lasso(page) -> None:
+    """Drag a lasso over the middle of the map's drag layer."""
     box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     assert box is not None
     cx, cy, w, h = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"], box["height"]
@@ -111,55 +93,88 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
                  (cx - 0.3 * w, cy - 0.29 * h)]:
         page.mouse.move(x, y, steps=10)
     page.mouse.up()
-    page.get_by_text("selected").first.wait_for(timeout=60_000)
-    _wait_idle(page)
-    page.screenshot(path=str(SHOTS / "2_map_selection.png"), full_page=True)
 
+
+def test_whole_loop(page, server: str, demo_ws: Path) -> None:
+    from curation.workspace import Workspace
+
+    ws = Workspace.open(demo_ws)
+    _visit(page, server, "Samples")
+    _shot(page, "1_home.png")
+
+    # Map: lasso → accept the selection's suggestions as one bulk batch
+    page.goto(f"{server}/Map")
+    page.wait_for_selector(".js-plotly-plot canvas", timeout=90_000)
+    assert page.evaluate("!!document.createElement('canvas').getContext('webgl')"), "no WebGL in this Chromium"
+    wait_idle(page)
+    _lasso(page)
+    page.get_by_text("selected").first.wait_for(timeout=60_000)
+    _shot(page, "2_map_selection.png")
     batches_before = len(ws.store.batches())
-    page.locator(".st-key-bulk_class").click()
-    page.keyboard.type("Bag")
-    page.keyboard.press("Enter")
-    _wait_idle(page)
-    page.locator(".st-key-bulk_apply button").click()
-    deadline = time.time() + 30
-    while len(ws.store.batches()) == batches_before and time.time() < deadline:
-        time.sleep(0.3)
+    page.locator(".st-key-bulk_accept button").click()
+    _until(lambda: len(ws.store.batches()) > batches_before, 30, "the bulk batch")
     newest = ws.store.batches().iloc[0]
     assert len(ws.store.batches()) == batches_before + 1 and newest["source"] == "bulk"
-    _wait_idle(page)
-    _no_exceptions(page)
+    wait_idle(page)
+    assert errors_shown(page) == []
 
-    page.goto(f"{server}/Review")
-    _wait_idle(page)
-    page.wait_for_timeout(1000)
-    _no_exceptions(page)
-    page.screenshot(path=str(SHOTS / "3_review.png"), full_page=True)
+    # Clusters: the gallery, then one cluster opened onto its images
+    _visit(page, f"{server}/Clusters", "Sort by")
+    _shot(page, "3_clusters.png")
+    page.locator(".st-key-clusters_open_0 button").click()
+    wait_idle(page)
+    opened = page.get_by_text("Except these images").first
+    opened.wait_for(timeout=30_000)
+    assert errors_shown(page) == []
+    opened.scroll_into_view_if_needed()
+    _shot(page, "3_cluster_open.png")
 
-    page.goto(f"{server}/Train")
-    _wait_idle(page)
-    page.get_by_role("button", name="Train").click()
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        runs = ws.store.runs()
-        if len(runs) and runs.iloc[0]["status"] in ("done", "failed"):
-            break
-        time.sleep(0.5)
-    runs = ws.store.runs()
-    assert len(runs) and runs.iloc[0]["status"] == "done"
-    assert runs.iloc[0]["last_event_id"] >= int(ws.store.events(newest.name).index.max())  # trained on the fix
+    # Review: the likely-errors queue; accept the proposed fix of its top item by keyboard shortcut (A)
+    _visit(page, f"{server}/Review", "Likely label errors")
+    page.get_by_text("Likely label errors").first.click()
+    wait_idle(page)
+    page.locator(".st-key-review_accept button").first.wait_for(timeout=30_000)
+    _shot(page, "4_review.png")
+    reviews_before, batches_before = len(ws.store.reviews()), len(ws.store.batches())
+    page.locator("h1").first.click()  # focus off the queue picker: shortcuts do not fire inside inputs
+    page.keyboard.press("a")
+    _until(lambda: len(ws.store.reviews()) > reviews_before, 30, "the review row of the A shortcut")
+    review = ws.store.reviews().iloc[-1]
+    assert review["verdict"] == "accepted" and review["queue"] == "errors"
+    assert len(ws.store.batches()) == batches_before + 1 and int(review["batch_id"]) == ws.store.batches().index[0]
+    wait_idle(page)
+    assert errors_shown(page) == []
+
+    # Train: a head on the embeddings as a background job, trained on the labels including the bulk fix
+    _visit(page, f"{server}/Train", "What to train")
+    page.get_by_role("button", name="Train", exact=True).click()
+    _until(lambda: len(ws.store.runs()) and ws.store.runs().iloc[0]["status"] in ("done", "failed"), 180,
+           "the training run")
+    run = ws.store.runs().iloc[0]
+    assert run["status"] == "done"
+    assert run["last_event_id"] >= int(ws.store.events(newest.name).index.max())
     page.wait_for_timeout(2500)
-    page.screenshot(path=str(SHOTS / "4_train.png"), full_page=True)
+    _shot(page, "5_train.png")
 
-    page.goto(f"{server}/Evaluate")
-    page.get_by_text("Accuracy").first.wait_for(timeout=60_000)
-    _wait_idle(page)
-    _no_exceptions(page)
-    page.screenshot(path=str(SHOTS / "5_evaluate.png"), full_page=True)
+    # Evaluate: metrics, confusion matrix and the images behind its worst cell
+    _visit(page, f"{server}/Evaluate", "Accuracy")
+    _shot(page, "6_evaluate.png")
+    cell = page.get_by_text("Confusion matrix").first
+    cell.scroll_into_view_if_needed()
+    _shot(page, "6_evaluate_cell.png")
 
-    page.goto(f"{server}/History")
-    _wait_idle(page)
+    # Search: images like a chosen one, on the cached faiss index
+    _visit(page, f"{server}/Search", "By image")
+    page.get_by_text("By image").first.click()
+    page.locator(".st-key-search_similar button").click()
+    page.get_by_text("(query)").first.wait_for(timeout=30_000)
+    assert errors_shown(page) == []
+    _shot(page, "7_search.png")
+
+    # History: every batch, undoable
+    _visit(page, f"{server}/History", "Export")
     page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
-    _no_exceptions(page)
-    page.screenshot(path=str(SHOTS / "6_history.png"), full_page=True)
+    _shot(page, "8_history.png")
+    assert ws.store.check() == []
     if os.environ.get("CURATION_UPDATE_DOCS"):
         shutil.copytree(SHOTS, ROOT / "docs" / "screenshots", dirs_exist_ok=True)

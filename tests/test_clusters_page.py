@@ -11,9 +11,9 @@ from curation.progress import null_progress
 from curation.store import POSITIVE
 from curation.ui import clusterview, state, widgets
 from curation.workspace import Workspace
-from test_ui import CLASSES, ROOT, clear_caches, embedded, workspace  # noqa: F401 (fixtures)
+from test_ui import CLASSES, ROOT, embedded, workspace  # noqa: F401 (fixtures)
 
-PAGE = "pages/7_Clusters.py"
+PAGE = "pages/2_Clusters.py"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -23,7 +22,7 @@ embed = pytest.importorskip("curation.embed")
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-PAGE = "pages/4_Evaluate.py"
+PAGE = "pages/5_Evaluate.py"
 CLASSES = ["circle", "square", "triangle"]
 N = 60
 FAST = {"epochs": 40, "batch_size": 0, "patience": 0, "val_fraction": 0.3}
@@ -95,16 +94,6 @@ def single(templates, tmp_path, monkeypatch) -> tuple[Workspace, int, int]:
 @pytest.fixture
 def multi(templates, tmp_path, monkeypatch) -> tuple[Workspace, int, int]:
     return _copy(templates, "multi", tmp_path, monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def clear_caches():
-    """Caches outlive AppTest instances in one process: start every test from empty ones."""
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
-    st.cache_data.clear()
 
 
 def _page() -> AppTest:

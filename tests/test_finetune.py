@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -219,13 +218,12 @@ def test_augment_is_seeded_and_keeps_uint8() -> None:
 
 
 def test_train_page_submits_a_finetune_job(img_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    st.cache_resource.clear()
     submitted = []
     monkeypatch.setenv(state.WORKSPACE_ENV, str(img_ws.root))
     monkeypatch.setattr(jobs, "submit", lambda ws, kind, params: submitted.append((kind, params)) or 1)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/3_Train.py").run()
+    at.switch_page("pages/4_Train.py").run()
     assert not at.exception, [e.message for e in at.exception]
     next(r for r in at.radio if r.key == "train_mode").set_value("finetune").run()
     next(n for n in at.number_input if n.key == "ft_unfreeze").set_value(3)
@@ -240,7 +238,6 @@ def test_train_page_submits_a_finetune_job(img_ws: Workspace, monkeypatch: pytes
     next(b for b in at.button if b.key == "reembed").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert submitted[-1] == ("reembed", {"run_id": rid})
-    st.cache_resource.clear()
 
 
 def test_curves_figure_and_the_run_shown() -> None:

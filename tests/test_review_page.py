@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from curation.store import POSITIVE, REJECTED
-from curation.ui import loaders, state
+from curation.ui import state
 from curation.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages" / "2_Review.py")
+PAGE = str(ROOT / "pages" / "3_Review.py")
 CLASSES = ["circle", "square", "triangle"]
 N = 30
-
-
-@pytest.fixture(autouse=True)
-def isolate():
-    """Caches outlive AppTest instances in one process: start every test from empty ones. AppTest also leaves
-    the page as ``__main__``, which a later test's multiprocessing spawn would run again: put it back."""
-    main = sys.modules["__main__"]
-    loaders.clear_all()
-    yield
-    loaders.clear_all()
-    sys.modules["__main__"] = main
 
 
 def _build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str) -> Workspace:

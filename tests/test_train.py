@@ -306,3 +306,20 @@ def test_compare_runs_exact(tmp_path, blobs):
     assert cmp["overall"].loc["accuracy", "delta"] == pytest.approx(vb["accuracy"] - va["accuracy"])
     assert cmp["per_class"].shape[0] == 6 and "f1_delta" in cmp["per_class"]
     assert cmp["accuracy_b"] == pytest.approx(rb.mean())
+
+
+def test_cli_train_head_with_elr(tmp_path, blobs, monkeypatch, capsys):
+    """`python -m curation train WS --elr` trains a noise-robust head; --elr with --finetune is refused."""
+    import curation.train as train_mod
+    from curation.cli import main
+
+    X, y = blobs
+    ws, emb = _workspace(tmp_path, X, y)
+    real = train_mod.run_training
+    monkeypatch.setattr(train_mod, "run_training", lambda w, config, **kw: real(w, config, emb=emb, **kw))
+    assert main(["train", str(ws.root), "--elr", "--epochs", "5"]) == 0
+    run = latest_run(ws)
+    assert run["config"]["elr"] is True and run["config"]["epochs"] == 5
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["train", str(ws.root), "--elr", "--finetune"]) != 0
+    assert "--elr applies to heads" in capsys.readouterr().err

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -18,23 +17,13 @@ from curation.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-PAGES = ["pages/1_Map.py", "pages/2_Review.py", "pages/3_Train.py", "pages/4_Evaluate.py", "pages/5_History.py",
-         "pages/6_Search.py"]
+PAGES = ["pages/1_Map.py", "pages/2_Clusters.py", "pages/3_Review.py", "pages/4_Train.py", "pages/5_Evaluate.py",
+         "pages/6_Search.py", "pages/7_History.py"]
 CLASSES = ["circle", "square", "triangle"]
 N = 60
 
 
 # ---------------------------------------------------------------------- fixtures
-@pytest.fixture(autouse=True)
-def clear_caches():
-    """Caches outlive AppTest instances in one process: start every test from empty ones."""
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
 def _write_images(folder: Path) -> tuple[pd.DataFrame, list[list[str]]]:
     """60 tiny PNGs, 20 per class (grey levels by class); every fourth one unlabelled."""
     folder.mkdir(parents=True)
@@ -204,7 +193,7 @@ def test_map_bulk_assign_writes_one_batch(embedded):
 def test_review_accept_writes_a_suggestion_event(embedded):
     pytest.importorskip("curation.suggest", reason="curation.suggest is not written yet")
     ws = embedded
-    at = _app("pages/2_Review.py")
+    at = _app("pages/3_Review.py")
     _button(at, "review_accept").click().run()
     assert not at.exception
     batch_id = int(ws.store.batches().index[0])
@@ -223,7 +212,7 @@ def test_history_undo_restores_labels(workspace):
     ids = ws.store.sample_ids()[:3]
     before = ws.store.label_matrix(ids).copy()
     batch = ws.store.set_label(ids, ws.store.class_id("square"), source="human")
-    at = _app("pages/5_History.py")
+    at = _app("pages/7_History.py")
     next(s for s in at.selectbox if s.key == "history_batch").set_value(batch)
     at.run()
     _button(at, "history_undo").click().run()
@@ -236,7 +225,7 @@ def test_evaluate_drilldown_with_a_run(embedded):
     train = pytest.importorskip("curation.train")
     ws = embedded
     run_id = train.run_training(ws, {"epochs": 20, "val_fraction": 0.3})
-    at = _app("pages/4_Evaluate.py")
+    at = _app("pages/5_Evaluate.py")
     assert [m.label for m in at.metric][:4] == list(runs.METRICS.values())
     next(r for r in at.radio if r.key == "eval_set").set_value("labelled")
     at.run()
@@ -270,7 +259,7 @@ def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None
     embedded.store.set_label([wrong], embedded.store.class_id(CLASSES[1]), source="human")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/2_Review.py").run()
+    at.switch_page("pages/3_Review.py").run()
     at.radio(key="review_kind").set_value("errors").run()
     assert not at.exception and not at.error
     before = len(embedded.store.batches())

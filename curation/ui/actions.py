@@ -42,15 +42,30 @@ def bulk_label(ws: Workspace, ids: np.ndarray, class_name: str, action: str) -> 
     raise ValueError(f"Unknown bulk action {action!r}; use one of {list(BULK_ACTIONS)}.")
 
 
-def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame, *, source: str = "bulk") -> int | None:
-    """Make each sample's suggested class positive (one batch); samples without a suggestion are left alone."""
+def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame) -> int | None:
+    """Make each sample's suggested class positive as one ``bulk`` batch, and record a ``bulk_accepted``
+    review per accepted sample (so the queues' measured precision leaves these labels out: they *are* the
+    suggestion). Samples without a suggestion are left alone.
+
+    Parameters
+    ----------
+    ids : (M,) int64 sample ids.
+    sugg : indexed by sample id, with ``class_idx`` (column of the label matrix; -1 / NaN = none).
+
+    Returns
+    -------
+    The batch id, or None when no label changed.
+    """
     s = sugg.reindex(np.asarray(ids, np.int64)).dropna(subset=["class_idx"])
     s = s[s["class_idx"] >= 0]  # -1: no evidence, nothing to accept
     if s.empty:
         return None
+    accepted = s.index.to_numpy(np.int64)
     class_ids = ws.store.classes().index.to_numpy(np.int64)[s["class_idx"].to_numpy(np.int64)]
-    return ws.store.apply(s.index.to_numpy(np.int64), class_ids, POSITIVE, source=source,
-                          note=f"accepted {len(s)} suggestions")
+    batch = ws.store.apply(accepted, class_ids, POSITIVE, source="bulk", note=f"accepted {len(s)} suggestions")
+    if batch is not None:
+        ws.store.add_reviews(accepted.tolist(), queue="confirm", verdict="bulk_accepted", batch_id=batch)
+    return batch
 
 
 def record_verdict(ws: Workspace, sample_id: int, verdict: str, *, predicted_idx: int, run_id: int | None,
@@ -150,20 +165,4 @@ def review_item(ws: Workspace, sample_id: int, verdict: str, *, queue: str, clas
     elif verdict == "rejected" or (reject and cid is not None and verdict in ("ambiguous", "out_of_vocabulary")):
         batch = ws.store.reject_label(sid, cid, source="review", note=note)
     ws.store.add_reviews(sid, queue=queue, verdict=verdict, batch_id=batch)
-    return batch
-
-
-def accept_above(ws: Workspace, ids: np.ndarray, class_idx: np.ndarray) -> int | None:
-    """"Accept all above confidence X": one ``bulk`` batch labelling each sample with its suggested class,
-    and a ``bulk_accepted`` review per sample (so the measured precision leaves them out).
-
-    Returns
-    -------
-    The batch id, or None when nothing changed.
-    """
-    ids = np.asarray(ids, np.int64)
-    sugg = pd.DataFrame({"class_idx": np.asarray(class_idx, np.int64)}, index=ids)
-    batch = accept_suggestions(ws, ids, sugg)
-    if batch is not None:
-        ws.store.add_reviews(ids.tolist(), queue="confirm", verdict="bulk_accepted", batch_id=batch)
     return batch

@@ -233,7 +233,7 @@ def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *,
 # ---------------------------------------------------------------------- accept all above X
 def _accept_all(ws: Workspace, ids: np.ndarray, class_idx: np.ndarray) -> None:
     with widgets.guard("accepting in bulk"):
-        batch = actions.accept_above(ws, ids, class_idx)
+        batch = actions.accept_suggestions(ws, ids, pd.DataFrame({"class_idx": class_idx}, index=ids))
         st.session_state["bulk_accept_confirm"] = False
         widgets.toast_batch(batch, f"Accepted {len(ids):,} suggestions")
 
