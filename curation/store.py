@@ -456,9 +456,10 @@ class Store:
     def undo(self, batch_id: int, *, actor: str = "user") -> int:
         """Append the inverse of a batch: each of its cells goes back to its state before that batch.
 
-        Later edits win: a sample with a cell that a later batch changed keeps its current labels (so
-        undoing an old batch never overwrites newer work, and a single-label sample never ends up with
-        two labels); the undo's note counts those samples. A batch that is undone already (by an undo
+        Later edits win: a sample with a cell that a later batch changed keeps its current labels, so
+        undoing an old batch never overwrites newer work; in a single-label workspace a change to any
+        class of the sample counts (so a sample never ends up with two labels). The undo's note counts
+        those samples. A batch that is undone already (by an undo
         still in effect) is refused, so two windows undoing the same batch, or a stale page, cannot
         revert it twice. Undoing an undo batch redoes the original; after that it can be undone again.
 
@@ -482,8 +483,10 @@ class Store:
             ev = pd.DataFrame(con.execute("SELECT sample_id, class_id, state, prev_state FROM events WHERE batch_id=? "
                                           "ORDER BY id", (int(batch_id),)).fetchall(), columns=["s", "c", "st", "prev"])
             cur = pd.DataFrame(_current(con, ev["s"].unique()), columns=["s", "c", "now"])
-            ev = ev.merge(cur, on=["s", "c"], how="left").fillna({"now": 0})
-            moved = ev.loc[ev["now"] != ev["st"], "s"].unique()
+            moved = ev.merge(cur, on=["s", "c"], how="left").fillna({"now": 0})
+            moved = moved.loc[moved["now"] != moved["st"], "s"].unique()
+            if self.task == "single":  # one positive per sample: a change to any class of it is a newer label
+                moved = np.union1d(moved, _changed_since(con, int(batch_id), cur))
             keep = ev[~ev["s"].isin(moved)]
             if keep.empty:
                 raise StoreError(f"Every sample of batch {batch_id} was labelled again after it, so undoing it would "
@@ -782,6 +785,29 @@ def _current(con: sqlite3.Connection, sample_ids: np.ndarray) -> np.ndarray:
     rows = con.execute("SELECT l.sample_id, l.class_id, l.state FROM labels l JOIN _ids ON _ids.id=l.sample_id "
                        "WHERE l.state != 0").fetchall()
     return np.array(rows, np.int64).reshape(-1, 3)
+
+
+def _changed_since(con: sqlite3.Connection, batch_id: int, current: pd.DataFrame) -> np.ndarray:
+    """Samples of ``_ids`` (filled by ``_current``) whose label row differs now from right after a batch.
+
+    Parameters
+    ----------
+    batch_id : the batch; only events after its last one are read (a rowid range, so a recent batch is cheap).
+    current : columns s, c, now: the non-unknown cells of those samples now.
+
+    Returns
+    -------
+    (M,) int64 sample ids, ascending.
+    """
+    last = con.execute("SELECT MAX(id) FROM events WHERE batch_id=?", (batch_id,)).fetchone()[0]
+    later = pd.DataFrame(con.execute("SELECT sample_id, class_id, prev_state FROM events WHERE id > ? AND "
+                                     "sample_id IN (SELECT id FROM _ids) ORDER BY id", (int(last),)).fetchall(),
+                         columns=["s", "c", "then"])
+    if later.empty:
+        return np.zeros(0, np.int64)
+    then = later.drop_duplicates(["s", "c"], keep="first")  # each cell's state right after the batch
+    cmp = then.merge(current, on=["s", "c"], how="left").fillna({"now": 0})
+    return np.unique(cmp.loc[cmp["then"] != cmp["now"], "s"].to_numpy(np.int64))
 
 
 def _append_batch(con: sqlite3.Connection, s: np.ndarray, c: np.ndarray, st: np.ndarray, *, source: str,

@@ -13,7 +13,7 @@ all_runs = ws.store.runs()
 done = runs.done_runs(all_runs)
 if not done:
     st.info("No finished training run yet: train one on the Train page.")
-    st.page_link("pages/4_Train.py", label="Train", icon="🏋️")
+    st.page_link("pages/4_Train.py", label="Train", icon=":material/model_training:")
     st.stop()
 
 run_id = st.selectbox("Run", done, format_func=lambda r: evalview.run_label(all_runs, r), key="eval_run")

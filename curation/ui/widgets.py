@@ -61,7 +61,7 @@ def require_workspace() -> Workspace:
         ws = loaders.current_workspace()
     if ws is None:
         st.warning(f"No workspace at {state.workspace_path()}. Build the demo or create one on the Home page.")
-        st.page_link("app.py", label="Go to Home", icon="🏠")
+        st.page_link("pages/0_Home.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return ws
 
