@@ -103,7 +103,8 @@ def curves_figure(curves: list[dict[str, Any]], *, epochs: int | None = None, ti
     fig.update_layout(title=title, height=320, margin={"l": 40, "r": 40, "t": 40, "b": 30},
                       xaxis={"title": "epoch", "range": [0.5, epochs + 0.5] if epochs else None},
                       yaxis={"title": "loss"}, yaxis2={"title": "val accuracy", "overlaying": "y", "side": "right",
-                                                       "range": [0, 1]},
+                                                       "range": [0, 1], "tickmode": "linear", "tick0": 0,
+                                                       "dtick": 0.2, "showgrid": False},
                       legend={"orientation": "h", "y": -0.25})
     return fig
 
