@@ -109,6 +109,8 @@ def cmd_suggest(a: argparse.Namespace) -> None:
 
 
 def cmd_issues(a: argparse.Namespace) -> None:
+    import numpy as np
+
     from curation.cluster import load_clusters, noise_ids
     from curation.issues import compute_issues, missing_labels
     from curation.jobs import JOBS
@@ -121,8 +123,12 @@ def cmd_issues(a: argparse.Namespace) -> None:
     fit = "refitted" if res["refitted"] else "fit reused"
     print(f"{res['n']} samples, {res['label_issues']} likely label errors ({fit}; {res['changed']} samples changed "
           f"label since the fit, {res['threshold']} allowed before the next refit)")
-    cols = ["given", "label_score", "suggested", "suggested_prob"]
-    print("\nlikely label errors:\n" + df[df["is_label_issue"]].nsmallest(a.top, "label_score")[cols].to_string())
+    names = np.array([*ws.store.class_names(), ""], object)  # index -1 (none) → ""
+    errors = df[df["is_label_issue"]].nsmallest(a.top, "label_score")
+    errors = errors.assign(given=names[errors["given"].to_numpy()], suggested=names[errors["suggested"].to_numpy()],
+                           path=ws.store.samples().loc[errors.index, "path"])
+    cols = ["given", "label_score", "suggested", "suggested_prob", "path"]
+    print("\nlikely label errors:\n" + errors[cols].to_string())
     print("\noutliers:\n" + df.nsmallest(a.top, "outlier_score")[["outlier_score", "cluster_noise"]].to_string())
     print(f"\nnear-duplicates with conflicting labels: {int(df['duplicate_conflict'].sum())}")
     print("\ncandidates for a second label:\n" + missing_labels(ws, emb).head(a.top).to_string(index=False))

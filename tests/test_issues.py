@@ -272,3 +272,24 @@ def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
     assert all(other[int(s)] == k for s, k in zip(found["sample"], found["class"]))   # ...with the other class
     assert cand["sample"].isin(mixed).mean() > 0.8        # and few clean images are
     assert cand["score"].is_monotonic_decreasing and (cand["score"] >= 0.5).all()
+
+
+def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, capsys):
+    """`python -m curation issues WS` names the given and suggested classes and the file of each likely error."""
+    from curation import embed
+    from curation.cli import main
+
+    X, y = blobs
+    X, y = X[:300], y[:300]
+    names = [f"class-{c}" for c in range(6)]
+    yn = y.copy()
+    planted = np.array([10, 110])
+    yn[planted] = (y[planted] + 1) % 6
+    ids = _workspace_with_samples(ws, X, [[names[c]] for c in yn], names)
+    file = tmp_path / "vectors.parquet"
+    pd.DataFrame({"id": ids, "embedding": list(X.astype(np.float32))}).to_parquet(file)
+    embed.import_embeddings(ws, file, column="embedding", name="user")
+    assert main(["issues", str(ws.root), "--top", "2"]) == 0
+    errors = capsys.readouterr().out.split("likely label errors:")[1].split("outliers:")[0]
+    for i in planted:
+        assert f"img{i}.png" in errors and names[yn[i]] in errors and names[y[i]] in errors
