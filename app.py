@@ -1,19 +1,65 @@
-"""The studio's entry point: its pages in loop order (see → fix → retrain → inspect), Home first.
-
-Run with ``streamlit run app.py -- --workspace PATH``. Each page is a thin script in ``pages/``.
-"""
+"""Home: the workspace summary, the pipeline, and the jobs panel (or, without a workspace, how to get one)."""
 
 import streamlit as st
 
-PAGES = [
-    st.Page("pages/0_Home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Map.py", title="Map", icon=":material/scatter_plot:"),
-    st.Page("pages/2_Clusters.py", title="Clusters", icon=":material/workspaces:"),
-    st.Page("pages/3_Review.py", title="Review", icon=":material/fact_check:"),
-    st.Page("pages/4_Train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/5_Evaluate.py", title="Evaluate", icon=":material/analytics:"),
-    st.Page("pages/6_Search.py", title="Search", icon=":material/search:"),
-    st.Page("pages/7_History.py", title="History", icon=":material/history:"),
-]
+from curation.ui import jobpanel, loaders, overview, setup, state, widgets
 
-st.navigation(PAGES).run()
+st.set_page_config(page_title="Curation studio", page_icon="🗂️", layout="wide")
+st.title("Curation studio")
+widgets.sidebar()
+
+path = state.workspace_path()
+ws = None
+with widgets.guard("opening the workspace"):
+    ws = loaders.current_workspace()
+
+if ws is None:
+    st.info(f"No workspace at {path} yet.")
+    left, right = st.columns(2)
+    with left:
+        setup.build_demo_form(path)
+    with right:
+        setup.create_form(path)
+    st.stop()
+
+s = None
+with widgets.guard("reading the workspace"):
+    s = overview.summarize(ws)
+if s is None:
+    st.stop()
+
+cols = st.columns(5)
+cols[0].metric("Samples", f"{s.samples:,}")
+cols[1].metric("Classes", s.classes)
+cols[2].metric("Labelled", f"{s.labelled:,}")
+cols[3].metric("Unlabelled", f"{s.unlabelled:,}")
+cols[4].metric("Task", "multi-label" if s.task == "multi" else "single-label")
+if s.encoder:
+    st.caption(f"Encoder: {s.encoder} on {s.device} · {s.embedded:,} of {s.samples:,} samples embedded")
+    if s.has_text is False:
+        st.info(overview.OFFLINE_NOTICE.format(name=s.encoder))
+else:
+    st.caption("No embeddings yet: run the pipeline.")
+
+st.subheader("Pipeline")
+c1, c2, c3, c4 = st.columns(4)
+c1.write((":material/check_circle:" if s.encoder and s.embedded == s.samples else ":material/radio_button_unchecked:") + " Embeddings")
+c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_unchecked:") + " Map")
+c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
+c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
+if st.button("Run pipeline (embed → map → clusters → suggestions → issues)", type="primary",
+             disabled=s.samples == 0):
+    jobpanel.submit(ws, "pipeline", {})
+jobpanel.jobs_panel(ws, key="home_jobs")
+
+st.subheader("Next")
+links = st.columns(6)
+links[0].page_link("pages/1_Map.py", label="See the map", icon=":material/scatter_plot:")
+links[1].page_link("pages/2_Clusters.py", label="Browse clusters", icon=":material/workspaces:")
+links[2].page_link("pages/3_Review.py", label="Review queues", icon=":material/fact_check:")
+links[3].page_link("pages/4_Train.py", label="Train", icon=":material/model_training:")
+links[4].page_link("pages/5_Evaluate.py", label="Evaluate", icon=":material/analytics:")
+links[5].page_link("pages/7_History.py", label="History & export", icon=":material/history:")
+
+with st.expander("Add images (folder or manifest)", expanded=s.samples == 0):
+    setup.ingest_form(ws)

@@ -16,7 +16,7 @@ with widgets.guard("loading embeddings"):
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions") if emb is not None else None
 if sugg is None:
     st.info("No suggestions yet: run the pipeline on the Home page.")
-    st.page_link("pages/0_Home.py", label="Home", icon=":material/home:")
+    st.page_link("app.py", label="Home", icon=":material/home:")
     st.stop()
 
 ids = np.asarray(emb.ids, np.int64)

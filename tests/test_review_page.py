@@ -17,7 +17,7 @@ from curation.ui import state
 from curation.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages" / "3_Review.py")
+APP, PAGE = str(ROOT / "app.py"), "pages/3_Review.py"
 CLASSES = ["circle", "square", "triangle"]
 N = 30
 
@@ -60,8 +60,9 @@ def multi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
 
 
 def _page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=120)
     at.run()
+    at.switch_page(PAGE).run()
     _ok(at)
     return at
 

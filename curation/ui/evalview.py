@@ -309,19 +309,23 @@ def cell_review(ws: Workspace, ev: Evaluation, true_k: int, pred_k: int, *, run_
     shown, shown_conf = ids[page], conf[page]
     current = labels.label_text(ws.store.label_matrix(shown), ws.store.class_names())
     pins = set(pinned(ws).tolist())
-    grid = st.columns(4)
+    queue = MISTAKES_QUEUE if mistake else AGREED_QUEUE
+    earlier = _latest_verdicts(ws.store.reviews(queue), run_id=int(run_id))
+    grid = st.columns(3)
     for n, (sid, label, c) in enumerate(zip(shown.tolist(), current, shown_conf.tolist())):
-        with grid[n % 4], st.container(border=True):
+        with grid[n % 3], st.container(border=True):
             paths, _ = widgets.thumbnails(ws, [sid])
             if paths:
                 st.image(paths[0], width=140)
-            st.caption(f"#{sid} · label {widgets.md_escape(label)} · predicted {widgets.md_escape(ev.names[pred_k])} ({c:.2f})")
-            for verdict, text in actions.VERDICTS.items():
-                if st.button(text, key=f"verdict_{verdict}_{sid}"):
+            st.caption(f"#{sid} · label {widgets.md_escape(label)} · predicted {widgets.md_escape(ev.names[pred_k])} ({c:.2f})"
+                       + (f" · **reviewed: {actions.VERDICTS[earlier[sid]].lower()}**" if sid in earlier else ""))
+            buttons = st.columns(2, gap="small")
+            for k, (verdict, text) in enumerate(actions.VERDICTS.items()):
+                if buttons[k % 2].button(text, key=f"verdict_{verdict}_{sid}", width="stretch",
+                                         type="primary" if earlier.get(sid) == verdict else "secondary"):
                     with widgets.guard("recording the review"):
                         batch = actions.record_verdict(ws, sid, verdict, predicted_idx=pred_k, run_id=int(run_id),
-                                                       queue=MISTAKES_QUEUE if mistake else AGREED_QUEUE,
-                                                       true_idx=true_k)
+                                                       queue=queue, true_idx=true_k)
                         if batch is None:
                             st.toast(f"#{sid}: {text.lower()} (review recorded)")
                         else:
@@ -333,6 +337,14 @@ def cell_review(ws: Workspace, ev: Evaluation, true_k: int, pred_k: int, *, run_
                 with widgets.guard("pinning"):
                     actions.pin_samples(ws, [sid], pin=not is_pinned)
                     st.rerun()
+
+
+def _latest_verdicts(reviews: pd.DataFrame, *, run_id: int) -> dict[int, str]:
+    """Sample id -> the latest Evaluate verdict given for it on this run (reviews are ordered by id)."""
+    if reviews.empty:
+        return {}
+    mine = reviews[(reviews["run_id"] == run_id) & reviews["verdict"].isin(list(actions.VERDICTS))]
+    return dict(zip(mine["sample_id"].astype(int), mine["verdict"]))
 
 
 def not_mistakes_section(ws: Workspace) -> None:

@@ -40,9 +40,22 @@ def guard(what: str = "") -> Iterator[None]:
         st.error(f"{what + ': ' if what else ''}{exc}")
 
 
+PAGES = [("app.py", "Home", ":material/home:"), ("pages/1_Map.py", "Map", ":material/scatter_plot:"),
+         ("pages/2_Clusters.py", "Clusters", ":material/workspaces:"),
+         ("pages/3_Review.py", "Review", ":material/fact_check:"),
+         ("pages/4_Train.py", "Train", ":material/model_training:"),
+         ("pages/5_Evaluate.py", "Evaluate", ":material/analytics:"),
+         ("pages/6_Search.py", "Search", ":material/search:"), ("pages/7_History.py", "History", ":material/history:")]
+"""The pages in loop order (see → fix → retrain → inspect): script, title, icon. Streamlit's own page list is
+off (``client.showSidebarNavigation``): it would title Home after its file, "app"."""
+
+
 def sidebar() -> None:
-    """The sidebar: which workspace this session works on, with a box to open another."""
+    """The sidebar: the pages, and which workspace this session works on, with a box to open another."""
     with st.sidebar:
+        for script, title, icon in PAGES:
+            st.page_link(script, label=title, icon=icon)
+        st.divider()
         path = state.workspace_path()
         st.caption("Workspace")
         st.code(str(path), language=None)
@@ -61,7 +74,7 @@ def require_workspace() -> Workspace:
         ws = loaders.current_workspace()
     if ws is None:
         st.warning(f"No workspace at {state.workspace_path()}. Build the demo or create one on the Home page.")
-        st.page_link("pages/0_Home.py", label="Go to Home", icon=":material/home:")
+        st.page_link("app.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return ws
 
