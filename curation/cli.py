@@ -30,12 +30,21 @@ def cmd_init(a: argparse.Namespace) -> None:
     print(f"workspace ready at {ws.root} ({ws.store.task}-label)")
 
 
+SKIPPED_SHOWN = 50
+"""Skipped files listed by `ingest` in the terminal (the rest are counted)."""
+
+
 def cmd_ingest(a: argparse.Namespace) -> None:
     from curation.ingest import ingest
 
     ws = Workspace.create(a.workspace) if a.create else Workspace.open(a.workspace)
     report = _with_bar("ingest", ingest, ws, a.source, labels=a.labels, image_root=a.image_root)
     print(report.summary())
+    if len(report.skipped):
+        shown = SKIPPED_SHOWN
+        print("\nskipped:\n" + report.skipped.head(shown).to_string(index=False))
+        if len(report.skipped) > shown:
+            print(f"... and {len(report.skipped) - shown} more: the Home page's ingest form lists them all.")
 
 
 def cmd_demo(a: argparse.Namespace) -> None:

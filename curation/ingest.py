@@ -80,7 +80,8 @@ class IngestReport:
         if len(self.skipped):
             reasons = self.skipped["reason"].map(lambda r: str(r).split(":")[0]).value_counts()
             parts = ", ".join(f"{n} {r}" for r, n in reasons.items())
-            lines.append(f"Skipped {len(self.skipped)} ({parts}); see the skipped table for each file.")
+            lines.append(f"Skipped {len(self.skipped)} ({parts}); each file and its reason are listed below. Fix or "
+                         "replace them and ingest again: only new or fixed files are added, labels are kept.")
         if self.labels_imported or self.classes_added:
             cls = f", {len(self.classes_added)} new classes ({', '.join(self.classes_added[:8])}" \
                   f"{', ...' if len(self.classes_added) > 8 else ''})" if self.classes_added else ""

@@ -394,3 +394,19 @@ def test_many_images_batched(ws: Workspace, tmp_path: Path) -> None:
     r = ingest(ws, tmp_path / "big")
     assert r.added == 300 and r.labels_imported == 300
     assert len(ws.store.batches()) == 1  # one import batch for all labels
+
+
+def test_cli_ingest_lists_each_skipped_file_then_a_fixed_file_is_added(tmp_path, capsys):
+    """The terminal names every skipped file with its reason and what to do; after the fix, ingest adds it."""
+    from curation.cli import main
+
+    root = tmp_path / "photos"
+    img(root / "cat" / "a.png")
+    (root / "cat" / "broken.png").write_bytes(b"not an image at all")
+    assert main(["ingest", str(tmp_path / "ws"), str(root), "--create"]) == 0
+    out = capsys.readouterr().out
+    assert "Skipped 1 (1 not an image)" in out and "ingest again" in out
+    assert "cat/broken.png" in out.split("skipped:")[1] and "not an image" in out.split("skipped:")[1]
+    img(root / "cat" / "broken.png")
+    assert main(["ingest", str(tmp_path / "ws"), str(root)]) == 0
+    assert "1 new images, 1 already known" in capsys.readouterr().out
