@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -118,6 +119,30 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
     _until(lambda: len(ws.store.batches()) > batches_before, 30, "the bulk batch")
     newest = ws.store.batches().iloc[0]
     assert len(ws.store.batches()) == batches_before + 1 and newest["source"] == "bulk"
+    wait_idle(page)
+    assert errors_shown(page) == []
+
+    # Map: with Mouse on "click to preview", a click on a point opens that sample (its id from customdata)
+    page.get_by_role("radio", name="click to preview").click()
+    wait_idle(page)
+    page.wait_for_function("document.querySelector('.js-plotly-plot')._fullLayout.dragmode === 'pan'")
+    page.wait_for_timeout(1000)  # the redrawn plot binds its click handlers
+    x, y, near = page.evaluate("""() => { const gd = document.querySelector('.js-plotly-plot');
+        const d = gd._fullData[0], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const r = gd.getBoundingClientRect(), i = Math.floor(d.x.length / 2);
+        const px = k => r.left + xa._offset + xa.l2p(d.x[k]), py = k => r.top + ya._offset + ya.l2p(d.y[k]);
+        const id = k => Array.isArray(d.customdata[k]) ? d.customdata[k][0] : d.customdata[k];
+        const near = [...d.x.keys()].filter(k => Math.hypot(px(k) - px(i), py(k) - py(i)) < 6).map(id);
+        return [px(i), py(i), near]; }""")
+    heading = page.get_by_text(re.compile(r"^Sample \d+$")).first
+    for attempt in range(3):  # a click that lands while plotly is still redrawing is dropped: click again
+        page.mouse.click(x, y)
+        try:
+            heading.wait_for(timeout=15_000)
+            break
+        except Exception:
+            assert attempt < 2, "a click on a map point never opened its preview"
+    assert int(heading.inner_text().split()[1]) in near  # the clicked point (or one drawn on top of it)
     wait_idle(page)
     assert errors_shown(page) == []
 
