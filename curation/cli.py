@@ -202,7 +202,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     from curation.export import export
 
     ws = Workspace.open(a.workspace)
-    path = export(ws, a.format, a.dest, link=a.link)
+    path = export(ws, a.format, a.dest, link=a.link, drop_same_images=a.drop_same_images)
     print(f"wrote {path}")
 
 
@@ -364,8 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_export, "write the curated labels")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("format", choices=("csv", "jsonl", "parquet", "hf", "imagefolder", "cleanlab"))
-    sp.add_argument("dest", type=Path)
+    sp.add_argument("dest", type=Path, nargs="?", default=None,
+                    help="file or folder to write (default: a dated name under WS/exports/)")
     sp.add_argument("--link", choices=("copy", "symlink", "hardlink"), default="copy")
+    sp.add_argument("--drop-same-images", action="store_true",
+                    help="leave out images reviewed as the same picture as their near-duplicate")
     sp = add("list", cmd_list, "encoders available and artifacts cached")
     sp.add_argument("workspace", type=Path, nargs="?")
     sp = add("jobs", cmd_jobs, "background jobs of a workspace")

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl", "parquet", "hf", "imagefolder", "cleanlab")
 LINKS = ("copy", "symlink", "hardlink")
+SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet", "cleanlab": ".npz", "hf": "", "imagefolder": ""}
+"""File suffix of each format's default destination ("" = a folder)."""
+DUPLICATES_QUEUE = "duplicates"
+SAME_IMAGE = "duplicate"
+"""The review verdict that marks an image as the same picture as its near-duplicate partner."""
 HF_SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test", "": "train"}
 
 
@@ -29,8 +35,21 @@ class ExportError(StoreError):
     """An export that cannot be written; the message says what to do."""
 
 
-def export(ws: "Workspace", fmt: str, dest: Path | str, *, include_unlabelled: bool = True, link: str = "copy",
-           run_id: int | None = None, overwrite: bool = False) -> Path:
+def default_destination(ws: "Workspace", fmt: str) -> Path:
+    """A new, dated place under the workspace's ``exports/`` folder: a file, or a folder for hf / imagefolder."""
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    stem = ws.root / "exports" / f"{fmt}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = stem.with_name(stem.name + SUFFIX[fmt]), 1
+    while path.exists():  # two exports within one second
+        n += 1
+        path = stem.with_name(f"{stem.name}-{n}{SUFFIX[fmt]}")
+    return path
+
+
+def export(ws: "Workspace", fmt: str, dest: Path | str | None = None, *, include_unlabelled: bool = True,
+           link: str = "copy", run_id: int | None = None, overwrite: bool = False,
+           drop_same_images: bool = False) -> Path:
     """Write the workspace's current labels in a format training code reads.
 
     Parameters
@@ -46,12 +65,15 @@ def export(ws: "Workspace", fmt: str, dest: Path | str, *, include_unlabelled: b
         name is written ``%2F``); "cleanlab" (``.npz`` with ``labels`` (N,) int64, ``pred_probs`` (N, K)
         float32 of a training run, ``sample_ids`` (N,) int64, ``class_names`` (K,) str; for multi-label
         workspaces also ``label_matrix`` (N, K) int8 and ``labels`` holds the first positive class).
-    dest : the file (csv, jsonl, parquet, cleanlab) or folder (hf, imagefolder) to write.
+    dest : the file (csv, jsonl, parquet, cleanlab) or folder (hf, imagefolder) to write; None:
+        ``default_destination(ws, fmt)``.
     include_unlabelled : also list images with no positive label (manifests and hf).
     link : how hf / imagefolder place images: "copy", "symlink" (absolute links; not re-ingestable,
         since ingest refuses links that leave the folder) or "hardlink" (falls back to copy across devices).
     run_id : the training run whose predictions feed "cleanlab" (default: the newest run that has them).
     overwrite : replace an existing ``dest`` (folders must otherwise be empty or absent).
+    drop_same_images : leave out images a reviewer marked "Same image" as their near-duplicate partner (the
+        partner stays), so a duplicate cannot sit in both the training and the test split.
 
     Returns
     -------
@@ -61,13 +83,13 @@ def export(ws: "Workspace", fmt: str, dest: Path | str, *, include_unlabelled: b
         raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}.")
     if link not in LINKS:
         raise ExportError(f"Unknown link mode {link!r}: use one of {', '.join(LINKS)}.")
-    dest = Path(dest).expanduser().resolve()
+    dest = Path(default_destination(ws, fmt) if dest is None else dest).expanduser().resolve()
     if fmt in ("hf", "imagefolder") and any(r.resolve().is_relative_to(dest) for r in ws.allowed_roots()):
         raise ExportError(f"Refusing to export into {dest}: it holds the workspace or its image folders; choose "
                           "a new folder.")
     if fmt == "cleanlab":
         return _export_cleanlab(ws, dest, run_id=run_id, overwrite=overwrite)
-    table = label_table(ws, include_unlabelled=include_unlabelled)
+    table = label_table(ws, include_unlabelled=include_unlabelled, drop_same_images=drop_same_images)
     if fmt in ("csv", "jsonl", "parquet"):
         return _export_manifest(ws, table, fmt, dest, overwrite=overwrite)
     if fmt == "hf":
@@ -75,8 +97,9 @@ def export(ws: "Workspace", fmt: str, dest: Path | str, *, include_unlabelled: b
     return _export_imagefolder(ws, table, dest, link=link, overwrite=overwrite)
 
 
-def label_table(ws: "Workspace", *, include_unlabelled: bool = True) -> pd.DataFrame:
-    """Present samples with their current labels.
+def label_table(ws: "Workspace", *, include_unlabelled: bool = True, drop_same_images: bool = False
+                ) -> pd.DataFrame:
+    """Present samples with their current labels (without the ones marked "Same image" if ``drop_same_images``).
 
     Returns
     -------
@@ -94,7 +117,19 @@ def label_table(ws: "Workspace", *, include_unlabelled: bool = True) -> pd.DataF
                           "sha1": samples["sha1"].tolist()}, index=pd.Index(ids, name="sample_id"))
     if not include_unlabelled:
         table = table[table["labels"].map(len) > 0]
+    if drop_same_images:
+        table = table[~table.index.isin(same_images(ws))]
     return table
+
+
+def same_images(ws: "Workspace") -> np.ndarray:
+    """(M,) int64 ids of samples whose latest verdict in the near-duplicates queue is "Same image" (an undo of
+    that verdict, recorded as a later review, takes it back)."""
+    reviews = ws.store.reviews(DUPLICATES_QUEUE)
+    if reviews.empty:
+        return np.zeros(0, np.int64)
+    latest = reviews[~reviews.duplicated("sample_id", keep="last")]
+    return np.sort(latest.loc[latest["verdict"] == SAME_IMAGE, "sample_id"].to_numpy(np.int64))
 
 
 # ---------------------------------------------------------------------- manifests

@@ -33,11 +33,15 @@ else:
 
 st.subheader("Export")
 with st.form("export"):
-    fmt = st.selectbox("Format", history.EXPORT_FORMATS)
-    dest = st.text_input("Destination", value=str(ws.root / "exports"))
+    c1, c2 = st.columns([1, 3])
+    fmt = c1.selectbox("Format", history.EXPORT_FORMATS)
+    dest = c2.text_input("Destination", placeholder=f"automatic: {ws.root / 'exports'}/<format>-<date and time>",
+                         help="A file for csv / jsonl / parquet / cleanlab, a folder for hf / imagefolder.")
+    drop = st.checkbox("Leave out images reviewed as “Same image” as their near-duplicate", value=False)
     if st.form_submit_button("Export"):
         with widgets.guard("exporting"):
             from curation.export import export
 
-            path = export(ws, fmt, Path(dest).expanduser())
+            path = export(ws, fmt, Path(dest.strip()).expanduser() if dest.strip() else None,
+                          drop_same_images=drop)
             st.success(f"Written to {path}")

@@ -198,3 +198,20 @@ def test_round_trip_class_names_that_look_like_lists(tmp_path: Path, fmt: str) -
     fresh = Workspace.create(tmp_path / "fresh")
     ingest(fresh, out, image_root=ws.store.roots()[1] if fmt != "hf" else None)
     assert label_sets(fresh) == label_sets(ws) and fresh.store.task == "single"
+
+
+def test_drop_same_images_and_dated_default_destination(single: Workspace) -> None:
+    """Images reviewed as "Same image" can be left out (their partner stays); an undo of the verdict brings them
+    back; without a destination the export lands under WS/exports with a dated name and the format's suffix."""
+    ids = single.store.sample_ids()
+    single.store.add_reviews(ids[:2], queue="duplicates", verdict="duplicate")
+    single.store.add_reviews(ids[1:2], queue="duplicates", verdict="undone")
+    single.store.add_reviews(ids[2:3], queue="errors", verdict="duplicate")  # another queue: not a pair verdict
+    out = export(single, "csv", drop_same_images=True)
+    assert out.parent == (single.root / "exports").resolve() and out.name.startswith("csv-") and out.suffix == ".csv"
+    written = set(pd.read_csv(out)["sample_id"])
+    assert written == set(ids.tolist()) - {int(ids[0])}
+    assert set(pd.read_csv(export(single, "csv", out.with_name("all.csv")))["sample_id"]) == set(ids.tolist())
+    assert export(single, "csv") != export(single, "csv")  # two exports in one second get two names
+    folder = export(single, "hf", drop_same_images=True)
+    assert folder.is_dir() and folder.name.startswith("hf-") and (folder / "metadata.jsonl").exists()

@@ -420,3 +420,13 @@ def test_map_mark_reviewed_and_pin_write_the_right_rows(embedded):
     assert not at.exception and not at.error
     assert train.pinned(ws).tolist() == ids
     assert len(ws.store.batches()) == batches  # neither changes a label
+
+
+def test_history_export_with_automatic_destination(workspace):
+    at = _app("pages/7_History.py")
+    next(s for s in at.selectbox if s.label == "Format").set_value("jsonl")
+    next(b for b in at.button if b.label == "Export").click().run()
+    assert not at.exception and not at.error
+    written = sorted((workspace.root / "exports").glob("jsonl-*.jsonl"))
+    assert len(written) == 1 and any(str(written[0]) in s.value for s in at.success)
+    assert len(written[0].read_text().splitlines()) == len(workspace.store.sample_ids())
