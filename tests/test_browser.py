@@ -151,7 +151,7 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
     _shot(page, "3_clusters.png")
     page.locator(".st-key-clusters_open_0 button").click()
     wait_idle(page)
-    opened = page.get_by_text("Except these images").first
+    opened = page.get_by_text("Leave out images that already carry another label").first
     opened.wait_for(timeout=30_000)
     assert errors_shown(page) == []
     opened.scroll_into_view_if_needed()

@@ -102,8 +102,9 @@ def test_label_a_cluster_with_exceptions_is_one_batch_and_undoes(clustered: Work
     at.session_state[clusterview.K_OPEN] = 0
     at.run()
     at.selectbox(key="cl0_class").set_value("triangle")
-    at.multiselect(key="cl0_except").set_value([int(members[0]), int(members[3])])
-    at.run()
+    at.checkbox(key=f"cl0_x{int(members[0])}").check().run()
+    at.checkbox(key=f"cl0_x{int(members[3])}").check().run()
+    assert at.session_state["cl0_except"] == {int(members[0]), int(members[3])}
     at.button(key="cl0_apply").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     batches = ws.store.batches()
@@ -115,6 +116,7 @@ def test_label_a_cluster_with_exceptions_is_one_batch_and_undoes(clustered: Work
     np.testing.assert_array_equal(after[[0, 3]], before[[0, 3]])  # the exceptions are untouched
     assert set(ws.store.events(int(batches.index[0]))["sample_id"]) <= set(labelled.tolist())
     assert at.session_state[state.K_LAST_BATCH] == int(batches.index[0])
+    assert at.session_state["cl0_except"] == set() and not at.checkbox(key=f"cl0_x{int(members[0])}").value
     at.button(key="cl0_undo").click().run()
     assert ws.store.batches().iloc[0]["source"] == "undo"
     np.testing.assert_array_equal(ws.store.label_matrix(members), before)
@@ -131,3 +133,27 @@ def test_split_and_pockets_render(clustered: Workspace):
     at.button(key=f"{clusterview.K_POCKETS}_go").click().run()
     assert not at.exception and not at.error
     assert any("No pocket stands out" in i.value for i in at.info)  # too small to search
+
+
+def test_label_only_the_rest_of_a_cluster(clustered: Workspace):
+    """"Leave out images that already carry another label" labels the unlabelled (and already-target) images only."""
+    from curation.cluster import load_clustering
+    from curation.embed import load_embeddings
+
+    ws = clustered
+    members = load_clustering(ws, load_embeddings(ws)).members(0)
+    before = ws.store.label_matrix(members).copy()
+    k = CLASSES.index("triangle")
+    other = (before == POSITIVE).any(1) & (before[:, k] != POSITIVE)
+    assert other.any() and (~other).any()
+    np.testing.assert_array_equal(clusterview.labelled_otherwise(ws, members, "triangle"), members[other])
+    at = _page()
+    at.session_state[clusterview.K_OPEN] = 0
+    at.run()
+    at.selectbox(key="cl0_class").set_value("triangle")
+    at.checkbox(key="cl0_keep").check().run()
+    at.button(key="cl0_apply").click().run()
+    assert not at.exception and not at.error
+    after = ws.store.label_matrix(members)
+    np.testing.assert_array_equal(after[other], before[other])
+    assert (after[~other, k] == POSITIVE).all()

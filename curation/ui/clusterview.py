@@ -12,6 +12,7 @@ import streamlit as st
 
 from curation import pockets
 from curation.cluster import K_REPEATS, K_SCAN_DIMS
+from curation.store import POSITIVE
 from curation.workspace import Workspace
 
 from curation.ui import actions, jobpanel, labels, loaders, widgets
@@ -22,6 +23,8 @@ K_POCKETS = "clusters_pockets"  # (clustering key, cluster): the cluster whose p
 CHOICES = {"auto": "k-means, automatic k", "k": "k-means, chosen k", "hdbscan": "HDBSCAN (no k; noise = outliers)"}
 SORTS = {"size": "Size (largest first)", "purity": "Purity (lowest first)", "issue_rate": "Issue rate (highest first)"}
 LABEL_ACTIONS = ("assign", "add")
+PICK_PAGE, PICK_COLUMNS = 36, 6
+"""Images per page of a cluster's grid, and grid columns."""
 CARDS_PER_PAGE = 12
 
 
@@ -150,8 +153,27 @@ def gallery(ws: Workspace, table: pd.DataFrame) -> None:
                 st.session_state[K_OPEN] = int(cid)
 
 
+def exceptions(key: str) -> set[int]:
+    """The images ticked "leave out" in the group ``key`` this session (kept across grid pages)."""
+    return st.session_state.setdefault(f"{key}_except", set())
+
+
+def _toggle_exception(key: str, sample_id: int) -> None:
+    exceptions(key).symmetric_difference_update({int(sample_id)})
+
+
+def _clear_exceptions(key: str) -> None:
+    """Forget the group's ticks, and their checkboxes' own states (which would otherwise stay ticked)."""
+    exceptions(key).clear()
+    for widget in [k for k in st.session_state if str(k).startswith(f"{key}_x")]:
+        del st.session_state[widget]
+
+
 def label_panel(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
-    """Label every image of ``ids`` except the chosen exceptions with one class, as ONE undoable batch."""
+    """Label every image of ``ids`` except the exceptions with one class, as ONE undoable batch.
+
+    Exceptions are the images ticked "leave out" in the grid below and, when asked, every image that already
+    carries another label (to label only the rest of a cluster without touching reviewed work)."""
     names = ws.store.class_names()
     with st.container(border=True):
         c1, c2 = st.columns([2, 2])
@@ -159,25 +181,51 @@ def label_panel(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
                               key=f"{key}_class")
         action = c2.radio("Action", LABEL_ACTIONS, format_func=actions.BULK_ACTIONS.get, horizontal=True,
                           key=f"{key}_action")
-        excluded = st.multiselect("Except these images", np.asarray(ids, np.int64).tolist(), key=f"{key}_except",
-                                  format_func=lambda i: f"#{i}", placeholder="ids to leave out")
-        chosen = targets(ids, excluded)
+        keep_labelled = st.checkbox("Leave out images that already carry another label", key=f"{key}_keep")
+        ticked = exceptions(key) & set(np.asarray(ids, np.int64).tolist())
+        excluded = ticked | (set(labelled_otherwise(ws, ids, target).tolist()) if keep_labelled else set())
+        chosen = targets(ids, sorted(excluded))
+        st.caption(f"Tick images below to leave them out: {len(ticked):,} ticked"
+                   + (f", {len(excluded) - len(ticked):,} more already labelled otherwise" if keep_labelled else ""))
         b1, b2 = st.columns(2)
         if b1.button(f"Label {len(chosen):,} images", key=f"{key}_apply", type="primary",
                      disabled=not target or len(chosen) == 0):
             with widgets.guard("labelling the cluster"):
                 widgets.toast_batch(actions.bulk_label(ws, chosen, target, action),
                                     f"{actions.BULK_ACTIONS[action]} on {len(chosen)}")
+                _clear_exceptions(key)
                 st.rerun()
         with b2:
             widgets.undo_last_button(ws, key=f"{key}_undo")
 
 
-def image_grid(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
-    """Paged thumbnails of ``ids`` captioned with their current labels."""
+def labelled_otherwise(ws: Workspace, ids: np.ndarray, target: str | None) -> np.ndarray:
+    """(M,) int64 ids among ``ids`` with a positive label other than ``target``."""
     ids = np.asarray(ids, np.int64)
+    matrix = ws.store.label_matrix(ids) == POSITIVE
+    names = ws.store.class_names()
+    if target in names:
+        matrix[:, names.index(target)] = False
+    return ids[matrix.any(1)] if matrix.size else ids[:0]
+
+
+def image_grid(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
+    """Paged thumbnails of ``ids`` with their current labels, each with a "leave out" tick for the label panel."""
+    ids = np.asarray(ids, np.int64)
+    if len(ids) == 0:
+        st.caption("No images.")
+        return
     text = labels.label_text(ws.store.label_matrix(ids), ws.store.class_names())
-    widgets.image_grid(ws, ids, text, key=key)
+    page = widgets.page_slice(len(ids), key=f"{key}_grid", per_page=PICK_PAGE)
+    ticked = exceptions(key)
+    cols = st.columns(PICK_COLUMNS)
+    for n, (sid, caption) in enumerate(zip(ids[page].tolist(), text[page])):
+        with cols[n % PICK_COLUMNS]:
+            paths, _ = widgets.thumbnails(ws, [sid])
+            if paths:
+                st.image(paths[0], width=110)
+            st.checkbox(f"#{sid} {widgets.md_escape(caption)}", value=sid in ticked, key=f"{key}_x{sid}",
+                        on_change=_toggle_exception, args=(key, sid), help="Leave this image out of the label")
 
 
 def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int) -> None:
@@ -193,7 +241,7 @@ def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int) ->
     images, split_tab, pocket_tab = st.tabs(["Images", "Split this cluster", "Pockets"])
     with images:
         label_panel(ws, ids, key=f"cl{cluster}")
-        image_grid(ws, ids, key=f"cl{cluster}_grid")
+        image_grid(ws, ids, key=f"cl{cluster}")
     with split_tab:
         split_view(ws, clustering, cluster)
     with pocket_tab:
@@ -219,7 +267,7 @@ def labelled_group(ws: Workspace, title: str, ids: np.ndarray, *, key: str, expa
     """An expander with a group's label panel and its images."""
     with st.expander(title, expanded=expanded):
         label_panel(ws, ids, key=key)
-        image_grid(ws, ids, key=f"{key}_grid")
+        image_grid(ws, ids, key=key)
 
 
 def split_view(ws: Workspace, clustering: Any, cluster: int) -> None:
