@@ -236,3 +236,13 @@ def test_prompt_editor_writes_the_prompt(single: Workspace) -> None:
     at.run()
     _ok(at)
     assert single.store.classes().at[cid, "prompt"] == "a photo of a square tile"
+
+
+def test_page_opens_on_the_first_queue_with_work(single: Workspace) -> None:
+    """With every image labelled there is nothing to confirm: the page opens on the next queue that has items."""
+    ids = single.store.sample_ids()
+    unlabelled = ids[3::4]
+    single.store.set_label(unlabelled, single.store.class_id(CLASSES[0]), source="human")
+    at = _page()
+    assert at.radio(key="review_kind").value != "confirm"
+    assert "0 to review" in at.radio(key="review_kind").proto.captions[0]

@@ -114,7 +114,8 @@ def queue_picker(built: dict[str, pd.DataFrame]) -> str:
     selection."""
     done = handled()
     counts = [int((~built[k].index.isin(done)).sum()) if k in built else 0 for k in queues.QUEUES]
-    return str(st.radio("Queue", list(queues.QUEUES), key="review_kind", horizontal=True,
+    first = next((i for i, n in enumerate(counts) if n), 0)  # open on a queue with work in it
+    return str(st.radio("Queue", list(queues.QUEUES), key="review_kind", horizontal=True, index=first,
                         format_func=queues.QUEUES.get, captions=[f"{n:,} to review" for n in counts]))
 
 
