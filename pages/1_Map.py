@@ -117,10 +117,14 @@ with st.container(border=True):
                                 f"{actions.BULK_ACTIONS[action]} on {len(picked)}")
             st.rerun()
     b1, b2, b3, b4 = st.columns(4)
-    n_sugg = 0 if sugg is None else int(sugg.index.isin(picked).sum())
+    replace = b1.checkbox("also replace labels that disagree", key="bulk_accept_replace",
+                          help="Off: only images without a label get their suggestion. On: labelled images whose "
+                               "suggestion differs are relabelled too.")
+    n_sugg = 0 if sugg is None else len(actions.suggestions_to_accept(ws, picked, sugg, replace_labels=replace))
     if b1.button(f"Accept suggestions ({n_sugg})", key="bulk_accept", disabled=n_sugg == 0):
         with widgets.guard("accepting suggestions"):
-            widgets.toast_batch(actions.accept_suggestions(ws, picked, sugg), f"Accepted {n_sugg} suggestions")
+            widgets.toast_batch(actions.accept_suggestions(ws, picked, sugg, replace_labels=replace),
+                                f"Accepted {n_sugg} suggestions")
             st.rerun()
     if b2.button("Mark reviewed", key="map_reviewed", help="Record that these labels were checked (no label change)"):
         with widgets.guard("recording the review"):

@@ -430,3 +430,29 @@ def test_history_export_with_automatic_destination(workspace):
     written = sorted((workspace.root / "exports").glob("jsonl-*.jsonl"))
     assert len(written) == 1 and any(str(written[0]) in s.value for s in at.success)
     assert len(written[0].read_text().splitlines()) == len(workspace.store.sample_ids())
+
+
+def test_bulk_accept_fills_gaps_unless_asked_to_replace_labels(workspace):
+    """A bulk accept labels only unlabelled images, never with a class a person rejected for them; relabelling
+    images whose label disagrees with the suggestion takes the explicit ``replace_labels``."""
+    from curation.store import REJECTED
+    from curation.ui import actions
+
+    ws = workspace
+    ids = ws.store.sample_ids()
+    before = ws.store.label_matrix(ids)
+    labelled = (before == POSITIVE).any(1)
+    unlabelled = ids[~labelled]
+    ws.store.reject_label(unlabelled[:1], ws.store.class_id("triangle"))
+    sugg = pd.DataFrame({"class_idx": 2.0}, index=ids)  # "triangle" everywhere
+    assert set(actions.suggestions_to_accept(ws, ids, sugg).index) == set(unlabelled[1:].tolist())
+    batch = actions.accept_suggestions(ws, ids, sugg)
+    after = ws.store.label_matrix(ids)
+    np.testing.assert_array_equal(after[labelled], before[labelled])          # labels left alone
+    assert (after[np.isin(ids, unlabelled[1:]), 2] == POSITIVE).all() and after[~labelled][0, 2] == REJECTED
+    assert set(ws.store.reviews().query("verdict == 'bulk_accepted'")["sample_id"]) == set(unlabelled[1:].tolist())
+    assert ws.store.batches().loc[batch, "source"] == "bulk"
+    wrong = ids[labelled & (before[:, 2] != POSITIVE)]
+    assert set(wrong.tolist()) <= set(actions.suggestions_to_accept(ws, ids, sugg, replace_labels=True).index)
+    actions.accept_suggestions(ws, ids, sugg, replace_labels=True)
+    assert (ws.store.label_matrix(wrong)[:, 2] == POSITIVE).all()

@@ -42,10 +42,13 @@ def bulk_label(ws: Workspace, ids: np.ndarray, class_name: str, action: str) -> 
     raise ValueError(f"Unknown bulk action {action!r}; use one of {list(BULK_ACTIONS)}.")
 
 
-def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame) -> int | None:
-    """Make each sample's suggested class positive as one ``bulk`` batch, and record a ``bulk_accepted``
-    review per accepted sample (so the queues' measured precision leaves these labels out: they *are* the
-    suggestion). Samples without a suggestion are left alone.
+def suggestions_to_accept(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame, *,
+                          replace_labels: bool = False) -> pd.DataFrame:
+    """The rows of ``sugg`` that accepting would apply to ``ids``.
+
+    A sample qualifies when it has a suggestion, nobody rejected the suggested class for it, and, unless
+    ``replace_labels``, it has no positive label yet (a bulk accept fills gaps; overwriting labels that
+    disagree with the suggestion is a separate, explicit choice).
 
     Parameters
     ----------
@@ -54,10 +57,30 @@ def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame) -> in
 
     Returns
     -------
-    The batch id, or None when no label changed.
+    ``sugg`` rows indexed by the qualifying sample ids, ``class_idx`` as int64.
     """
     s = sugg.reindex(np.asarray(ids, np.int64)).dropna(subset=["class_idx"])
-    s = s[s["class_idx"] >= 0]  # -1: no evidence, nothing to accept
+    s = s[s["class_idx"] >= 0].assign(class_idx=lambda f: f["class_idx"].astype(np.int64))  # -1: no evidence
+    if s.empty:
+        return s
+    m = ws.store.label_matrix(s.index.to_numpy(np.int64))
+    keep = m[np.arange(len(s)), s["class_idx"].to_numpy()] != REJECTED
+    if not replace_labels:
+        keep &= ~(m == POSITIVE).any(1)
+    return s[keep]
+
+
+def accept_suggestions(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame, *,
+                       replace_labels: bool = False) -> int | None:
+    """Make the suggested class positive for :func:`suggestions_to_accept`'s samples as one ``bulk`` batch, and
+    record a ``bulk_accepted`` review per accepted sample (so the queues' measured precision leaves these
+    labels out: they *are* the suggestion).
+
+    Returns
+    -------
+    The batch id, or None when no label changed.
+    """
+    s = suggestions_to_accept(ws, ids, sugg, replace_labels=replace_labels)
     if s.empty:
         return None
     accepted = s.index.to_numpy(np.int64)
