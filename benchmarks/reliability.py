@@ -322,7 +322,7 @@ def train_kill(dest: Path, *, n: int = 1000, dim: int = 32) -> dict:
 def stop_workers(ws: Workspace) -> None:
     """Stop the job workers this workspace's jobs ran in (a warm worker would otherwise idle on)."""
     for pid in {int(p) for p in ws.store.jobs(limit=1000)["pid"].dropna() if p}:
-        if jobs._alive(pid):
+        if jobs.process_alive(pid):
             os.kill(pid, signal.SIGTERM)
 
 

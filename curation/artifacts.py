@@ -141,7 +141,8 @@ class Artifacts:
         return p
 
     def verify(self, kind: str, key: str) -> None:
-        """Raise ArtifactError when a file of the artifact no longer matches its recorded sha256."""
+        """Raise ArtifactError when a file of the artifact no longer matches its recorded sha256, or the meta
+        record names another artifact (one copied from another key)."""
         m = self.meta(kind, key)
         if m is None:
             raise ArtifactError(f"Artifact {kind}/{key} has no meta record; recompute it.")
@@ -150,6 +151,9 @@ class Artifacts:
             if not p.exists() or file_sha256(p) != digest:
                 raise ArtifactError(f"Artifact {p} was modified or truncated after it was written; delete it "
                                     "(or run `python -m curation doctor --repair`) and recompute.")
+        if m.get("key", key) != key or m.get("kind", kind) != kind:
+            raise ArtifactError(f"Artifact {self._meta_path(kind, key)} records the key "
+                                f"{m.get('kind')}/{m.get('key')}, not its own; delete it and recompute.")
 
     def list(self) -> pd.DataFrame:
         """Every artifact: kind, key, created, files, config."""

@@ -90,14 +90,20 @@ PATTERN_T_BOUNDS = (0.2, 5.0)
 """Range of the per-pattern temperatures: a correction of the jointly fitted sharpness, not a refit of it."""
 
 
+def has_prediction(p: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rows of an (N, K) source's probabilities that hold a prediction (a row with a NaN, or all
+    zero, means "no prediction for this sample")."""
+    return np.isfinite(p).all(1) & (np.nan_to_num(p).sum(1) > 0)
+
+
 def _source_features(p: np.ndarray, task: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, K) float64, available (N,) bool) of one source: centred log p (single) or logit p (multi).
 
-    A row that is NaN (or all zero) has no prediction from this source: its features are 0, which in the
-    pooled logits is exactly "no evidence" (a uniform distribution for softmax, 0.5 for a sigmoid).
+    A row without a prediction (:func:`has_prediction`) gets features 0, which in the pooled logits is
+    exactly "no evidence" (a uniform distribution for softmax, 0.5 for a sigmoid).
     """
     p = np.asarray(p, np.float64)
-    ok = np.isfinite(p).all(1) & (np.nan_to_num(p).sum(1) > 0)
+    ok = has_prediction(p)
     q = np.clip(np.nan_to_num(p, nan=0.5), eps, 1.0 - eps)
     if task == "single":
         z = np.log(q)
@@ -267,10 +273,8 @@ class PooledEnsemble:
         any_src = avail.any(0)
         if not self.fitted_:
             P = np.zeros(Z.shape[1:])
-            for s in self.sources_:
-                p = np.asarray(sources[s], np.float64)
-                ok = np.isfinite(p).all(1) & (np.nan_to_num(p).sum(1) > 0)
-                P[ok] += p[ok]
+            for s, ok in zip(self.sources_, avail):
+                P[ok] += np.asarray(sources[s], np.float64)[ok]
             P /= np.maximum(avail.sum(0), 1)[:, None]
             return P.astype(np.float32)
         z = np.tensordot(self.weights_, Z, 1) + self.bias_

@@ -41,10 +41,9 @@ def cmd_ingest(a: argparse.Namespace) -> None:
     report = _with_bar("ingest", ingest, ws, a.source, labels=a.labels, image_root=a.image_root)
     print(report.summary())
     if len(report.skipped):
-        shown = SKIPPED_SHOWN
-        print("\nskipped:\n" + report.skipped.head(shown).to_string(index=False))
-        if len(report.skipped) > shown:
-            print(f"... and {len(report.skipped) - shown} more: the Home page's ingest form lists them all.")
+        print("\nskipped:\n" + report.skipped.head(SKIPPED_SHOWN).to_string(index=False))
+        if len(report.skipped) > SKIPPED_SHOWN:
+            print(f"... and {len(report.skipped) - SKIPPED_SHOWN} more: the Home page's ingest form lists them all.")
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -94,22 +93,13 @@ def cmd_cluster(a: argparse.Namespace) -> None:
     print(f"{res['n_clusters']} clusters" + (f", {res['noise']} noise samples" if res["noise"] else ""))
 
 
-def _emb(ws: Workspace) -> object:
-    from curation.embed import load_embeddings
-
-    emb = load_embeddings(ws)
-    if emb is None:
-        raise RuntimeError(f"No embeddings yet: run `python -m curation embed {ws.root}` (or the pipeline) first.")
-    return emb
-
-
 def cmd_suggest(a: argparse.Namespace) -> None:
-    from curation.jobs import JOBS
+    from curation.jobs import JOBS, embeddings_or_raise
     from curation.suggest import source_table
 
     ws = Workspace.open(a.workspace)
     res = _with_bar("suggest", JOBS["suggest"], ws, {})
-    table = source_table(ws, _emb(ws))
+    table = source_table(ws, embeddings_or_raise(ws))
     ens = "fitted" if table.attrs["fitted"] else table.attrs["reason"]
     ece = {k: "n/a" if table.attrs[k] is None else f"{table.attrs[k]:.3f}" for k in ("ece_mean", "ece_pooled")}
     print(f"suggestions for {res['n']} samples; ensemble {ens} (ECE on the labelled samples: mean of the sources "
@@ -120,15 +110,11 @@ def cmd_suggest(a: argparse.Namespace) -> None:
 def cmd_issues(a: argparse.Namespace) -> None:
     import numpy as np
 
-    from curation.cluster import load_clusters, noise_ids
-    from curation.issues import compute_issues, missing_labels
-    from curation.jobs import JOBS
+    from curation.issues import missing_labels
+    from curation.jobs import embeddings_or_raise, run_issues
 
     ws = Workspace.open(a.workspace)
-    res = _with_bar("issues", JOBS["issues"], ws, {"force": a.refit})
-    emb = _emb(ws)
-    clusters = load_clusters(ws, emb)
-    df = compute_issues(ws, emb, noise=None if clusters is None else noise_ids(clusters))   # the job's table
+    df, res = _with_bar("issues", run_issues, ws, force=a.refit)
     fit = "refitted" if res["refitted"] else "fit reused"
     print(f"{res['n']} samples, {res['label_issues']} likely label errors ({fit}; {res['changed']} samples changed "
           f"label since the fit, {res['threshold']} allowed before the next refit)")
@@ -140,7 +126,8 @@ def cmd_issues(a: argparse.Namespace) -> None:
     print("\nlikely label errors:\n" + errors[cols].to_string())
     print("\noutliers:\n" + df.nsmallest(a.top, "outlier_score")[["outlier_score", "cluster_noise"]].to_string())
     print(f"\nnear-duplicates with conflicting labels: {int(df['duplicate_conflict'].sum())}")
-    print("\ncandidates for a second label:\n" + missing_labels(ws, emb).head(a.top).to_string(index=False))
+    second = missing_labels(ws, embeddings_or_raise(ws)).head(a.top)
+    print("\ncandidates for a second label:\n" + second.to_string(index=False))
     if a.csv:
         df.to_csv(a.csv)
         print(f"\nfull table written to {a.csv}")

@@ -592,7 +592,12 @@ def load_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str | None
 
     ``method=None`` loads the clustering in use: the last one computed with ``current=True``.
     """
-    df = ws.artifacts.load_frame(KINDS["labels"], _key(ws, emb, k=k, method=method, seed=seed))
+    return _load_frame(ws, emb, _key(ws, emb, k=k, method=method, seed=seed))
+
+
+def _load_frame(ws: Any, emb: Any, key: str) -> pd.DataFrame | None:
+    """The stored cluster-per-sample frame under ``key`` when it covers ``emb.ids``, else None."""
+    df = ws.artifacts.load_frame(KINDS["labels"], key)
     return df if df is not None and len(df) == len(emb.ids) else None
 
 
@@ -602,8 +607,8 @@ def load_clustering(ws: Any, emb: Any, *, k: int | None = None, method: str | No
     from curation.naming import load_names
 
     key = _key(ws, emb, k=k, method=method, seed=seed)
-    df = ws.artifacts.load_frame(KINDS["labels"], key)
-    if df is None or len(df) != len(emb.ids) or not ws.artifacts.exists(KINDS["profile"], key):
+    df = _load_frame(ws, emb, key)
+    if df is None or not ws.artifacts.exists(KINDS["profile"], key):
         return None
     meta = ws.artifacts.meta(KINDS["labels"], key) or {}
     curve = pd.DataFrame(meta.get("silhouette") or {"silhouette": {}, "se": {}}, dtype=float)
@@ -642,13 +647,14 @@ def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "
     -------
     DataFrame indexed by sample id (``id``) with an int64 ``cluster`` column (-1 = HDBSCAN noise).
     """
+    from curation.artifacts import make_key
     from curation.naming import compute_names
 
     progress = progress or null_progress
     method = resolve_method(method, len(emb.ids), k)
     config = _clusters_config(emb, k=k, method=method, seed=seed)
-    key = _key(ws, emb, k=k, method=method, seed=seed)
-    df = load_clusters(ws, emb, k=k, method=method, seed=seed)
+    key = make_key(config)
+    df = _load_frame(ws, emb, key)
     if df is None:
         progress(0.05, f"clustering ({method})")
         fit = fit_clusters(emb.vectors, k=k, method=method, seed=seed)
@@ -673,12 +679,3 @@ def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "
                                config={"emb": str(emb.key)})
     progress(1.0, f"{int(labels.max()) + 1 if len(labels) else 0} clusters")
     return df
-
-
-def hdbscan_noise(ws: Any, emb: Any, *, seed: int = 0, progress: ProgressFn | None = None) -> pd.Series:
-    """Per-sample ``hdbscan_noise`` flag (bool, indexed by sample id) for the outlier queue.
-
-    Computes (or loads) the HDBSCAN clustering without making it the clustering in use.
-    """
-    df = compute_clusters(ws, emb, method="hdbscan", seed=seed, current=False, progress=progress)
-    return (df["cluster"] == -1).rename("hdbscan_noise")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-import re
 from pathlib import Path
 from typing import Any
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from curation.artifacts import ArtifactError
-from curation.store import Store, StoreError
+from curation.store import Store, StoreError, copy_database
 from curation.workspace import DB_NAME, Workspace
 
 log = logging.getLogger(__name__)
@@ -87,15 +86,11 @@ def _found(rep: DoctorReport, problem: str, repair: bool, fix: str) -> None:
 
 
 def _check_artifacts(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
-    """Every ``<kind>/<key>.meta.json``: the files of that key match the sha256 recorded for them."""
+    """Every ``<kind>/<key>.meta.json`` names its own key and the files of that key match their sha256."""
     for meta_path in sorted(ws.artifacts.root.glob("*/*.meta.json")):
         kind, key = meta_path.parent.name, meta_path.name[: -len(".meta.json")]
         try:
             ws.artifacts.verify(kind, key)
-            meta = ws.artifacts.meta(kind, key) or {}
-            if meta.get("key", key) != key or meta.get("kind", kind) != kind:
-                raise ArtifactError(f"Artifact {meta_path} records the key {meta.get('kind')}/{meta.get('key')}, "
-                                    "not its own; delete it and recompute.")
         except ArtifactError as exc:
             if repair:
                 ws.artifacts.delete(kind, key)
@@ -139,7 +134,7 @@ def _check_images(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
 
 def _check_processes(ws: Workspace, rep: DoctorReport) -> None:
     """Jobs whose worker died and runs whose process died are marked ``interrupted`` (always: it is the truth)."""
-    from curation.jobs import _alive, refresh
+    from curation.jobs import process_alive, refresh
 
     before = ws.store.jobs()
     after = refresh(ws)
@@ -148,8 +143,8 @@ def _check_processes(ws: Workspace, rep: DoctorReport) -> None:
         rep.problems.append(f"{n_int} jobs were interrupted (marked; resume them from the app or CLI)")
         rep.repaired.append(f"marked {n_int} dead jobs as interrupted")
     runs = ws.store.runs()
-    running = runs[runs["status"] == "running"] if len(runs) else runs
-    dead = sorted({int(p) for p in running.get("pid", []) if not pd.isna(p) and p and not _alive(p)})
+    pids = runs.loc[runs["status"] == "running", "pid"].dropna()
+    dead = sorted({int(p) for p in pids if p and not process_alive(p)})
     stuck = ws.store.interrupt_runs(dead)
     if stuck:
         rep.problems.append(f"{len(stuck)} training runs were left running by a process that died: "
@@ -185,12 +180,12 @@ def restore(backup: Path | str, workspace: Path | str) -> None:
             (workspace / sub).mkdir(exist_ok=True)
         db = workspace / DB_NAME
         try:  # page by page into the live store: safe while the app or a worker has it open
-            _copy_store(src, db)
+            copy_database(src, db)
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError:  # the old file is not a database at all: nobody can be using it
             tmp = db.with_name(f".{DB_NAME}.restore.tmp")
-            _copy_store(src, tmp)
+            copy_database(src, tmp)
             for stale in (f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
                 (workspace / stale).unlink(missing_ok=True)
             os.replace(tmp, db)
@@ -199,11 +194,3 @@ def restore(backup: Path | str, workspace: Path | str) -> None:
     problems = Store(workspace / DB_NAME).check()
     if problems:
         raise StoreError(f"Restored store has problems: {problems}; run `python -m curation doctor --repair`.")
-
-
-def _copy_store(src: sqlite3.Connection, dest: Path) -> None:
-    dst = sqlite3.connect(str(dest))
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()

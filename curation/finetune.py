@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import logging
 import math
 import os
@@ -21,8 +20,8 @@ from curation.encoders import OFFLINE_ENCODER, Encoder, EncoderError, get_encode
 from curation.progress import Cancelled, ProgressFn, null_progress
 from curation.train import (CHECKPOINT_KIND, POSITIVE, TOWER_PREFIX, HeadConfig, JsonConfig, LiveCurves, RunData,
                             TrainedHead, TrainingCancelled, TrainingError, _build_head, _class_weights, _free,
-                            _masked_bce, _multilabel_weights, _val_metric, finish_run, pick_device, run_data,
-                            save_run_checkpoint, train_head)
+                            _masked_bce, _multilabel_weights, _read_safetensors, _val_metric, _write_safetensors,
+                            finish_run, pick_device, run_data, save_run_checkpoint, train_head)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -148,8 +147,7 @@ def unfreeze_last(enc: Encoder, n_blocks: int) -> tuple[list[str], list[Any]]:
 
 def _load_tower(enc: Encoder, tensors: dict[str, "torch.Tensor"], source: str) -> None:
     """Copy ``tower.``-prefixed tensors into ``enc``'s tower; refuse names the tower does not have."""
-    sub = {k[len(TOWER_PREFIX):]: v for k, v in tensors.items() if k.startswith(TOWER_PREFIX)}
-    unexpected = enc.tower().load_state_dict(sub, strict=False).unexpected_keys
+    unexpected = enc.tower().load_state_dict(_prefixed(tensors, TOWER_PREFIX), strict=False).unexpected_keys
     if unexpected:
         raise TrainingError(f"{source} holds tower tensors {unexpected[:3]}… that {enc.name} does not have; it was "
                             "tuned from another encoder.")
@@ -292,24 +290,15 @@ def estimate_seconds(n_labelled: int, n_images: int, *, epochs: int, encoder: st
 # ---------------------------------------------------------------------- training state (resume)
 def save_training_state(path: Path, tensors: dict[str, "torch.Tensor"], state: dict[str, Any]) -> None:
     """Write tensors (safetensors) with ``state`` (JSON) in the file's metadata, atomically."""
-    from safetensors.torch import save_file
-
-    tmp = Path(f"{path}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"state": json.dumps(state)})
-    os.replace(tmp, path)
+    _write_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, "state", state)
 
 
 def load_training_state(path: Path) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
     """(tensors, state) written by :func:`save_training_state` (never unpickles)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as f:
-        state = json.loads((f.metadata() or {}).get("state", "{}"))
+    state, tensors = _read_safetensors(path, "state")
     if not state:
         raise TrainingError(f"{path} is not a curation training state; start a new fine-tune.")
-    return load_file(str(path)), state
+    return tensors, state
 
 
 def _optimizer_parts(opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
@@ -329,8 +318,7 @@ def _optimizer_parts(opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any
 
 def _restore_optimizer(opt: Any, tensors: dict[str, "torch.Tensor"], info: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
-    items = [(k[len("optim."):], v) for k, v in tensors.items() if k.startswith("optim.")]
-    for key, v in [*items, *info["scalars"].items()]:
+    for key, v in [*_prefixed(tensors, "optim.").items(), *info["scalars"].items()]:
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
@@ -483,7 +471,7 @@ class _Session:
         tr, va = d.mask("train"), d.mask("val")
         if self.cfg.probe_init and not resumed:
             rows, f = self.infer(np.flatnonzero(tr | va), self.features, "probe features", (0.0, 0.08))
-            is_val = d.mask("val")[rows]
+            is_val = va[rows]
             X, Y = f.cpu().numpy(), d.Y[rows]
             probe = train_head(X[~is_val], Y[~is_val], task=d.task, config=self.hcfg, n_classes=K,
                                X_val=X[is_val] if is_val.any() else None, Y_val=Y[is_val] if is_val.any() else None)

@@ -118,6 +118,12 @@ def confident_joint(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
 
 
 def _structure(J: np.ndarray) -> float:
+    """Noise structure λ in [0, 1] of a (K, K) confident joint (:func:`confident_joint`): how concentrated the
+    estimated label noise is on a few class pairs.
+
+    1 - normalised entropy of the off-diagonal of ``J``: near 0 when errors spread over all class pairs
+    (uniform noise), larger when they concentrate on visually close pairs (class confusion).
+    """
     K = J.shape[0]
     off = J.copy()
     np.fill_diagonal(off, 0.0)
@@ -126,15 +132,6 @@ def _structure(J: np.ndarray) -> float:
         return 0.0
     q = off[off > 0] / tot
     return float(np.clip(1.0 - (-(q * np.log(q)).sum()) / np.log(K * (K - 1)), 0.0, 1.0))
-
-
-def noise_structure(labels: np.ndarray, pred_probs: np.ndarray) -> float:
-    """How concentrated the estimated label noise is on a few class pairs, in [0, 1].
-
-    1 - normalised entropy of the off-diagonal of the confident joint: near 0 when errors spread over all
-    class pairs (uniform noise), larger when they concentrate on visually close pairs (class confusion).
-    """
-    return _structure(confident_joint(labels, pred_probs))
 
 
 def _posterior(y: np.ndarray, p: np.ndarray, J: np.ndarray) -> np.ndarray:
@@ -436,14 +433,15 @@ def _noise_mask(noise: np.ndarray | None, ids: pd.Index) -> np.ndarray:
 
 
 def _outlier_frame(knn_sims: np.ndarray, d2: np.ndarray, noise: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """The :func:`outlier_scores` columns in the order of ``index`` (unsorted), from the (N, k) neighbour
+    similarities, the (N,) squared Mahalanobis distances and the (N,) bool noise mask."""
     sims = np.asarray(knn_sims, np.float64)
     n = len(index)
     knn_score = _to_unit(np.maximum(1.0 - sims.mean(1), 0.0)) if sims.shape[1] else np.ones(n)
     gauss = _to_unit(d2) if n > 2 else np.ones(n)
     score = np.sqrt(knn_score * gauss) * np.where(noise, NOISE_FACTOR, 1.0)
-    df = pd.DataFrame({"knn_score": knn_score, "gaussian_score": gauss, "score": score, "noise": noise},
-                      index=index)
-    return df.sort_values("score", kind="stable")
+    return pd.DataFrame({"knn_score": knn_score, "gaussian_score": gauss, "score": score, "noise": noise},
+                        index=index)
 
 
 def outlier_scores(vectors: np.ndarray, *, knn_sims: np.ndarray, labels: np.ndarray | None = None,
@@ -473,7 +471,7 @@ def outlier_scores(vectors: np.ndarray, *, knn_sims: np.ndarray, labels: np.ndar
         raise IssuesError(f"vectors {X.shape} and knn_sims {sims.shape} must be (N, D) and (N, k).")
     index = _ids(ids, len(X))
     d2 = _gaussian_distances(X, labels) if len(X) > 2 else np.zeros(len(X))
-    return _outlier_frame(sims, d2, _noise_mask(noise, index), index)
+    return _outlier_frame(sims, d2, _noise_mask(noise, index), index).sort_values("score", kind="stable")
 
 
 def ambiguous_scores(probs: np.ndarray, *, ids: np.ndarray | None = None) -> pd.DataFrame:
@@ -504,6 +502,8 @@ def ambiguous_scores(probs: np.ndarray, *, ids: np.ndarray | None = None) -> pd.
 
 # ---------------------------------------------------------------------- workspace entry points
 ISSUES_VERSION = 2
+NOISE_IN_USE = "in use"
+"""``compute_issues(noise=...)`` default: take the noise of the clustering in use."""
 GAUSS_KIND = "outlier_gauss"
 MISSING_COLUMNS = ["sample", "class", "class_name", "score"]
 
@@ -524,7 +524,8 @@ def _issue_probs(state: Any) -> np.ndarray | None:
 
 
 def _gaussian(ws: Any, state: Any, X: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distances to the nearest class (labels of the fit), cached per expensive fit."""
+    """(N,) squared Mahalanobis distances to the nearest class (:func:`_gaussian_distances`), cached per expensive
+    fit: the class Gaussians come from the labels current when it is first computed after a fit."""
     from curation.artifacts import make_key
 
     config = {"fit": state.info["fit_key"], "version": ISSUES_VERSION}
@@ -550,7 +551,8 @@ def _multilabel_flags(Y: np.ndarray, p: np.ndarray, worst: np.ndarray, known: np
 
 
 def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | None = None,
-                   duplicate_threshold: float = 0.98, noise: np.ndarray | None = None, refit: str = "auto",
+                   duplicate_threshold: float = 0.98, noise: np.ndarray | str | None = NOISE_IN_USE,
+                   refit: str = "auto",
                    save: bool = False, progress: ProgressFn | None = None) -> pd.DataFrame:
     """Every per-sample issue score of a workspace for the current labels.
 
@@ -566,7 +568,8 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
     folds, seed, C : out-of-fold head settings (:func:`curation.oof.out_of_fold_probs`).
     duplicate_threshold : cosine similarity above which two images count as near-duplicates.
     noise : cluster-noise samples feeding the outlier score (:func:`outlier_scores`): an (N,) bool mask
-        aligned with ``emb.ids`` or an array of sample ids.
+        aligned with ``emb.ids`` or an array of sample ids; :data:`NOISE_IN_USE` (default): the noise of the
+        clustering in use (HDBSCAN's -1; none after k-means or without clusters); None: no noise.
     refit : ``"auto"`` / ``"never"`` / ``"always"`` (:func:`curation.suggest.label_state`).
     save : also store the table as artifact kind ``issues``, keyed by the fit, the ensemble, the last label
         event, the noise set and the settings (the ``issues`` job and the CLI do; the app recomputes it
@@ -595,6 +598,11 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
     state = label_state(ws, emb, refit=refit, folds=folds, seed=seed, C=C, progress=sub_progress(progress, 0.0, 0.8))
     ids, y, lm = state.ids, state.labels, state.label_matrix
     index = pd.Index(ids, name="id")
+    if isinstance(noise, str) and noise == NOISE_IN_USE:
+        from curation.cluster import load_clusters, noise_ids
+
+        clusters = load_clusters(ws, emb)
+        noise = None if clusters is None else noise_ids(clusters)
     noise_mask = _noise_mask(noise, index)
     config = {"fit": state.info["fit_key"], "ensemble": state.info["ensemble_key"],
               "last_event": state.info["last_event"], "dup": float(duplicate_threshold),
@@ -605,6 +613,7 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
         return cached
     idx, sims = state.knn_idx, state.knn_sims
     n, K = lm.shape
+    has = state.probs.sum(1) > 0                        # rows the ensemble has a prediction for
     p = _issue_probs(state)
     label_score, is_issue = np.ones(n), np.zeros(n, bool)
     suggested, suggested_prob = np.full(n, -1, np.int64), np.zeros(n)
@@ -619,18 +628,16 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
         label_score = ms["score"].to_numpy()
         known = ms["n_known"].to_numpy() > 0
         is_issue = _multilabel_flags(lm, p, ms["worst_class"].to_numpy(np.int64), known)
-        has = state.probs.sum(1) > 0
         suggested = np.where(has, state.probs.argmax(1), -1).astype(np.int64)
         suggested_prob = np.where(has, state.probs.max(1), 0.0)
     ambiguity, amb_with = np.ones(n), np.full(n, -1, np.int64)
     if K >= 2:
-        has = state.probs.sum(1) > 0
         amb = ambiguous_scores(state.probs, ids=ids).reindex(ids)
         ambiguity = np.where(has, amb["score"].to_numpy(), 1.0)
         first, second = amb["first"].to_numpy(np.int64), amb["second"].to_numpy(np.int64)
         amb_with = np.where(has, np.where(first == y, second, first), -1)
     progress(0.85, "outliers and duplicates")
-    out = _outlier_frame(sims, _gaussian(ws, state, X), noise_mask, index).reindex(ids)
+    out = _outlier_frame(sims, _gaussian(ws, state, X), noise_mask, index)       # already in the order of ids
     dup_of = np.full(n, -1, np.int64)
     dup_conflict = np.zeros(n, bool)
     if idx.shape[1]:

@@ -19,7 +19,7 @@ from typing import IO, Any, Callable, Iterator
 
 import pandas as pd
 
-from curation.progress import Cancelled, ProgressFn, sub_progress
+from curation.progress import Cancelled, ProgressFn, null_progress, sub_progress
 from curation.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _embed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 def _map(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     from curation.project import compute_map
 
-    emb = _embeddings(ws)
+    emb = embeddings_or_raise(ws)
     coords = compute_map(ws, emb, method=params.get("method", "umap"),
                          reproducible=params.get("reproducible", True), progress=progress)
     return {"n": int(len(coords)), "method": params.get("method", "umap")}
@@ -73,7 +73,7 @@ def _clusters(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 
     progress(0.02, "clustering")
     k = params.get("k")
-    df = compute_clusters(ws, _embeddings(ws), k=None if k is None else int(k), method=params.get("method") or "auto",
+    df = compute_clusters(ws, embeddings_or_raise(ws), k=None if k is None else int(k), method=params.get("method") or "auto",
                           progress=progress)
     noise = df["cluster"] < 0
     return {"n_clusters": int(df.loc[~noise, "cluster"].nunique()), "noise": int(noise.sum())}
@@ -83,26 +83,36 @@ def _clusters(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 def _suggest(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     from curation.suggest import suggestions
 
-    df = suggestions(ws, _embeddings(ws), progress=progress)
+    df = suggestions(ws, embeddings_or_raise(ws), progress=progress)
     return {"n": int(len(df))}
+
+
+def run_issues(ws: Workspace, *, force: bool = False, progress: ProgressFn = null_progress
+               ) -> tuple[pd.DataFrame, dict]:
+    """Refresh the expensive label fit (out-of-fold heads, propagation, ensemble) when labels changed enough
+    since the last one (``force``: anyway), then compute and store the issue table of the current labels; the
+    noise of the clustering in use (HDBSCAN's -1) feeds the outlier scores.
+
+    Returns
+    -------
+    The issue table (``curation.issues.compute_issues``) and a summary: n, label_issues, refitted, fit key,
+    samples changed since the fit, and the change threshold of the next refit.
+    """
+    from curation.issues import compute_issues
+    from curation.suggest import refresh
+
+    emb = embeddings_or_raise(ws)
+    fit = refresh(ws, emb, force=force, progress=sub_progress(progress, 0.0, 0.9))
+    df = compute_issues(ws, emb, save=True, progress=sub_progress(progress, 0.9, 1.0))
+    return df, {"n": int(len(df)), "label_issues": int(df["is_label_issue"].sum()),
+                "refitted": bool(fit["refitted"]), "fit": fit["key"], "changed": int(fit["changed"]),
+                "threshold": int(fit["threshold"])}
 
 
 @job("issues")
 def _issues(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Refresh the expensive label fit (out-of-fold heads, propagation, ensemble) when labels changed enough
-    since the last one (``force``: anyway), then store the issue table of the current labels; the noise of
-    the clustering in use (HDBSCAN's -1) feeds the outlier scores."""
-    from curation.cluster import load_clusters, noise_ids
-    from curation.issues import compute_issues
-    from curation.suggest import refresh
-
-    emb = _embeddings(ws)
-    fit = refresh(ws, emb, force=bool(params.get("force", False)), progress=sub_progress(progress, 0.0, 0.9))
-    clusters = load_clusters(ws, emb)
-    df = compute_issues(ws, emb, noise=None if clusters is None else noise_ids(clusters), save=True,
-                        progress=sub_progress(progress, 0.9, 1.0))
-    return {"n": int(len(df)), "label_issues": int(df["is_label_issue"].sum()), "refitted": bool(fit["refitted"]),
-            "fit": fit["key"], "changed": int(fit["changed"]), "threshold": int(fit["threshold"])}
+    """:func:`run_issues` as a job; returns its summary."""
+    return run_issues(ws, force=bool(params.get("force", False)), progress=progress)[1]
 
 
 @job("pipeline")
@@ -157,7 +167,8 @@ def _doctor(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return {"problems": rep.problems, "repaired": rep.repaired, "left": rep.problems_left}
 
 
-def _embeddings(ws: Workspace) -> Any:
+def embeddings_or_raise(ws: Workspace) -> Any:
+    """The workspace's embeddings (``curation.embed.Embeddings``), or a RuntimeError saying how to make them."""
     from curation.embed import load_embeddings
 
     emb = load_embeddings(ws)
@@ -185,8 +196,7 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int:
         pid = worker_pid(ws)
         if pid is None:
             pid = _start_worker(ws)
-    if pd.isna(ws.store.job(job_id)["started"]):  # the worker may have taken it already (and written its pid)
-        ws.store.update_job(job_id, pid=pid)
+    ws.store.assign_job_pid(job_id, pid)  # unless the worker took it already (and wrote its own pid)
     return job_id
 
 
@@ -222,7 +232,7 @@ def worker_pid(ws: Workspace) -> int | None:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not pid or _alive(pid) or time.monotonic() > end:
+                if not pid or process_alive(pid) or time.monotonic() > end:
                     return pid or 0  # serving (0: a worker that is just writing its pid)
                 time.sleep(0.05)
     return pid if pid is not None and _is_worker(pid) else None
@@ -230,7 +240,7 @@ def worker_pid(ws: Workspace) -> int | None:
 
 def _is_worker(pid: int) -> bool:
     """Whether ``pid`` is a live ``python -m curation worker`` process (not a recycled pid)."""
-    if not _alive(pid):
+    if not process_alive(pid):
         return False
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -246,7 +256,7 @@ def cancel(ws: Workspace, job_id: int) -> None:
         ws.store.update_job(job_id, status="cancelling", message="cancelling…")
 
 
-def _alive(pid: int | float | None) -> bool:
+def process_alive(pid: int | float | None) -> bool:
     """Whether a process runs with this pid (a NULL pid read from the store is NaN)."""
     if pid is None or pd.isna(pid) or not pid:
         return False
@@ -272,7 +282,7 @@ def refresh(ws: Workspace) -> pd.DataFrame:
     active = jobs[jobs["status"].isin(ACTIVE)]
     serving = None
     for job_id, rec in active.iterrows():
-        if _alive(rec["pid"]):
+        if process_alive(rec["pid"]):
             continue
         if pd.isna(rec["started"]):
             serving = worker_pid(ws) is not None if serving is None else serving
@@ -301,7 +311,7 @@ def wait(ws: Workspace, job_id: int, *, timeout: float = 600.0, poll: float = 0.
         rec = ws.store.job(job_id)
         if rec["status"] not in ACTIVE:
             return rec
-        if not _alive(rec["pid"]):
+        if not process_alive(rec["pid"]):
             refresh(ws)
         time.sleep(poll)
     raise TimeoutError(f"Job {job_id} still running after {timeout:.0f} s.")
@@ -339,7 +349,7 @@ def _reporter(ws: Workspace, job_id: int, *, interval: float = 0.3) -> ProgressF
         if ws.store.job(job_id)["status"] == "cancelling":
             raise Cancelled()
         ws.store.update_job(job_id, progress=float(min(max(fraction, 0.0), 1.0)), message=message[:500],
-                            heartbeat=now, pid=os.getpid())
+                            heartbeat=now)
 
     return progress
 
@@ -377,7 +387,7 @@ def run_job(ws: Workspace, job_id: int) -> dict:
                 raise Cancelled()
             if rec["kind"] not in JOBS:
                 raise ValueError(f"Unknown job kind {rec['kind']!r} in this worker; known: {', '.join(sorted(JOBS))}.")
-            ws.store.update_job(job_id, status="running", started=time.time(), message="started")
+            ws.store.update_job(job_id, status="running", started=time.time(), pid=os.getpid(), message="started")
             with _job_log(ws, job_id):
                 result = JOBS[rec["kind"]](ws, rec["params"], _reporter(ws, job_id))
     except Cancelled:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from curation.store import POSITIVE, REJECTED, UNKNOWN
+from curation.store import POSITIVE, REJECTED, UNKNOWN, single_from_matrix
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,7 @@ def align(ids: np.ndarray, matrix: np.ndarray, sugg: pd.DataFrame, *, class_name
     s = sugg if sugg.index.equals(pd.Index(ids)) else sugg.reindex(ids)
     conf = s["confidence"].fillna(0.0).to_numpy(np.float64)
     cls = np.where(conf > 0, s["class_idx"].fillna(-1).to_numpy(np.int64), -1)
-    if m.shape[1]:
-        first = m.argmax(1)  # the first maximum: the lowest positive when there is one
-        given = np.where(m[np.arange(len(m)), first] == POSITIVE, first, -1).astype(np.int64)
-    else:
-        given = np.full(len(m), -1, np.int64)
+    given = single_from_matrix(m)
     cols = [str(c) for c in sugg.columns if str(c).startswith("p_")]
     return Aligned(ids, m, given, cls, conf, pd.Categorical(s["source"].fillna("").astype(str)),
                    {c: s[c].to_numpy(np.float64) for c in cols},

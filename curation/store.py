@@ -25,6 +25,8 @@ STATE_NAMES = {POSITIVE: "positive", UNKNOWN: "unknown", REJECTED: "rejected"}
 SOURCES = ("import", "human", "suggestion", "bulk", "undo", "review")
 TASKS = ("single", "multi")
 SPLITS = ("train", "val", "test", "")
+FEW_SAMPLES = 5_000
+"""Up to this many ids, ``label_matrix`` reads their cells by key instead of scanning every label."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -345,6 +347,11 @@ class Store:
         where = "" if include_missing else "WHERE missing=0"
         return np.array([r[0] for r in self._read(f"SELECT id FROM samples {where} ORDER BY id")], np.int64)
 
+    def sample_count(self) -> tuple[int, int]:
+        """(number of present samples, largest present id or 0): a cheap token of the sample set."""
+        n, last = self._read("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM samples WHERE missing=0")[0]
+        return int(n), int(last)
+
     def sample_path(self, sample_id: int) -> Path:
         row = self._read("SELECT r.path, s.path FROM samples s JOIN roots r ON r.id=s.root_id WHERE s.id=?",
                          (int(sample_id),))
@@ -516,7 +523,11 @@ class Store:
         """
         ids = self.sample_ids() if sample_ids is None else np.asarray(sample_ids, np.int64)
         class_ids = np.array([r[0] for r in self._read("SELECT id FROM classes ORDER BY id")], np.int64)
-        if upto_event is None:
+        if upto_event is None and sample_ids is not None and len(ids) <= FEW_SAMPLES:  # a page's few: by key
+            cells = np.array(self._read("SELECT sample_id, class_id, state FROM labels WHERE state != 0 AND "
+                                        "sample_id IN (SELECT value FROM json_each(?))",
+                                        (json.dumps(ids.tolist()),)), np.int64).reshape(-1, 3)
+        elif upto_event is None:
             cells = np.array(self._read("SELECT sample_id, class_id, state FROM labels WHERE state != 0"),
                              np.int64).reshape(-1, 3)
         else:
@@ -539,11 +550,7 @@ class Store:
         """(N,) int64 class index (column of ``label_matrix``) of each sample's positive label, -1 when none.
 
         In a multi-label workspace the lowest-index positive is returned."""
-        m = self.label_matrix(sample_ids, upto_event=upto_event)
-        if m.shape[1] == 0:
-            return np.full(m.shape[0], -1, np.int64)
-        pos = m == POSITIVE
-        return np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
+        return single_from_matrix(self.label_matrix(sample_ids, upto_event=upto_event))
 
     def batches(self, limit: int = 200) -> pd.DataFrame:
         """The newest batches, newest first.
@@ -553,8 +560,7 @@ class Store:
         """
         df = self._frame("SELECT id, time, actor, source, note, n_events, undoes FROM batches "
                          "ORDER BY id DESC LIMIT ?", (int(limit),), index="id")
-        live = _live_undos(self._con())
-        df["undone_by"] = pd.array([live.get(int(i)) for i in df.index], dtype="Int64").astype("float64")
+        df["undone_by"] = df.index.map(_live_undos(self._con())).astype("float64")
         return df
 
     def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None
@@ -619,11 +625,7 @@ class Store:
             raise StoreError(f"{dest} is a folder; give a file name for the backup (e.g. {dest / 'curation.db'}).")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        dst = sqlite3.connect(str(tmp))
-        try:
-            self._con().backup(dst)
-        finally:
-            dst.close()
+        copy_database(self._con(), tmp)
         os.replace(tmp, dest)
         return dest
 
@@ -653,6 +655,20 @@ class Store:
         for col in ("config", "metrics"):
             df[col] = df[col].map(json.loads) if len(df) else df[col]
         return df
+
+    def newest_run_id(self, *, status: str | None = "done", kinds: Sequence[str] | None = None) -> int | None:
+        """Id of the newest run with this status (None = any) and one of these kinds (None = any), or None;
+        reads no metrics."""
+        where, params = ["1=1"], []
+        if status is not None:
+            where.append("status=?")
+            params.append(status)
+        if kinds is not None:
+            kinds = list(kinds)
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        row = self._read(f"SELECT MAX(id) FROM runs WHERE {' AND '.join(where)}", tuple(params))
+        return None if row[0][0] is None else int(row[0][0])
 
     def run(self, run_id: int) -> dict[str, Any]:
         df = self._frame("SELECT * FROM runs WHERE id=?", (int(run_id),))
@@ -684,6 +700,13 @@ class Store:
             if fields.get("status") == "interrupted":
                 con.execute("UPDATE runs SET status='interrupted' WHERE status='running' AND pid IS NOT NULL "
                             "AND pid=(SELECT pid FROM jobs WHERE id=?)", (int(job_id),))
+
+    def assign_job_pid(self, job_id: int, pid: int) -> bool:
+        """Name the worker a queued job waits for, unless a worker has started it already (one statement, so it
+        never overwrites the pid the running worker wrote). Returns whether the row was updated."""
+        with self._write() as con:
+            return con.execute("UPDATE jobs SET pid=? WHERE id=? AND started IS NULL",
+                               (int(pid), int(job_id))).rowcount == 1
 
     def interrupt_runs(self, pids: Sequence[int]) -> list[int]:
         """Mark the ``running`` runs of these (dead) processes ``interrupted``; returns their ids."""
@@ -725,6 +748,15 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+def single_from_matrix(m: np.ndarray) -> np.ndarray:
+    """(N,) int64 column of each row's positive label in a (N, K) label matrix, -1 when none (the lowest
+    positive column when a row has several)."""
+    if m.shape[1] == 0:
+        return np.full(m.shape[0], -1, np.int64)
+    pos = m == POSITIVE
+    return np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
+
+
 def class_name_problem(name: str) -> str | None:
     """Why a non-empty class name cannot be used, in a few words, or None when it is fine.
 
@@ -752,6 +784,16 @@ def validate_class_name(name: Any) -> str:
     if why:
         raise StoreError(f"Class name {clean!r} cannot be used: {why}; give it one line of visible text.")
     return clean
+
+
+def copy_database(src: sqlite3.Connection, dest: Path) -> None:
+    """Copy an open SQLite database into the file ``dest`` with SQLite's backup API (a consistent copy while
+    others write to ``src``; ``dest`` may be a database that others have open)."""
+    dst = sqlite3.connect(str(dest))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
 
 
 def _migrate(con: sqlite3.Connection, version: int, path: Path) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.calibrate import has_prediction
 from curation.progress import ProgressFn, null_progress, sub_progress
+from curation.store import single_from_matrix
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +58,16 @@ def _check_graph(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.nda
     return lm, idx, sims
 
 
-def _votes(lm: np.ndarray, idx: np.ndarray, w: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(lm: np.ndarray, task: str) -> np.ndarray:
+    """(N,) bool: rows that carry a label (single-label: a positive; multi-label: any known cell)."""
+    return (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
+
+
+def _votes(lm: np.ndarray, idx: np.ndarray, w: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First-hop evidence, in row chunks: (pos (N, K) weighted positive votes, wlab (N,) weight of labelled
-    neighbours: with a positive for single-label, with any known state for multi-label)."""
+    neighbours, ``labelled`` (N,) bool from :func:`_labelled`)."""
     n, kk = lm.shape
     pos = np.zeros((n, kk), np.float32)
-    labelled = (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
     for a in range(0, n, CHUNK):
         b = min(a + CHUNK, n)
         pos[a:b] = (w[a:b, :, None] * (lm[idx[a:b]] == 1)).sum(1)
@@ -74,8 +80,7 @@ def _class_prior(lm: np.ndarray, task: str) -> np.ndarray:
     kk = lm.shape[1]
     if task == "single":
         return np.full(kk, 1.0 / kk, np.float32)
-    labelled = (lm != 0).any(1)
-    return ((lm == 1).sum(0) / max(int(labelled.sum()), 1)).astype(np.float32)
+    return ((lm == 1).sum(0) / max(int(_labelled(lm, task).sum()), 1)).astype(np.float32)
 
 
 def neighbor_vote(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray, *, task: str = "single",
@@ -125,8 +130,8 @@ def neighbor_vote(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.nd
     idx = np.where(valid, idx, 0)
     w = np.exp((sims - sims.max(1, keepdims=True)) / max(float(temperature), 1e-6)) * valid
     w = w.astype(np.float32)
-    pos, wlab = _votes(lm, idx, w, task)
-    labelled = (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
+    labelled = _labelled(lm, task)
+    pos, wlab = _votes(lm, idx, w, labelled)
 
     # fallback: rows without labelled neighbours borrow their neighbours' votes, minus their own share
     self_pos = (lm == 1).astype(np.float32)
@@ -151,8 +156,7 @@ def neighbor_vote(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.nd
         pos, wlab = pos * scale[:, None], np.where(has, np.float32(idx.shape[1]), np.float32(0))
     den = (wlab + prior)[:, None]
     probs = np.divide(pos + prior * _class_prior(lm, task)[None, :], den, out=np.zeros_like(pos),
-                      where=has[:, None] & (den > 0))
-    probs = np.where(has[:, None], probs, 0.0).astype(np.float32)
+                      where=has[:, None] & (den > 0))                # float32; all zeros without evidence
     return probs, probs.max(1).astype(np.float32)
 
 
@@ -197,7 +201,7 @@ def label_propagation(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: n
     lm, idx, sims = _check_graph(label_matrix, knn_idx, knn_sims, task)
     n, kk = lm.shape
     pos = lm == 1
-    labelled = pos.any(1) if task == "single" else (lm != 0).any(1)
+    labelled = _labelled(lm, task)
     if n == 0 or kk == 0 or idx.shape[1] == 0 or not labelled.any():
         return np.zeros((n, kk), np.float32)
     valid = idx >= 0
@@ -357,17 +361,6 @@ def fit_status(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | N
             "changed": changed, "threshold": threshold, "stale": changed > threshold}
 
 
-def _labelled(lm: np.ndarray, task: str) -> np.ndarray:
-    return (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
-
-
-def _single(lm: np.ndarray) -> np.ndarray:
-    pos = lm == 1
-    if lm.shape[1] == 0:
-        return np.full(len(lm), -1, np.int64)
-    return np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
-
-
 def _oof(X: np.ndarray, lm: np.ndarray, task: str, *, folds: int, seed: int, C: float,
          progress: ProgressFn) -> np.ndarray:
     """Out-of-fold probabilities of the current labels; raises OOFError (with what to do) when impossible."""
@@ -375,7 +368,7 @@ def _oof(X: np.ndarray, lm: np.ndarray, task: str, *, folds: int, seed: int, C: 
 
     if task == "multi":
         return out_of_fold_probs_multi(X, lm, folds=folds, seed=seed, C=C, progress=progress)
-    y = _single(lm)
+    y = single_from_matrix(lm)
     if len(np.unique(y[y >= 0])) < 2:
         raise OOFError("Out-of-fold heads need labelled samples of at least 2 classes; label a few of each.")
     return out_of_fold_probs(X, y, n_classes=lm.shape[1], folds=folds, seed=seed, C=C, progress=progress)
@@ -443,7 +436,8 @@ def refresh(ws: Any, emb: Any, *, force: bool = False, folds: int = 5, seed: int
     return {**fit_status(ws, emb, folds=folds, seed=seed, C=C), "refitted": True}
 
 
-def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any]] | None:
+def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+    """(arrays of the fit: ``oof`` / ``prop`` (N, K) float32, reasons for the missing ones), or None when gone."""
     meta = ws.artifacts.meta(FIT_KIND, key)
     if meta is None:
         return None
@@ -452,7 +446,7 @@ def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str],
                   for name in meta.get("arrays", [])}
     except (FileNotFoundError, ValueError):           # replaced by a concurrent refit
         return None
-    return arrays, dict(meta.get("reasons", {})), meta
+    return arrays, dict(meta.get("reasons", {}))
 
 
 def _zero_shot(ws: Any, emb: Any, task: str) -> tuple[str | None, np.ndarray | None, str]:
@@ -505,26 +499,24 @@ def _heldout(ws: Any, ids: np.ndarray, run: dict[str, Any], task: str) -> np.nda
 
 def _newest_run(ws: Any) -> int | None:
     """Id of the newest finished run of a kind in :data:`MODEL_KINDS`, or None."""
-    runs = ws.store.runs()
-    done = runs[runs["kind"].isin(MODEL_KINDS) & (runs["status"] == "done")] if len(runs) else runs
-    return None if done.empty else int(done.index.max())
+    return ws.store.newest_run_id(kinds=MODEL_KINDS)
 
 
-def _model_source(ws: Any, ids: np.ndarray, names: list[str], task: str) -> tuple[int | None, np.ndarray | None, str]:
-    """(run id, (N, K) probabilities of the newest done run on its held-out samples — NaN rows elsewhere —,
-    reason when unavailable)."""
+def _model_source(ws: Any, ids: np.ndarray, names: list[str], task: str,
+                  run_id: int | None) -> tuple[np.ndarray | None, str]:
+    """((N, K) probabilities of run ``run_id`` (:func:`_newest_run`) on its held-out samples — NaN rows
+    elsewhere —, reason when unavailable)."""
     from curation.train import load_predictions
 
-    run_id = _newest_run(ws)
     if run_id is None:
-        return None, None, "no finished training run yet: train a head (Train page or `python -m curation train`)"
+        return None, "no finished training run yet: train a head (Train page or `python -m curation train`)"
     run = {**ws.store.run(run_id), "id": run_id}
     trained_on = (run.get("metrics") or {}).get("classes")
     if trained_on is not None and list(trained_on) != list(names):
-        return None, None, f"run {run_id} was trained on other classes ({len(trained_on)}); train again"
+        return None, f"run {run_id} was trained on other classes ({len(trained_on)}); train again"
     pred = load_predictions(ws, run_id)
     if pred is None or np.shape(pred[1])[1] != len(names):
-        return None, None, f"run {run_id} saved no predictions for these classes; train again"
+        return None, f"run {run_id} saved no predictions for these classes; train again"
     p_ids, p_probs = np.asarray(pred[0], np.int64), np.asarray(pred[1], np.float32)
     order = np.argsort(p_ids)
     at = np.clip(np.searchsorted(p_ids[order], ids), 0, max(len(p_ids) - 1, 0))
@@ -532,17 +524,13 @@ def _model_source(ws: Any, ids: np.ndarray, names: list[str], task: str) -> tupl
     use = present & _heldout(ws, ids, run, task)
     out = np.full((len(ids), len(names)), np.nan, np.float32)
     out[use] = p_probs[order][at[use]]
-    return run_id, out, ""
+    return out, ""
 
 
 def _nan_rows(p: np.ndarray, keep: np.ndarray) -> np.ndarray:
     out = np.asarray(p, np.float32).copy()
     out[~keep] = np.nan
     return out
-
-
-def _available(p: np.ndarray) -> np.ndarray:
-    return np.isfinite(p).all(1) & (np.nan_to_num(p).sum(1) > 0)
 
 
 def _fit_ensemble(ws: Any, key: str, config: dict[str, Any], sources: dict[str, np.ndarray], lm: np.ndarray,
@@ -552,16 +540,17 @@ def _fit_ensemble(ws: Any, key: str, config: dict[str, Any], sources: dict[str, 
     from curation.calibrate import PooledEnsemble, ece
     from curation.evaluate import tune_thresholds
 
-    y = _single(lm) if task == "single" else lm
+    y = single_from_matrix(lm) if task == "single" else lm
     pool = PooledEnsemble(task=task).fit(sources, y)
+    pooled = pool.predict_proba(sources)
     record: dict[str, Any] = {"ensemble": pool.to_dict(), "ece_mean": None, "ece_pooled": None, "thresholds": None}
     if task == "single" and pool.fitted_:
-        rows = (y >= 0) & (pool.predict_proba(sources).sum(1) > 0)
+        rows = (y >= 0) & (pooled.sum(1) > 0)
         mean = PooledEnsemble.from_dict({**pool.to_dict(), "fitted": False}).predict_proba(sources)
         record["ece_mean"] = float(ece(mean[rows], y[rows]))
-        record["ece_pooled"] = float(ece(pool.predict_proba(sources)[rows], y[rows]))
+        record["ece_pooled"] = float(ece(pooled[rows], y[rows]))
     if task == "multi":
-        record["thresholds"] = tune_thresholds(lm, pool.predict_proba(sources)).astype(float).tolist()
+        record["thresholds"] = tune_thresholds(lm, pooled).astype(float).tolist()
     ws.artifacts.save_json(ENSEMBLE_KIND, key, record, config=config)
     return record
 
@@ -609,7 +598,8 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
     if refit == "always" or status["key"] is None or (refit == "auto" and status["stale"]):
         status = refresh(ws, emb, force=True, folds=folds, seed=seed, C=C, progress=sub_progress(progress, 0, 0.9))
         refitted = True
-    memo_key = (str(ws.root), status["key"], state_token(ws), _newest_run(ws))
+    run_id = _newest_run(ws)
+    memo_key = (str(ws.root), status["key"], state_token(ws), run_id)
     if not refitted and _MEMO.get("key") == memo_key:
         return replace(_MEMO["state"], info={**_MEMO["state"].info, "refitted": False})
     fit = _load_fit(ws, status["key"])
@@ -617,8 +607,8 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
         status = refresh(ws, emb, force=True, folds=folds, seed=seed, C=C)
         fit = _load_fit(ws, status["key"])
         assert fit is not None
-        memo_key = (str(ws.root), status["key"], state_token(ws), _newest_run(ws))
-    arrays, reasons, _ = fit
+        memo_key = (str(ws.root), status["key"], state_token(ws), run_id)
+    arrays, reasons = fit
     ids = np.asarray(emb.ids, np.int64)
     task = ws.store.task
     names = ws.store.class_names()
@@ -627,7 +617,7 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
     idx, sims = _graph(ws, emb)
     info_sources: dict[str, dict[str, Any]] = {}
     sources: dict[str, np.ndarray] = {}
-    zs_key = run_id = None
+    zs_key = model_run = None
     if names:
         vote, conf = neighbor_vote(lm, idx[:, :VOTE_K], sims[:, :VOTE_K], task=task)
         sources["knn"] = _nan_rows(vote, conf > 0)
@@ -636,9 +626,9 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
         zs_key, zs, reasons["zeroshot"] = _zero_shot(ws, emb, task)
         if zs is not None:
             sources["zeroshot"] = zs
-        run_id, model, reasons["model"] = _model_source(ws, ids, names, task)
+        model, reasons["model"] = _model_source(ws, ids, names, task, run_id)
         if model is not None:
-            sources["model"] = model
+            sources["model"], model_run = model, run_id
         if "oof" in arrays:
             sources["oof"] = arrays["oof"]
         if not (lm != 0).any():
@@ -646,7 +636,7 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
     else:
         reasons = {s: "no classes yet: add classes or import labels" for s in SOURCES}
     sources = {s: sources[s] for s in SOURCES if s in sources}
-    ens_config = {"fit": status["key"], "zeroshot": zs_key, "model": run_id, "sources": list(sources),
+    ens_config = {"fit": status["key"], "zeroshot": zs_key, "model": model_run, "sources": list(sources),
                   "version": FIT_VERSION}
     ens_key = make_key(ens_config)
     record = ws.artifacts.load_json(ENSEMBLE_KIND, ens_key) if sources else None
@@ -662,13 +652,13 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
     else:
         probs, weights, record = np.zeros((len(ids), len(names)), np.float32), {}, {}
     for s in SOURCES:
-        n_avail = int(_available(sources[s]).sum()) if s in sources else 0
+        n_avail = int(has_prediction(sources[s]).sum()) if s in sources else 0
         info_sources[s] = {"available": n_avail > 0, "reason": "" if n_avail else reasons.get(s, "no predictions"),
                            "n": n_avail, "weight": float(weights.get(s, 0.0))}
     info = {**status, "fit_key": status["key"], "last_event": last_event, "refitted": refitted,
-            "ensemble_key": ens_key if sources else None, "sources": info_sources, "run_id": run_id, **record}
+            "ensemble_key": ens_key if sources else None, "sources": info_sources, "run_id": model_run, **record}
     progress(1.0, "suggestions ready")
-    labels = _single(lm)
+    labels = single_from_matrix(lm)
     for a in (probs, lm, labels, idx, sims, *sources.values()):
         a.setflags(write=False)
     state = LabelState(ids=ids, task=task, class_names=names, label_matrix=lm, labels=labels, sources=sources,
@@ -693,7 +683,7 @@ def _row_sources(sources: dict[str, np.ndarray], n: int) -> np.ndarray:
     names = [s for s in SOURCES if s in sources]
     if not names:
         return np.full(n, "", dtype=object)
-    bits = np.stack([_available(sources[s]) for s in names]).astype(np.int64)
+    bits = np.stack([has_prediction(sources[s]) for s in names]).astype(np.int64)
     mask = (bits << np.arange(len(names))[:, None]).sum(0)
     uniq, inv = np.unique(mask, return_inverse=True)
     labels = np.array(["+".join(s for j, s in enumerate(names) if u >> j & 1) for u in uniq], dtype=object)
@@ -710,12 +700,11 @@ def suggestion_frame(state: LabelState) -> pd.DataFrame:
     at = np.maximum(cls, 0)
     conf = np.where(has, probs[r, at] if kk else 0.0, 0.0).astype(np.float32)
     pos = lm == 1
-    label_idx = np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64) if kk else np.full(n, -1, np.int64)
     agrees = (pos[r, at] & has) if kk else np.zeros(n, bool)
     name_arr = np.array([*state.class_names, ""], dtype=object)
     df = pd.DataFrame({"class_idx": cls, "class_name": name_arr[cls].astype(str), "confidence": conf,
                        "source": np.where(has, _row_sources(state.sources, n), "").astype(str),
-                       "label_idx": label_idx, "agrees": agrees.astype(bool)}, index=pd.Index(ids, name="id"))
+                       "label_idx": state.labels, "agrees": agrees.astype(bool)}, index=pd.Index(ids, name="id"))
     for s, col in zip(SOURCES, PROB_COLUMNS):
         p = state.sources.get(s)
         df[col] = np.where(has, p[r, at], np.nan).astype(np.float32) if p is not None and kk else np.float32(np.nan)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from curation.progress import Cancelled, ProgressFn, null_progress
+from curation.store import POSITIVE, REJECTED, UNKNOWN, single_from_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 RUN_KIND = "head"
 CHECKPOINT_KIND = "checkpoints"
 PREDICTIONS_KIND = "predictions"
@@ -527,6 +527,40 @@ def _free(device: str) -> None:
 
 
 # ---------------------------------------------------------------------- checkpoints
+def _write_safetensors(path: Any, tensors: dict[str, "torch.Tensor"], key: str, obj: dict[str, Any]) -> None:
+    """Write ``tensors`` (name -> contiguous CPU tensor) with ``obj`` as JSON under metadata entry ``key``,
+    atomically (a temporary file, then a rename): a reader never sees half a checkpoint."""
+    from safetensors.torch import save_file
+
+    tmp = Path(f"{path}.tmp")
+    save_file(tensors, str(tmp), metadata={key: json.dumps(obj)})
+    os.replace(tmp, path)
+
+
+def _read_safetensors(path: Any, key: str, *,
+                      skip_prefix: str = "") -> tuple[dict[str, Any], dict[str, "torch.Tensor"]]:
+    """A safetensors file's JSON metadata entry and its tensors, without unpickling.
+
+    Parameters
+    ----------
+    path : the file.
+    key : the metadata entry that holds the JSON dict (``"config"`` for heads, ``"state"`` for training states).
+    skip_prefix : tensors whose names start with it are not read (``TOWER_PREFIX``: a head without its tower).
+
+    Returns
+    -------
+    meta : the decoded dict, {} when the file has no such entry (then no tensor is read either).
+    tensors : name -> tensor (CPU).
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get(key, "{}"))
+        if not meta:
+            return {}, {}
+        return meta, {k: f.get_tensor(k) for k in f.keys() if not (skip_prefix and k.startswith(skip_prefix))}
+
+
 def save_head(head: TrainedHead, path: Any, *, extra: dict[str, Any] | None = None,
               tensors: dict[str, "torch.Tensor"] | None = None) -> dict[str, Any]:
     """Write the head's tensors with safetensors (atomically); its config (JSON) rides in the file's metadata.
@@ -535,7 +569,6 @@ def save_head(head: TrainedHead, path: Any, *, extra: dict[str, Any] | None = No
     tower); :func:`load_head_file` leaves them out. Returns the JSON config (also what the artifact's
     meta record stores)."""
     import torch
-    from safetensors.torch import save_file
 
     out = {k: v.detach().float().cpu().contiguous() for k, v in head.module.state_dict().items()}
     out["thresholds"] = torch.from_numpy(np.asarray(head.thresholds_, np.float32).copy())
@@ -545,22 +578,16 @@ def save_head(head: TrainedHead, path: Any, *, extra: dict[str, Any] | None = No
         out[k] = v.detach().cpu().contiguous()
     meta = {"head": head.config.to_dict(), "task": head.task, "in_dim": head.in_dim, "n_classes": head.n_classes,
             "best_epoch": head.best_epoch_, "cancelled": head.cancelled, **(extra or {})}
-    tmp = Path(f"{path}.tmp")
-    save_file(out, str(tmp), metadata={"config": json.dumps(meta)})
-    os.replace(tmp, path)
+    _write_safetensors(path, out, "config", meta)
     return meta
 
 
 def load_head_file(path: Any, *, device: str = "cpu") -> TrainedHead:
-    """Rebuild a :class:`TrainedHead` from a safetensors checkpoint (never unpickles)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("config", "{}"))
+    """Rebuild a :class:`TrainedHead` from a safetensors checkpoint (never unpickles; ``tower.*`` tensors are
+    not read)."""
+    meta, tensors = _read_safetensors(path, "config", skip_prefix=TOWER_PREFIX)
     if not meta:
         raise TrainingError(f"{path} has no head config in its metadata; it is not a curation checkpoint.")
-    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith(TOWER_PREFIX)}
     thresholds = tensors.pop("thresholds").numpy()
     cfg = HeadConfig.from_any(meta["head"])
     module = _build_head(int(meta["in_dim"]), int(meta["n_classes"]), cfg)
@@ -581,7 +608,8 @@ def _id_set(raw: str | None) -> np.ndarray:
     return np.array(sorted(set(json.loads(raw))) if raw else [], np.int64)
 
 
-def _edit_pinned(ws: "Workspace", ids: Sequence[int] | np.ndarray, combine: Any) -> np.ndarray:
+def _edit_pinned(ws: "Workspace", ids: Sequence[int] | np.ndarray,
+                 combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """``combine(current, ids)`` applied to the slice in one store transaction (concurrent edits never lose one)."""
     ids = np.asarray(ids, np.int64).ravel()
 
@@ -633,10 +661,11 @@ def split_labelled(ids: np.ndarray, splits: np.ndarray, labelled: np.ndarray, *,
 
 def _correct(task: str, Y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """(N,) bool: single-label argmax == label; multi-label top-1 is one of the positive labels."""
-    top = probs.argmax(1)
     if task == "single":
-        return top == Y
-    return Y[np.arange(len(Y)), top] == POSITIVE
+        return probs.argmax(1) == Y
+    from curation.evaluate import top1_correct
+
+    return top1_correct(Y, probs)
 
 
 def _evaluate(task: str, Y: np.ndarray, probs: np.ndarray, names: list[str], head: TrainedHead) -> dict[str, Any]:
@@ -700,8 +729,7 @@ def run_data(ws: "Workspace", ids: np.ndarray, *, val_fraction: float, seed: int
     ids = np.asarray(ids, np.int64)
     M = store.label_matrix(ids, upto_event=snapshot)
     if store.task == "single":
-        pos = M == POSITIVE
-        Y = np.where(pos.any(1), pos.argmax(1), -1).astype(np.int64)
+        Y = single_from_matrix(M)
         labelled = Y >= 0
     else:
         Y = M
@@ -884,18 +912,8 @@ def load_head(ws: "Workspace", run_id: int, *, device: str = "cpu") -> TrainedHe
 
 def latest_run(ws: "Workspace", status: str | None = "done", *, kind: str | None = RUN_KIND) -> dict[str, Any] | None:
     """The newest run with this status (None = any) and kind (None = any), as ``store.run`` returns it."""
-    runs = ws.store.runs()
-    if runs.empty:
-        return None
-    if status is not None:
-        runs = runs[runs["status"] == status]
-    if kind is not None:
-        runs = runs[runs["kind"] == kind]
-    if runs.empty:
-        return None
-    rec = ws.store.run(int(runs.index.max()))
-    rec["id"] = int(runs.index.max())
-    return rec
+    run_id = ws.store.newest_run_id(status=status, kinds=None if kind is None else [kind])
+    return None if run_id is None else {**ws.store.run(run_id), "id": run_id}
 
 
 def compare_runs(ws: "Workspace", run_a: int, run_b: int) -> dict[str, Any]:
@@ -957,8 +975,7 @@ def compare_runs(ws: "Workspace", run_a: int, run_b: int) -> dict[str, Any]:
             return out
 
         if task == "single":
-            pos = M[:, :len(names_b)] == POSITIVE
-            Y = np.where(pos.any(1), pos.argmax(1), -1)
+            Y = single_from_matrix(M[:, :len(names_b)])
         else:
             Y = M[:, :len(names_b)]
         ok_rows = (Y >= 0) if task == "single" else (Y == POSITIVE).any(1)

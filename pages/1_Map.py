@@ -9,15 +9,8 @@ st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", lay
 st.title("Map")
 ws = widgets.require_workspace()
 
-emb = None
-with widgets.guard("loading the embeddings"):
-    emb = loaders.embeddings(ws)
-if emb is None:
-    st.info("No map yet: run the pipeline (embed → map → suggestions).")
-    if st.button("Run pipeline", type="primary"):
-        jobpanel.submit(ws, "pipeline", {})
-    jobpanel.jobs_panel(ws, key="map_jobs")
-    st.stop()
+emb = widgets.require_embeddings(ws, "No map yet: run the pipeline (embed → map → suggestions).",
+                                 run_key="map_pipeline")
 
 c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
 method = c1.segmented_control("Layout", list(mapview.LAYOUTS), format_func=mapview.LAYOUTS.get, default="umap",
@@ -45,7 +38,6 @@ matrix = ws.store.label_matrix(ids)
 label_text = labels.label_text(matrix, names)
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
 clusters = widgets.optional(loaders.clusters, ws, "clusters")
-splits = ws.store.samples()["split"]
 
 modes = [m for m in mapview.COLOUR_MODES if m != "cluster" or clusters is not None]
 m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
@@ -71,6 +63,9 @@ if caption:
     st.caption(caption)
 shown, shown_keep = ids[rows], keep[rows]
 shown_text = [label_text[r] for r in rows]
+clicked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP_CHART)), shown)
+# the whole samples table, read only when the split is shown (the colour, or the clicked point's facts)
+splits = ws.store.samples()["split"] if mode == "split" or len(clicked) == 1 else None
 cats, values = mapview.colour_by(mode, shown, label_text=shown_text, sugg=sugg, splits=splits, clusters=clusters,
                                  issues=issues)
 colours = mapview.category_colours(cats) if cats is not None else None
@@ -81,7 +76,6 @@ fig = mapview.map_figure(xy[rows], shown, categories=cats, colours=colours, valu
                          hint="click to preview" if mouse == "pan" else "Mouse → click to preview, then click",
                          revision=f"{method}-{mouse}")
 
-clicked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP_CHART)), shown)
 picked = np.intersect1d(clicked, shown[shown_keep])  # bulk actions: the filter's points only
 text_of = dict(zip(ids.tolist(), label_text))
 left, right = st.columns([5, 2])

@@ -2,21 +2,14 @@
 
 import streamlit as st
 
-from curation.ui import clusterview, jobpanel, loaders, widgets
+from curation.ui import clusterview, loaders, widgets
 
 st.set_page_config(page_title="Clusters · Curation studio", page_icon="🧩", layout="wide")
 st.title("Clusters")
 ws = widgets.require_workspace()
 
-emb = None
-with widgets.guard("loading embeddings"):
-    emb = loaders.embeddings(ws)
-if emb is None:
-    st.info("No embeddings yet: run the pipeline (embed → map → clusters → suggestions).")
-    if st.button("Run pipeline", type="primary", key="clusters_pipeline"):
-        jobpanel.submit(ws, "pipeline", {})
-    jobpanel.jobs_panel(ws, key="clusters_pipeline_jobs")
-    st.stop()
+emb = widgets.require_embeddings(
+    ws, "No embeddings yet: run the pipeline (embed → map → clusters → suggestions).", run_key="clusters_pipeline")
 
 clusterview.recompute_controls(ws)
 clustering = widgets.optional(loaders.clustering, ws, "clusters")

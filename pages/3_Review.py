@@ -10,14 +10,11 @@ st.set_page_config(page_title="Review · Curation studio", page_icon="✅", layo
 st.title("Review")
 ws = widgets.require_workspace()
 
-emb = None
-with widgets.guard("loading embeddings"):
-    emb = loaders.embeddings(ws)
-sugg = widgets.optional(loaders.suggestions, ws, "suggestions") if emb is not None else None
+NO_SUGGESTIONS = "No suggestions yet: run the pipeline on the Home page."
+emb = widgets.require_embeddings(ws, NO_SUGGESTIONS)
+sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
 if sugg is None:
-    st.info("No suggestions yet: run the pipeline on the Home page.")
-    st.page_link("app.py", label="Home", icon=":material/home:")
-    st.stop()
+    widgets.stop_for_pipeline(ws, NO_SUGGESTIONS)
 
 ids = np.asarray(emb.ids, np.int64)
 names = ws.store.class_names()

@@ -3,18 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import labels, loaders, widgets
+from curation.ui import labels, widgets
 
 st.set_page_config(page_title="Search · Curation studio", layout="wide")
 st.title("Search")
 ws = widgets.require_workspace()
 
-emb = None
-with widgets.guard("loading the embeddings"):
-    emb = loaders.embeddings(ws)
-if emb is None:
-    st.info("No embeddings yet: run the pipeline from the Home page first.")
-    st.stop()
+emb = widgets.require_embeddings(ws, "No embeddings yet: run the pipeline from the Home page first.")
 
 text_tab, image_tab = st.tabs(["By text", "By image"])
 hits = None

@@ -16,6 +16,27 @@ os.environ.setdefault("CURATION_WORKER_IDLE", "30")  # warm workers started by t
 from curation.workspace import Workspace  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def open_page(page: str | None = None, *, timeout: float = 60, no_errors: bool = False):
+    """The app through ``AppTest``, entered at ``app.py`` (as a browser would) and switched to ``page``
+    (``"pages/…py"``), after checking that no exception (and, with ``no_errors``, no ``st.error``) shows."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert_ok(at, no_errors=no_errors)
+    return at
+
+
+def assert_ok(at, *, no_errors: bool = True) -> None:
+    """No exception on the page and, with ``no_errors``, no ``st.error`` either."""
+    assert not at.exception, [e.message for e in at.exception]
+    if no_errors:
+        assert not at.error, [e.value for e in at.error]
 
 
 @pytest.fixture(autouse=True)

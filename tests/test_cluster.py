@@ -227,9 +227,9 @@ def test_compute_clusters_cached_and_current(ws, blobs, monkeypatch):
     assert np.isin(cl.medoids, emb.ids).all() and (cl.labels[np.searchsorted(emb.ids, cl.medoids[:, 0])] ==
                                                   cl.clusters).all()
     np.testing.assert_array_equal(cl.members(0), emb.ids[auto["cluster"].to_numpy() == 0])
-    noise = C.hdbscan_noise(ws, emb)
-    assert noise.name == "hdbscan_noise" and noise.index.equals(df.index) and noise.dtype == bool
-    assert C.load_clustering(ws, emb).method == "kmeans"  # computing noise flags did not switch clusterings
+    hd = C.compute_clusters(ws, emb, method="hdbscan", current=False)
+    assert hd.index.equals(df.index) and (hd["cluster"] >= -1).all()
+    assert C.load_clustering(ws, emb).method == "kmeans"  # computing HDBSCAN aside did not switch clusterings
     monkeypatch.setattr(C, "fit_clusters", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert C.compute_clusters(ws, emb, k=6)["cluster"].equals(df["cluster"])
     assert C.load_clustering(ws, emb).k == 6 and len(C.load_clustering(ws, emb).silhouette) == 0

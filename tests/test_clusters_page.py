@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import open_page
 from curation.progress import null_progress
 from curation.store import POSITIVE
 from curation.ui import clusterview, state, widgets
 from curation.workspace import Workspace
-from test_ui import CLASSES, ROOT, embedded, workspace  # noqa: F401 (fixtures)
+from test_ui import CLASSES, embedded, workspace  # noqa: F401 (fixtures)
 
 PAGE = "pages/2_Clusters.py"
 
@@ -27,11 +28,7 @@ def clustered(embedded: Workspace) -> Workspace:  # noqa: F811
 
 
 def _page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_page(PAGE)
 
 
 # ---------------------------------------------------------------------- pure helpers

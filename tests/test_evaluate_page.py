@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import assert_ok, open_page
 from curation.evaluate import multilabel_confusion_pairs
 from curation.store import POSITIVE
 from curation.ui import evalview, selection, state
@@ -20,8 +21,6 @@ from curation.workspace import Workspace
 train = pytest.importorskip("curation.train")
 embed = pytest.importorskip("curation.embed")
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 PAGE = "pages/5_Evaluate.py"
 CLASSES = ["circle", "square", "triangle"]
 N = 60
@@ -97,16 +96,7 @@ def multi(templates, tmp_path, monkeypatch) -> tuple[Workspace, int, int]:
 
 
 def _page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page(PAGE).run()
-    _ok(at)
-    return at
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page(PAGE, no_errors=True)
 
 
 def _shown_ids(at: AppTest) -> list[int]:
@@ -119,7 +109,7 @@ def _click(at: AppTest, i: int, j: int) -> None:
     at.session_state[evalview.K_CHART] = {"selection": {"points": [{"customdata": [i, j]}], "point_indices": [],
                                                         "box": [], "lasso": []}}
     at.run()
-    _ok(at)
+    assert_ok(at)
 
 
 def _expected_cell(ws: Workspace, run_id: int, i: int, j: int, *, which: str = "val") -> list[int]:
@@ -238,7 +228,7 @@ def test_click_and_selectboxes_open_the_same_cell(single):
     at.selectbox(key=evalview.K_TRUE).set_value(j)
     at.selectbox(key=evalview.K_PRED).set_value(j)
     at.run()
-    _ok(at)
+    assert_ok(at)
     assert at.selectbox(key=evalview.K_TRUE).value == j
     assert _shown_ids(at) == sorted(_expected_cell(ws, a, j, j)[:evalview.CELL_PAGE])
 
@@ -248,7 +238,7 @@ def test_verdict_writes_review_and_label_batch(single):
     at, i, j = _click_a_mistake(ws, a)
     sid = _shown_ids(at)[0]
     at.button(key=f"verdict_label_wrong_{sid}").click().run()
-    _ok(at)
+    assert_ok(at)
     rev = ws.store.reviews().iloc[-1]
     assert (rev["sample_id"], rev["verdict"], rev["queue"], rev["run_id"]) == (sid, "label_wrong", "evaluate", a)
     batch = ws.store.batches().iloc[0]
@@ -274,7 +264,7 @@ def test_compare_runs_shows_flips_and_label_changes(single):
     at.selectbox(key="eval_cmp_a").set_value(a)
     at.selectbox(key="eval_cmp_b").set_value(b)
     at.run()
-    _ok(at)
+    assert_ok(at)
     tabs = {t.label.split(" (")[0]: t for t in at.tabs}
     right = tabs["Became right"]
     assert right.label == f"Became right ({len(cmp['became_right'])})"
@@ -293,7 +283,7 @@ def test_pin_from_the_cell_and_unpin_from_the_slice(single):
     sid = _shown_ids(at)[0]
     agree = at.selectbox(key=evalview.K_TRUE).value == at.selectbox(key=evalview.K_PRED).value
     at.button(key=f"pin_{sid}").click().run()
-    _ok(at)
+    assert_ok(at)
     assert train.pinned(ws).tolist() == [sid]
     assert at.button(key=f"pin_{sid}").label == "Unpin"
     captions = [c for img in at.image for c in img.captions if c.startswith(f"#{sid} ")]
@@ -301,7 +291,7 @@ def test_pin_from_the_cell_and_unpin_from_the_slice(single):
     at.multiselect(key="eval_unpin").set_value([sid])
     at.run()
     at.button(key="eval_unpin_apply").click().run()
-    _ok(at)
+    assert_ok(at)
     assert train.pinned(ws).tolist() == []
 
 
@@ -339,7 +329,7 @@ def test_finetune_runs_are_read_like_head_runs(single):
     assert [m.label for m in at.metric][:4] == ["Accuracy", "Balanced accuracy", "Macro-F1", "ECE"]
     at.selectbox(key="eval_cmp_a").set_value(b)
     at.run()
-    _ok(at)
+    assert_ok(at)
     assert {t.label for t in at.tabs} >= {"Became right (0)", "Became wrong (0)"}  # same predictions as run b
 
 
@@ -358,3 +348,11 @@ def test_multilabel_label_wrong_rejects_the_wrong_label_in_the_same_batch(multi)
     assert len(ws.store.events(batch)) == 2 and ws.store.check() == []
     ws.store.undo(batch)
     assert (ws.store.label_matrix([sid])[0] == before).all()
+
+
+def test_page_verdicts_are_the_engines():
+    """The Evaluate buttons and the engine's outcome table name the same verdicts (no drift between the lists)."""
+    from curation.evaluate import MISTAKE_VERDICTS
+    from curation.ui import actions
+
+    assert set(actions.VERDICTS) == set(MISTAKE_VERDICTS)

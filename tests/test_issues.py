@@ -293,3 +293,22 @@ def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, cap
     errors = capsys.readouterr().out.split("likely label errors:")[1].split("outliers:")[0]
     for i in planted:
         assert f"img{i}.png" in errors and names[yn[i]] in errors and names[y[i]] in errors
+
+
+def test_compute_issues_takes_the_noise_of_the_clustering_in_use(ws, blobs):
+    """By default the outlier score uses HDBSCAN's noise when HDBSCAN is the clustering in use; None: no noise."""
+    from curation.cluster import compute_clusters, noise_ids
+
+    X, y = blobs
+    stray = np.random.default_rng(5).normal(size=(12, X.shape[1]))        # scattered points: HDBSCAN noise
+    X = np.vstack([X[:300], stray / np.linalg.norm(stray, axis=1, keepdims=True)]).astype(X.dtype)
+    y = np.concatenate([y[:300], np.zeros(12, y.dtype)])
+    names = [f"c{c}" for c in range(6)]
+    ids = _workspace_with_samples(ws, X, [[names[c]] for c in y], names)
+    emb = SimpleNamespace(ids=ids, vectors=X, key="test-emb", has_text=False, encoder_id="fake")
+    assert not compute_issues(ws, emb)["cluster_noise"].any()           # no clustering yet
+    noise = noise_ids(compute_clusters(ws, emb, method="hdbscan"))
+    assert len(noise)
+    df = compute_issues(ws, emb)
+    assert set(df.index[df["cluster_noise"]]) == set(noise.tolist())
+    assert not compute_issues(ws, emb, noise=None)["cluster_noise"].any()

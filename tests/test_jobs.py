@@ -148,7 +148,7 @@ def test_kill_9_of_the_worker_interrupts_and_resume_completes(served: Workspace)
     _until(lambda: served.store.job(jid)["status"] == "running", "the job to start")
     pid = int(served.store.job(jid)["pid"])
     os.kill(pid, signal.SIGKILL)
-    _until(lambda: not jobs._alive(pid), "the worker to die")
+    _until(lambda: not jobs.process_alive(pid), "the worker to die")
     jobs.refresh(served)
     assert served.store.job(jid)["status"] == "interrupted"
     again = jobs.resume(served, jid)
@@ -162,7 +162,7 @@ def test_idle_worker_exits_and_the_next_submit_starts_another(served: Workspace,
     monkeypatch.setenv(jobs.IDLE_ENV, "0.5")
     first = jobs.wait(served, jobs.submit(served, "_test_steps", {}), timeout=60)
     assert first["status"] == "done"
-    _until(lambda: jobs.worker_pid(served) is None and not jobs._alive(first["pid"]), "the idle worker to exit")
+    _until(lambda: jobs.worker_pid(served) is None and not jobs.process_alive(first["pid"]), "the idle worker to exit")
     second = jobs.wait(served, jobs.submit(served, "_test_steps", {}), timeout=60)
     assert second["status"] == "done" and second["pid"] != first["pid"]
 

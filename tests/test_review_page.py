@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import assert_ok, open_page
 from curation.store import POSITIVE, REJECTED
 from curation.ui import state
 from curation.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
-APP, PAGE = str(ROOT / "app.py"), "pages/3_Review.py"
+PAGE = "pages/3_Review.py"
 CLASSES = ["circle", "square", "triangle"]
 N = 30
 
@@ -60,16 +60,7 @@ def multi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
 
 
 def _page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page(PAGE).run()
-    _ok(at)
-    return at
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page(PAGE, timeout=120, no_errors=True)
 
 
 def _shown(at: AppTest) -> int:
@@ -91,7 +82,7 @@ def test_confirm_queue_accept_skip_ambiguous_correct_and_undo(single: Workspace)
     # accept: one suggestion batch making the proposed class positive, one review row
     before = len(ws.store.batches())
     at.button(key="review_accept").click().run()
-    _ok(at)
+    assert_ok(at)
     (sid,) = at.session_state[state.K_REVIEW_DONE]
     batches = ws.store.batches()
     assert len(batches) == before + 1 and batches.iloc[0]["source"] == "suggestion"
@@ -102,7 +93,7 @@ def test_confirm_queue_accept_skip_ambiguous_correct_and_undo(single: Workspace)
 
     # undo: the label is gone again, the undo is recorded, and the sample is back at the front
     at.button(key="review_undo").click().run()
-    _ok(at)
+    assert_ok(at)
     assert ws.store.batches().iloc[0]["source"] == "undo"
     assert (ws.store.label_matrix(np.array([sid])) == POSITIVE).sum() == 0
     assert _last_review(ws)["verdict"] == "undone" and at.session_state[state.K_REVIEW_DONE] == []
@@ -112,19 +103,19 @@ def test_confirm_queue_accept_skip_ambiguous_correct_and_undo(single: Workspace)
     # skip: a review row, no batch; the next sample comes up
     n_batches = len(ws.store.batches())
     at.button(key="review_skip").click().run()
-    _ok(at)
+    assert_ok(at)
     assert len(ws.store.batches()) == n_batches and _last_review(ws)["verdict"] == "skipped"
     assert at.session_state[state.K_REVIEW_DONE] == [sid]
 
     # ambiguous: a review row only; with "also reject" it writes one rejection batch
     at.button(key="review_ambiguous").click().run()
-    _ok(at)
+    assert_ok(at)
     amb = int(at.session_state[state.K_REVIEW_DONE][-1])
     assert len(ws.store.batches()) == n_batches
     assert (_last_review(ws)["sample_id"], _last_review(ws)["verdict"]) == (amb, "ambiguous")
     at.checkbox(key="review_reject_on_mark").check().run()
     at.button(key="review_oov").click().run()
-    _ok(at)
+    assert_ok(at)
     oov = int(at.session_state[state.K_REVIEW_DONE][-1])
     assert len(ws.store.batches()) == n_batches + 1
     assert (ws.store.label_matrix(np.array([oov])) == REJECTED).sum() == 1
@@ -133,7 +124,7 @@ def test_confirm_queue_accept_skip_ambiguous_correct_and_undo(single: Workspace)
     # correct through the type-ahead picker: one human batch
     fixed = _shown(at)
     at.selectbox(key=f"review_fix_confirm_{fixed}").set_value("triangle").run()
-    _ok(at)
+    assert_ok(at)
     assert ws.store.batches().iloc[0]["source"] == "human"
     assert ws.store.single_labels(np.array([fixed]))[0] == CLASSES.index("triangle")
     assert (_last_review(ws)["sample_id"], _last_review(ws)["verdict"]) == (fixed, "corrected")
@@ -158,11 +149,11 @@ def test_multi_label_both_valid_label_right_and_reject(multi: Workspace) -> None
     ws.store.apply([wrong], [ws.store.class_id("square")], POSITIVE, source="human", exclusive=True)
     at = _page()
     at.radio(key="review_kind").set_value("missing").run()
-    _ok(at)
+    assert_ok(at)
     sid = _shown(at)
     before = ws.store.label_matrix(np.array([sid]))[0]
     at.button(key="review_both").click().run()  # the proposed class is added, the label kept
-    _ok(at)
+    assert_ok(at)
     after = ws.store.label_matrix(np.array([sid]))[0]
     assert (after[before == POSITIVE] == POSITIVE).all() and (after == POSITIVE).sum() == (before == POSITIVE).sum() + 1
     assert ws.store.batches().iloc[0]["source"] == "review"
@@ -170,12 +161,12 @@ def test_multi_label_both_valid_label_right_and_reject(multi: Workspace) -> None
 
     n_batches = len(ws.store.batches())
     at.button(key="review_right").click().run()  # the next one's labels were complete: a review row only
-    _ok(at)
+    assert_ok(at)
     assert len(ws.store.batches()) == n_batches and _last_review(ws)["verdict"] == "label_right"
 
     at.radio(key="review_kind").set_value("confirm").run()
     at.button(key="review_reject").click().run()
-    _ok(at)
+    assert_ok(at)
     sid = int(at.session_state[state.K_REVIEW_DONE][-1])
     assert len(ws.store.batches()) == n_batches + 1
     assert (ws.store.label_matrix(np.array([sid])) == REJECTED).sum() == 1
@@ -192,7 +183,7 @@ def test_accept_all_above_x_writes_one_batch_of_the_shown_size(single: Workspace
     before = len(ws.store.batches())
     at.checkbox(key="bulk_accept_confirm").check().run()
     at.button(key="bulk_accept_apply").click().run()
-    _ok(at)
+    assert_ok(at)
     batches = ws.store.batches()
     assert len(batches) == before + 1 and batches.iloc[0]["source"] == "bulk"
     assert int(batches.iloc[0]["n_events"]) == shown
@@ -209,7 +200,7 @@ def test_accept_all_by_cluster_counts_the_cluster(single: Workspace) -> None:
     at = _page()
     at.radio(key="bulk_accept_scope").set_value("cluster").run()
     at.slider(key="bulk_accept_x").set_value(0.0).run()
-    _ok(at)
+    assert_ok(at)
     picked = at.selectbox(key="bulk_accept_cluster").value
     members = clusters.index[clusters == picked]
     unlabelled = (single.store.label_matrix(members.to_numpy()) != POSITIVE).all(axis=1).sum()
@@ -229,12 +220,12 @@ def test_prompt_editor_writes_the_prompt(single: Workspace) -> None:
     assert any("no text tower" in c.value for c in at.caption)  # imported vectors: no zero-shot
     at = AppTest.from_function(_prompt_script, default_timeout=60)
     at.run()
-    _ok(at)
+    assert_ok(at)
     cid = single.store.class_id("square")
     at.text_input(key=f"prompt_{cid}").input("a photo of a square tile")
     next(b for b in at.button if "Save prompts" in b.label).click()
     at.run()
-    _ok(at)
+    assert_ok(at)
     assert single.store.classes().at[cid, "prompt"] == "a photo of a square tile"
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curation.store import POSITIVE, REJECTED, UNKNOWN, SCHEMA_VERSION, Store, StoreError
+from curation.store import POSITIVE, REJECTED, UNKNOWN, SCHEMA_VERSION, StoreError
 from curation.workspace import Workspace, WorkspaceError
 
 
@@ -358,3 +358,43 @@ def test_redo_never_gives_a_single_label_sample_two_labels(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="labelled again"):
         ws.store.undo(u)
     assert ws.store.single_labels(ids[:1]).tolist() == [1] and ws.store.check() == []
+
+
+def test_newest_run_id_and_single_from_matrix(tmp_path: Path) -> None:
+    from curation.store import single_from_matrix
+
+    ws = Workspace.create(tmp_path / "w")
+    assert ws.store.newest_run_id() is None
+    a = ws.store.add_run("head", {}, last_event_id=0, encoder="e", device="cpu")
+    b = ws.store.add_run("finetune", {}, last_event_id=0, encoder="e", device="cpu")
+    ws.store.add_run("head", {}, last_event_id=0, encoder="e", device="cpu")  # still running
+    ws.store.update_run(a, status="done")
+    ws.store.update_run(b, status="done")
+    assert ws.store.newest_run_id() == b and ws.store.newest_run_id(kinds=["head"]) == a
+    assert ws.store.newest_run_id(status=None, kinds=["head"]) == a + 2
+    m = np.array([[0, 1, 1], [-1, 0, 0], [0, 0, 1]], np.int8)
+    assert single_from_matrix(m).tolist() == [1, -1, 2]
+    assert single_from_matrix(np.zeros((2, 0), np.int8)).tolist() == [-1, -1]
+
+
+def test_label_matrix_of_a_few_ids_reads_by_key_and_equals_the_full_matrix(tmp_path: Path) -> None:
+    import curation.store as store_mod
+
+    ws = Workspace.create(tmp_path / "w", task="multi")
+    ids, cls = _filled(ws, n=30)
+    ws.store.set_label(ids[::2], cls[0])
+    ws.store.add_label(ids[::3], cls[2])
+    ws.store.reject_label(ids[1::5], cls[1])
+    full = ws.store.label_matrix(ids)
+    few = ids[[7, 0, 29, 12]]
+    assert len(few) <= store_mod.FEW_SAMPLES
+    np.testing.assert_array_equal(ws.store.label_matrix(few), full[[7, 0, 29, 12]])
+    np.testing.assert_array_equal(ws.store.label_matrix(np.array([10_000], np.int64)), np.zeros((1, 3), np.int8))
+
+
+def test_assign_job_pid_never_overwrites_a_started_job(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "w")
+    job = ws.store.submit_job("map", {})
+    assert ws.store.assign_job_pid(job, 111) and ws.store.job(job)["pid"] == 111
+    ws.store.update_job(job, status="running", started=1.0, pid=222)
+    assert not ws.store.assign_job_pid(job, 111) and ws.store.job(job)["pid"] == 222

@@ -13,10 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from curation.store import POSITIVE
 from curation.ui import labels, mapview, runs, selection, state
+from conftest import open_page
 from curation.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 PAGES = ["pages/1_Map.py", "pages/2_Clusters.py", "pages/3_Review.py", "pages/4_Train.py", "pages/5_Evaluate.py",
          "pages/6_Search.py", "pages/7_History.py"]
 CLASSES = ["circle", "square", "triangle"]
@@ -72,12 +71,7 @@ def embedded(workspace: Workspace, tmp_path: Path) -> Workspace:
 
 
 def _app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    if page is not None:
-        at.switch_page(page).run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_page(page)
 
 
 def _button(at: AppTest, key: str):
@@ -125,14 +119,12 @@ def test_label_text_lists_positives_or_unlabelled():
     assert labels.label_text(m, ["a", "b"], state=-1, empty="") == ["", "", "b", ""]
 
 
-def test_colour_modes_and_subsample():
+def test_colour_modes():
     ids = np.array([1, 2])
     sugg = pd.DataFrame({"class_name": ["x", "y"], "confidence": [0.2, 0.9]}, index=[2, 1])
     assert mapview.colour_by("label", ids, label_text=["a", "b"])[0] == ["a", "b"]
     assert mapview.colour_by("suggestion", ids, label_text=["a", "b"], sugg=sugg)[0] == ["y", "x"]
     assert mapview.colour_by("confidence", ids, label_text=["a", "b"], sugg=sugg)[1].tolist() == [0.9, 0.2]
-    rows = selection.subsample(1000, 100)
-    assert len(rows) == 100 and np.all(np.diff(rows) > 0)
 
 
 def test_eval_subset_keeps_the_runs_validation_samples():
@@ -245,10 +237,7 @@ def test_evaluate_drilldown_with_a_run(embedded):
 
 
 def test_search_by_image_finds_neighbours(embedded: Workspace) -> None:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("pages/6_Search.py").run()
-    assert not at.exception
+    at = open_page("pages/6_Search.py")
     at.button(key="search_similar").click().run()
     assert not at.exception and not at.error
 
@@ -257,9 +246,7 @@ def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None
     ids = embedded.store.sample_ids()
     wrong = int(ids[0])  # class 0 by construction: plant a wrong label
     embedded.store.set_label([wrong], embedded.store.class_id(CLASSES[1]), source="human")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("pages/3_Review.py").run()
+    at = open_page("pages/3_Review.py", timeout=120)
     at.radio(key="review_kind").set_value("errors").run()
     assert not at.exception and not at.error
     before = len(embedded.store.batches())

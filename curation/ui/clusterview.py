@@ -215,17 +215,12 @@ def image_grid(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
     if len(ids) == 0:
         st.caption("No images.")
         return
-    text = labels.label_text(ws.store.label_matrix(ids), ws.store.class_names())
-    page = widgets.page_slice(len(ids), key=f"{key}_grid", per_page=PICK_PAGE)
+    shown = ids[widgets.page_slice(len(ids), key=f"{key}_grid", per_page=PICK_PAGE)]
+    text = labels.label_text(ws.store.label_matrix(shown), ws.store.class_names())
     ticked = exceptions(key)
-    cols = st.columns(PICK_COLUMNS)
-    for n, (sid, caption) in enumerate(zip(ids[page].tolist(), text[page])):
-        with cols[n % PICK_COLUMNS]:
-            paths, _ = widgets.thumbnails(ws, [sid])
-            if paths:
-                st.image(paths[0], width=110)
-            st.checkbox(f"#{sid} {widgets.md_escape(caption)}", value=sid in ticked, key=f"{key}_x{sid}",
-                        on_change=_toggle_exception, args=(key, sid), help="Leave this image out of the label")
+    for sid, caption in zip(widgets.cards(ws, shown, columns=PICK_COLUMNS, width=110), text):
+        st.checkbox(f"#{sid} {widgets.md_escape(caption)}", value=sid in ticked, key=f"{key}_x{sid}",
+                    on_change=_toggle_exception, args=(key, sid), help="Leave this image out of the label")
 
 
 def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int) -> None:

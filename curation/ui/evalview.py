@@ -54,10 +54,9 @@ class Evaluation:
 
     def cell(self, true_k: int, pred_k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, top-1 probabilities) of the samples behind one cell, most confident first."""
-        ids = selection.confusion_cell_ids(self.pair_ids, self.pair_true, self.pair_pred, true_k, pred_k,
-                                           confidence=self.pair_conf)
-        conf = dict(zip(self.pair_ids.tolist(), self.pair_conf.tolist()))
-        return ids, np.array([conf[i] for i in ids.tolist()], np.float64)
+        pos = selection.confusion_cell_ids(np.arange(len(self.pair_ids)), self.pair_true, self.pair_pred, true_k,
+                                           pred_k, confidence=self.pair_conf)
+        return self.pair_ids[pos], np.asarray(self.pair_conf, np.float64)[pos]
 
 
 def evaluation(ids: np.ndarray, probs: np.ndarray, y: np.ndarray, *, task: str, names: Sequence[str],
@@ -311,32 +310,29 @@ def cell_review(ws: Workspace, ev: Evaluation, true_k: int, pred_k: int, *, run_
     pins = set(pinned(ws).tolist())
     queue = MISTAKES_QUEUE if mistake else AGREED_QUEUE
     earlier = _latest_verdicts(ws.store.reviews(queue), run_id=int(run_id))
-    grid = st.columns(3)
-    for n, (sid, label, c) in enumerate(zip(shown.tolist(), current, shown_conf.tolist())):
-        with grid[n % 3], st.container(border=True):
-            paths, _ = widgets.thumbnails(ws, [sid])
-            if paths:
-                st.image(paths[0], width=140)
-            st.caption(f"#{sid} · label {widgets.md_escape(label)} · predicted {widgets.md_escape(ev.names[pred_k])} ({c:.2f})"
-                       + (f" · **reviewed: {actions.VERDICTS[earlier[sid]].lower()}**" if sid in earlier else ""))
-            buttons = st.columns(2, gap="small")
-            for k, (verdict, text) in enumerate(actions.VERDICTS.items()):
-                if buttons[k % 2].button(text, key=f"verdict_{verdict}_{sid}", width="stretch",
-                                         type="primary" if earlier.get(sid) == verdict else "secondary"):
-                    with widgets.guard("recording the review"):
-                        batch = actions.record_verdict(ws, sid, verdict, predicted_idx=pred_k, run_id=int(run_id),
-                                                       queue=queue, true_idx=true_k)
-                        if batch is None:
-                            st.toast(f"#{sid}: {text.lower()} (review recorded)")
-                        else:
-                            widgets.toast_batch(batch, f"#{sid}: {text.lower()}")
-                        st.rerun()
-            is_pinned = sid in pins
-            if st.button("Unpin" if is_pinned else "Pin", key=f"pin_{sid}", icon=":material/push_pin:",
-                         help="Must-not-fail slice: every later run reports whether it gets this image right."):
-                with widgets.guard("pinning"):
-                    actions.pin_samples(ws, [sid], pin=not is_pinned)
+    for sid, label, c in zip(widgets.cards(ws, shown, columns=3, width=140, border=True), current,
+                             shown_conf.tolist()):
+        st.caption(f"#{sid} · label {widgets.md_escape(label)} · predicted {widgets.md_escape(ev.names[pred_k])} "
+                   f"({c:.2f})"
+                   + (f" · **reviewed: {actions.VERDICTS[earlier[sid]].lower()}**" if sid in earlier else ""))
+        buttons = st.columns(2, gap="small")
+        for k, (verdict, text) in enumerate(actions.VERDICTS.items()):
+            if buttons[k % 2].button(text, key=f"verdict_{verdict}_{sid}", width="stretch",
+                                     type="primary" if earlier.get(sid) == verdict else "secondary"):
+                with widgets.guard("recording the review"):
+                    batch = actions.record_verdict(ws, sid, verdict, predicted_idx=pred_k, run_id=int(run_id),
+                                                   queue=queue, true_idx=true_k)
+                    if batch is None:
+                        st.toast(f"#{sid}: {text.lower()} (review recorded)")
+                    else:
+                        widgets.toast_batch(batch, f"#{sid}: {text.lower()}")
                     st.rerun()
+        is_pinned = sid in pins
+        if st.button("Unpin" if is_pinned else "Pin", key=f"pin_{sid}", icon=":material/push_pin:",
+                     help="Must-not-fail slice: every later run reports whether it gets this image right."):
+            with widgets.guard("pinning"):
+                actions.pin_samples(ws, [sid], pin=not is_pinned)
+                st.rerun()
 
 
 def _latest_verdicts(reviews: pd.DataFrame, *, run_id: int) -> dict[int, str]:
@@ -349,7 +345,7 @@ def _latest_verdicts(reviews: pd.DataFrame, *, run_id: int) -> dict[int, str]:
 
 def not_mistakes_section(ws: Workspace) -> None:
     """The share of reviewed model mistakes that were not the model's fault, per run and overall."""
-    table = evaluate.review_outcomes(ws.store.reviews(), queue=MISTAKES_QUEUE)
+    table = evaluate.review_outcomes(ws.store.reviews(MISTAKES_QUEUE), queue=MISTAKES_QUEUE)
     overall = table.loc["all"]
     if overall["reviewed"] == 0:
         st.caption("No model mistake reviewed yet: open an off-diagonal cell above and give each image a verdict.")

@@ -16,9 +16,18 @@ SOURCE_NAMES = {"p_knn": "neighbours", "p_prop": "propagation", "p_zeroshot": "z
 
 def label_text(matrix: np.ndarray, class_names: Sequence[str], *, state: int = POSITIVE,
                empty: str = NONE) -> list[str]:
-    """One string per row: its class names in ``state`` (positive by default) joined by ", ", or ``empty``."""
+    """One string per row: its class names in ``state`` (positive by default) joined by ", ", or ``empty``.
+
+    The text is built once per distinct row (pages label every sample of the map on each run)."""
     names = np.asarray(list(class_names), dtype=object)
-    return [", ".join(names[row == state]) or empty for row in np.asarray(matrix)]
+    hit = np.asarray(matrix) == state
+    if hit.shape[1] == 0:
+        return [empty] * len(hit)
+    packed = np.packbits(hit, axis=1)
+    codes, _ = pd.factorize(packed.view(np.dtype((np.void, packed.shape[1]))).ravel())
+    first = np.unique(codes, return_index=True)[1]  # a row of each distinct pattern, in code order
+    text = np.array([", ".join(names[hit[r]]) or empty for r in first], dtype=object)
+    return text[codes].tolist()
 
 
 def sources_text(row: pd.Series) -> str:

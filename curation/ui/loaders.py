@@ -55,8 +55,7 @@ def stamp(ws: Workspace) -> Stamp:
     times = [root.stat().st_mtime_ns] if root.exists() else [0]
     if root.exists():
         times += [p.stat().st_mtime_ns for p in root.iterdir() if p.is_dir()]
-    ids = ws.store.sample_ids()
-    return max(times), len(ids), int(ids[-1]) if len(ids) else 0
+    return max(times), *ws.store.sample_count()
 
 
 @st.cache_resource(show_spinner="Loading embeddings…", max_entries=2)
@@ -113,22 +112,6 @@ def layout(ws: Workspace, method: str) -> tuple[np.ndarray, dict] | None:
     return _layout(str(ws.root), stamp(ws), method)
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def _clusters(root: str, token: Stamp) -> pd.Series | None:
-    from curation.cluster import load_clusters
-
-    emb = _embeddings(root, token)
-    if emb is None:
-        return None
-    df = load_clusters(_workspace(root), emb)
-    return None if df is None else df["cluster"]
-
-
-def clusters(ws: Workspace) -> pd.Series | None:
-    """Cluster id per sample id, or None when no clustering was computed."""
-    return _clusters(str(ws.root), stamp(ws))
-
-
 @st.cache_resource(show_spinner="Loading clusters…", max_entries=2)
 def _clustering(root: str, token: Stamp) -> Any:
     from curation.cluster import load_clustering
@@ -144,6 +127,19 @@ def _clustering(root: str, token: Stamp) -> Any:
 def clustering(ws: Workspace) -> Any:
     """The clustering in use (``curation.cluster.Clustering``: labels, medoids, names, silhouette), or None."""
     return _clustering(str(ws.root), stamp(ws))
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _clusters(root: str, token: Stamp) -> pd.Series | None:
+    cl = _clustering(root, token)  # the same artifact: read once, shared with the Clusters page
+    if cl is None:
+        return None
+    return pd.Series(cl.labels, index=pd.Index(cl.ids, name="id", copy=False), name="cluster", copy=False)
+
+
+def clusters(ws: Workspace) -> pd.Series | None:
+    """Cluster id per sample id (read-only) of the clustering in use, or None when no clustering was computed."""
+    return _clusters(str(ws.root), stamp(ws))
 
 
 @st.cache_resource(show_spinner="Splitting the cluster…", max_entries=8)
@@ -176,7 +172,6 @@ def cluster_pockets(ws: Workspace, cluster: int) -> pd.DataFrame:
 # last label event and the class prompts: ``curation.suggest.state_token``); the expensive fits behind them
 # are cached on disk and refreshed only when labels changed enough (``curation.suggest.refit_threshold``).
 _LABEL_DERIVED = {"suggestions": ("curation.suggest", "suggestions"),
-                  "sources": ("curation.suggest", "source_table"),
                   "issues": ("curation.issues", "compute_issues"),
                   "missing": ("curation.issues", "missing_labels")}
 
@@ -187,24 +182,13 @@ def _label_derived(root: str, token: Stamp, labels: tuple[int, str], what: str) 
     if emb is None:
         return None
     module, name = _LABEL_DERIVED[what]
-    kwargs: dict[str, Any] = {}
-    if what == "issues" and _clusters(root, token) is not None:  # HDBSCAN noise feeds the outlier scores
-        from curation.cluster import noise_ids
-
-        kwargs["noise"] = noise_ids(_clusters(root, token))
-    return getattr(importlib.import_module(module), name)(_workspace(root), emb, **kwargs)
+    return getattr(importlib.import_module(module), name)(_workspace(root), emb)
 
 
 def suggestions(ws: Workspace) -> pd.DataFrame | None:
     """Suggestions indexed by sample id (class_idx, class_name, confidence, source, label_idx, agrees, and each
     source's probability of the suggested class p_knn, p_prop, p_zeroshot, p_model, p_oof), or None."""
     return _label_derived(str(ws.root), stamp(ws), state_token(ws), "suggestions")
-
-
-def suggestion_sources(ws: Workspace) -> pd.DataFrame | None:
-    """Per suggestion source: available, reason, n, weight; ``attrs``: the ensemble's fit and calibration
-    (``curation.suggest.source_table``), or None without embeddings."""
-    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "sources")
 
 
 def issues(ws: Workspace) -> pd.DataFrame | None:
@@ -231,9 +215,3 @@ def _predictions(root: str, run_id: int) -> tuple[np.ndarray, np.ndarray]:
 def predictions(ws: Workspace, run_id: int) -> tuple[np.ndarray, np.ndarray]:
     """A run's (ids (N,), probs (N, K)) for every sample; runs never change, so the run id is the key."""
     return _predictions(str(ws.root), int(run_id))
-
-
-def clear_all() -> None:
-    """Forget every cached resource (tests, and after replacing a workspace)."""
-    st.cache_resource.clear()
-    st.cache_data.clear()

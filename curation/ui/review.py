@@ -41,8 +41,7 @@ def handled() -> list[int]:
 def mark(sample_id: int, batch_id: int | None, queue: str) -> None:
     """Record that a sample was handled in ``queue``, with the label batch it wrote (None when none)."""
     handled().append(int(sample_id))
-    st.session_state.setdefault(state.K_REVIEW_BATCHES, []).append(batch_id)
-    st.session_state.setdefault(state.K_REVIEW_QUEUES, []).append(queue)
+    st.session_state.setdefault(state.K_REVIEW_BATCHES, []).append((batch_id, queue))
     state.remember_batch(batch_id)
 
 
@@ -54,14 +53,12 @@ def undo_last(ws: Workspace) -> int | None:
     if not done:
         return None
     batches = st.session_state.setdefault(state.K_REVIEW_BATCHES, [])
-    queues_ = st.session_state.setdefault(state.K_REVIEW_QUEUES, [])
-    batch = batches[-1] if batches else None
+    batch, queue = batches[-1] if batches else (None, "confirm")
     if batch is not None:
         ws.store.undo(int(batch))
     sample_id = done.pop()
     if batches:
         batches.pop()
-    queue = queues_.pop() if queues_ else "confirm"
     ws.store.add_reviews([sample_id], queue=queue, verdict="undone", batch_id=batch)
     if batch is not None and st.session_state.get(state.K_LAST_BATCH) == batch:
         st.session_state.pop(state.K_LAST_BATCH)
@@ -249,9 +246,10 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
                          format_func={"class": "a suggested class", "cluster": "a cluster"}.get)
         if scope == "cluster":
             member = clusters.reindex(a.ids).to_numpy()
-            choices = sorted(pd.unique(member[~pd.isna(member)]).tolist())
-            picked = st.selectbox("Cluster", choices, key="bulk_accept_cluster",
-                                  format_func=lambda c: f"cluster {c} ({int((member == c).sum()):,} images)")
+            choices, sizes = np.unique(member[~pd.isna(member)], return_counts=True)
+            size_of = dict(zip(choices.tolist(), sizes.tolist()))  # counted once, not once per option and run
+            picked = st.selectbox("Cluster", choices.tolist(), key="bulk_accept_cluster",
+                                  format_func=lambda c: f"cluster {c} ({size_of[c]:,} images)")
             in_scope = member == picked
         else:
             picked = st.selectbox("Class", range(len(a.names) - 1), key="bulk_accept_class",
@@ -286,7 +284,8 @@ def prompt_editor(ws: Workspace, emb: Any) -> None:
         with st.form("review_prompts", border=False):
             st.caption("How zero-shot suggestions describe each class, e.g. “a photo of a tabby cat”. Empty = the "
                        "default templates with the class name.")
-            texts = {int(cid): st.text_input(str(row["name"]), value=str(row["prompt"]), key=f"prompt_{cid}")
+            texts = {int(cid): st.text_input(widgets.md_escape(row["name"]), value=str(row["prompt"]),
+                                             key=f"prompt_{cid}")
                      for cid, row in classes.iterrows()}
             if st.form_submit_button("Save prompts"):
                 changed = [cid for cid, text in texts.items() if text.strip() != str(classes.at[cid, "prompt"])]

@@ -75,14 +75,6 @@ def worst_cell(confusion: np.ndarray) -> tuple[int, int]:
     return (int(i), int(j)) if c[i, j] > 0 else (0, 0)
 
 
-def subsample(n: int, max_points: int, *, seed: int = 0) -> np.ndarray:
-    """Row positions to draw: all of them up to ``max_points``, else a seeded sorted random subset."""
-    if n <= max_points:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=max_points, replace=False))
-
-
 def confusion_click(chart_state: Mapping[str, Any] | None) -> tuple[int, int] | None:
     """The confusion-matrix cell a click chose, read from the clicked point's ``customdata``.
 

@@ -17,8 +17,7 @@ K_WORKSPACE = "workspace_path"  # str: a path chosen in the app, overriding the 
 K_MAP_CHART = "map_chart"  # the plotly_chart selection state of the Map page
 K_LAST_BATCH = "last_batch"  # int: the newest label batch written from this session (for Undo)
 K_REVIEW_DONE = "review_done"  # list[int]: samples handled in the review queue, in order
-K_REVIEW_BATCHES = "review_batches"  # list[int | None]: the batch each handled sample wrote
-K_REVIEW_QUEUES = "review_queues"  # list[str]: the queue each handled sample was reviewed in
+K_REVIEW_BATCHES = "review_batches"  # list[(int | None, str)]: the batch each handled sample wrote, and its queue
 K_REVIEW_FRONT = "review_front"  # int: a sample put back by Undo, shown first while it is in the queue
 K_SEEN_ACTIVE = "seen_active_jobs"  # set[int]: jobs this session saw running (to refresh when they end)
 

@@ -1,11 +1,11 @@
-"""Reusable page pieces: error guard, workspace gate, sidebar, thumbnail grids, undo."""
+"""Reusable page pieces: error guard, workspace and embeddings gates, sidebar, thumbnail grids, undo."""
 
 from __future__ import annotations
 
 import logging
 import re
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 import numpy as np
 import streamlit as st
@@ -79,6 +79,31 @@ def require_workspace() -> Workspace:
     return ws
 
 
+def require_embeddings(ws: Workspace, missing: str, *, run_key: str | None = None) -> Any:
+    """The workspace's embeddings (``loaders.embeddings``); before the pipeline made them, :func:`stop_for_pipeline`."""
+    emb = None
+    with guard("loading the embeddings"):
+        emb = loaders.embeddings(ws)
+    if emb is None:
+        stop_for_pipeline(ws, missing, run_key=run_key)
+    return emb
+
+
+def stop_for_pipeline(ws: Workspace, missing: str, *, run_key: str | None = None) -> NoReturn:
+    """Say what the pipeline has not made yet (``missing``) and stop the page, offering a "Run pipeline" button
+    and its jobs (widget keys ``run_key`` and ``{run_key}_jobs``), or without ``run_key`` a link to Home."""
+    from curation.ui import jobpanel  # imported here: jobpanel imports this module
+
+    st.info(missing)
+    if run_key:
+        if st.button("Run pipeline", type="primary", key=run_key):
+            jobpanel.submit(ws, "pipeline", {})
+        jobpanel.jobs_panel(ws, key=f"{run_key}_jobs")
+    else:
+        st.page_link("app.py", label="Home", icon=":material/home:")
+    st.stop()
+
+
 def thumbnails(ws: Workspace, ids: Sequence[int]) -> tuple[list[str], list[int]]:
     """Thumbnail files of the samples that can be shown, and the ids that cannot (missing or broken)."""
     from curation.images import thumbnail_path
@@ -101,6 +126,20 @@ def page_slice(n: int, *, key: str, per_page: int = GRID_PAGE) -> slice:
         page = int(st.number_input(f"Page (of {pages}, {per_page} a page)", min_value=1, max_value=pages,
                                    value=1, step=1, key=key))
     return slice((page - 1) * per_page, min(n, page * per_page))
+
+
+def cards(ws: Workspace, ids: np.ndarray, *, columns: int, width: int, border: bool = False) -> Iterator[int]:
+    """Thumbnail cards for images that carry their own widgets (one page of ids: see :func:`page_slice`).
+
+    For each id, enters its card, draws its thumbnail (nothing when the image cannot be read) and yields the
+    id, so the loop body fills in the rest of the card. Iterate to the end (a ``for`` loop)."""
+    cols = st.columns(columns)
+    for n, sid in enumerate(np.asarray(ids, np.int64).tolist()):
+        with cols[n % columns], st.container(border=border):
+            paths, _ = thumbnails(ws, [sid])
+            if paths:
+                st.image(paths[0], width=width)
+            yield sid
 
 
 def image_grid(ws: Workspace, ids: np.ndarray, captions: Sequence[str], *, key: str,
