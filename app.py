@@ -14,7 +14,7 @@ with widgets.guard("opening the workspace"):
     ws = loaders.current_workspace()
 
 if ws is None:
-    st.info(f"No workspace at {path} yet.")
+    st.info(f"No workspace at {widgets.md_escape(str(path))} yet.")
     left, right = st.columns(2)
     with left:
         setup.build_demo_form(path)

@@ -73,7 +73,7 @@ def require_workspace() -> Workspace:
     with guard("opening the workspace"):
         ws = loaders.current_workspace()
     if ws is None:
-        st.warning(f"No workspace at {state.workspace_path()}. Build the demo or create one on the Home page.")
+        st.warning(f"No workspace at {md_escape(str(state.workspace_path()))}. Build the demo or create one on the Home page.")
         st.page_link("app.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return ws
