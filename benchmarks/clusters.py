@@ -59,7 +59,7 @@ def stability(x: np.ndarray, grid: list[int], *, repeats: int = 3, sample: int =
     """Mean ARI between k-means clusterings of two seeded overlapping samples, on their overlap, per k."""
     from sklearn.metrics import adjusted_rand_score
 
-    from curation.cluster import kmeans
+    from curation.structure.cluster import kmeans
 
     out = np.zeros((repeats, len(grid)))
     for r in range(repeats):
@@ -74,8 +74,8 @@ def stability(x: np.ndarray, grid: list[int], *, repeats: int = 3, sample: int =
 
 def pocket_check(x: np.ndarray, y: np.ndarray, *, rare_n: int = 25) -> None:
     """Plant each class as a rare one (``rare_n`` images kept), cluster with k = 9, and see whether pockets find it."""
-    from curation import cluster as C
-    from curation.pockets import find_pockets
+    from curation.structure import cluster as C
+    from curation.structure.pockets import find_pockets
 
     print(f"\npockets: each class in turn kept at {rare_n} images, k = 9 "
           "(rare members of the pockets found / pocket sizes; pockets without rare members are false alarms)")
@@ -95,7 +95,7 @@ def pocket_check(x: np.ndarray, y: np.ndarray, *, rare_n: int = 25) -> None:
 
 def speed(x: np.ndarray, n: int, k: int) -> None:
     """Flat vs hierarchical k-means time on ``n`` rows (real rows plus jittered copies) and ``k`` clusters."""
-    from curation import cluster as C
+    from curation.structure import cluster as C
 
     rng = np.random.default_rng(0)
     extra = rng.choice(len(x), max(0, n - len(x)))
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from sklearn.cluster import HDBSCAN
 
-    from curation import cluster as C
+    from curation.structure import cluster as C
 
     images, y = load_fashion(args.n, seed=0)
     x, source = embed(images, args.cache / f"fmnist-effnet-lite0-{args.n}-seed0.npy")

@@ -64,7 +64,7 @@ def write_pngs(folder: Path, n: int) -> list[Path]:
 def make_ws(root: Path, folder: Path, paths: list[Path]):
     import pandas as pd
 
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
     ws = Workspace.create(root)
     rows = [{"path": p.name, "sha1": hashlib.sha1(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size,
@@ -82,9 +82,9 @@ def bench_model(name: str, ws, paths: list[Path], *, batch: int, workers: list[i
                 device: str | None) -> dict:
     import torch
 
-    from curation.embed import embed_workspace, get_encoder
-    from curation.images import load_image
-
+    from curation.data.images import load_image
+    from curation.features.embed import embed_workspace
+    from curation.features.encoders import get_encoder
     enc = get_encoder(name, device=device)
     n = len(paths)
     print(f"\n== {name} on {enc.device} ({enc.dim}-d, {enc.transform.size}px, batch {batch}, "
@@ -125,9 +125,8 @@ def bench_model(name: str, ws, paths: list[Path], *, batch: int, workers: list[i
 
 
 def child(ws_root: str, model: str, chunk: int, batch: int) -> None:
-    from curation.embed import embed_workspace
-    from curation.workspace import Workspace
-
+    from curation.data.workspace import Workspace
+    from curation.features.embed import embed_workspace
     embed_workspace(Workspace.open(ws_root), model, chunk_size=chunk, batch_size=batch)
 
 
@@ -140,8 +139,7 @@ def store_bytes(ws) -> dict[str, str]:
 
 def bench_resume(tmp: Path, folder: Path, paths: list[Path], *, model: str, chunk: int, batch: int,
                  seed: int) -> bool:
-    from curation.embed import embed_workspace
-
+    from curation.features.embed import embed_workspace
     print(f"\n== resume after SIGKILL ({model}, {len(paths)} images, chunks of {chunk})")
     clean = make_ws(tmp / "resume-clean", folder, paths)
     t = time.perf_counter()
@@ -192,7 +190,7 @@ def main() -> None:
 
     import torch
 
-    from curation.encoders import pick_device
+    from curation.features.encoders import pick_device
 
     dev = pick_device(a.device)
     name = torch.cuda.get_device_name() if dev == "cuda" else f"{os.cpu_count()} CPU cores"

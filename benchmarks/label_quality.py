@@ -10,7 +10,7 @@ into a separate folder, which this script puts on ``sys.path``:
 Both rankings get the same EfficientNet-Lite0 embeddings and the same 5-fold logistic-regression
 out-of-fold probabilities; ours may add the kNN graph over the embeddings. Then the suggestion sources
 (kNN vote, label propagation, a trained head, OOF heads) and their calibrated ensemble, run through the
-workspace code path (``curation.suggest.label_state``), against the number of labels per class, with the
+workspace code path (``curation.labels.suggest.label_state``), against the number of labels per class, with the
 ensemble's ECE before (plain mean of the sources) and after fitting; and a smoke run of the zero-shot path
 with the tiny random OpenCLIP (the offline encoder has no text tower, so zero-shot gives no figure here).
 """
@@ -57,9 +57,9 @@ def embed(images: np.ndarray, cache: Path) -> tuple[np.ndarray, str]:
         return np.load(cache), "efficientnet-lite0 (cached)"
     try:
         try:
-            from curation.embed import get_encoder  # type: ignore[attr-defined]
+            from curation.features.embed import get_encoder  # type: ignore[attr-defined]
         except ImportError:
-            from curation.encoders import get_encoder
+            from curation.features.encoders import get_encoder
         import torch
         from PIL import Image
 
@@ -117,7 +117,7 @@ def bench_workspace(root: Path, X: np.ndarray, labels: np.ndarray, *, has_text: 
     """A workspace at ``root`` holding ``len(labels)`` samples with these labels (-1 = none) and embeddings ``X``."""
     import pandas as pd
 
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
     ws = Workspace.create(root)
     names = [c.replace("/", "-") for c in CLASSES]
@@ -136,9 +136,9 @@ def label_errors(X: np.ndarray, y: np.ndarray, seed: int) -> None:
     from cleanlab.filter import find_label_issues as cl_find
     from cleanlab.rank import get_label_quality_scores as cl_scores
 
-    from curation.issues import find_label_issues, label_quality_scores
-    from curation.neighbors import knn
-    from curation.oof import out_of_fold_probs
+    from curation.features.neighbors import knn
+    from curation.labels.issues import find_label_issues, label_quality_scores
+    from curation.labels.oof import out_of_fold_probs
 
     idx, sims = knn(X, k=30)
     header = (f"{'noise':9s} {'rate':>4s} {'errs':>4s} | {'method':8s} {'AP':>6s} {'AUROC':>6s} {'P@m':>6s} "
@@ -171,9 +171,9 @@ def _acc(p: np.ndarray, y: np.ndarray, rows: np.ndarray) -> str:
 
 def suggestion_accuracy(X: np.ndarray, y: np.ndarray, seed: int, work: Path) -> None:
     """Accuracy of every source and of the ensemble against the number of labels per class; ECE before / after."""
-    from curation.calibrate import PooledEnsemble, ece
-    from curation.suggest import label_state
-    from curation.train import run_training
+    from curation.labels.calibrate import PooledEnsemble, ece
+    from curation.labels.suggest import label_state
+    from curation.models.runs import run_training
 
     print("\nSuggestion accuracy on the unlabelled rest (clean labels, sampled per class with seed "
           f"{seed}; 'all' = every sample labelled, each scored out-of-sample: the model on its 20 % validation "
@@ -211,8 +211,8 @@ def zero_shot_smoke(images: np.ndarray, y: np.ndarray, work: Path) -> None:
     import torch
     from PIL import Image
 
-    from curation.encoders import get_encoder, register_tiny_openclip
-    from curation.suggest import label_state
+    from curation.features.encoders import get_encoder, register_tiny_openclip
+    from curation.labels.suggest import label_state
 
     name = register_tiny_openclip()
     enc = get_encoder(name, device="cpu")
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             import cleanlab  # noqa: F401
         except ImportError:
             sys.exit("cleanlab not found: `.venv/bin/pip install --no-deps --target .bench-deps cleanlab termcolor`.")
-    from curation.oof import DEFAULT_C
+    from curation.labels.oof import DEFAULT_C
 
     images, y = load_fashion(args.n, seed=0)
     X, source = embed(images, args.cache / f"fmnist-effnet-lite0-{args.n}-seed0.npy")

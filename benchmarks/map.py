@@ -85,8 +85,8 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def ours(xs: np.ndarray, *, reproducible: bool, sample_limit: int) -> np.ndarray:
     """What ``compute_map`` does without a workspace: exact faiss graph + UMAP, or sample + place + refine."""
-    from curation import project
-    from curation.neighbors import knn
+    from curation.features import project
+    from curation.features.neighbors import knn
 
     if len(xs) <= sample_limit:
         idx, sims = knn(xs, k=14)
@@ -97,7 +97,7 @@ def ours(xs: np.ndarray, *, reproducible: bool, sample_limit: int) -> np.ndarray
 def bench_umap(x: np.ndarray, y: np.ndarray, sizes: list[int], default_limit: int, *, full_fit: bool) -> None:
     import umap
 
-    from curation import project
+    from curation.features import project
 
     t = time.perf_counter()
     project.warm_umap()
@@ -135,7 +135,7 @@ def bench_umap(x: np.ndarray, y: np.ndarray, sizes: list[int], default_limit: in
 
 def bench_ann(x: np.ndarray, n: int, *, queries: int = 5000) -> None:
     """Exact vs HNSW vs IVF at n: build time, all-n kNN search time (extrapolated from a query sample), recall@10."""
-    from curation import neighbors
+    from curation.features import neighbors
 
     xs, _, padded = take(x, np.zeros(len(x), np.int64), n)
     print(f"\n## kNN index at n={n:,} x {xs.shape[1]}{' (padded)' if padded else ''}, k=10, "
@@ -177,7 +177,7 @@ def hungarian_acc(y: np.ndarray, lab: np.ndarray) -> float:
 def bench_cluster(x: np.ndarray, y: np.ndarray) -> None:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from curation import cluster
+    from curation.structure import cluster
 
     print(f"\n## Clustering {len(x):,} x {x.shape[1]} (true classes: {len(np.unique(y))})")
     t = time.perf_counter()

@@ -65,9 +65,8 @@ def build(dest: Path, n: int) -> None:
     from PIL import Image
     from sklearn.decomposition import PCA
 
-    from curation.embed import import_embeddings
-    from curation.workspace import Workspace
-
+    from curation.data.workspace import Workspace
+    from curation.features.imported import import_embeddings
     t = time.perf_counter()
     images, y = fashion(n)
     folder = dest.parent / f"{dest.name}-images"
@@ -97,10 +96,10 @@ def build(dest: Path, n: int) -> None:
 
 def prepare(dest: Path) -> None:
     """What the pipeline leaves behind, computed when missing: the fast UMAP map and the suggestions."""
-    from curation.embed import load_embeddings
-    from curation.project import compute_map
-    from curation.suggest import suggestions
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
+    from curation.features.embed import load_embeddings
+    from curation.features.project import compute_map
+    from curation.labels.suggest import suggestions
 
     ws = Workspace.open(dest)
     emb = load_embeddings(ws)
@@ -115,10 +114,10 @@ def prepare(dest: Path) -> None:
 
 def figure_seconds(dest: Path) -> None:
     """Server side: build the single-trace figure and serialise it, as the page does."""
-    from curation.embed import load_embeddings
-    from curation.project import latest_map
+    from curation.data.workspace import Workspace
+    from curation.features.embed import load_embeddings
+    from curation.features.project import latest_map
     from curation.ui import mapview
-    from curation.workspace import Workspace
 
     ws = Workspace.open(dest)
     emb = load_embeddings(ws)

@@ -5,8 +5,8 @@ Prints the median time of each step and of one page run's worth of them (all fiv
 shown queue ordered class-balanced, hit rates by queue and by class, "accept all above X", per-class
 suggestion accuracy). Not a test: the budget is 0.3 s for one page run at 50k samples.
 
-Data: synthetic frames shaped like ``curation.suggest.suggestions`` (with per-source ``p_*`` columns),
-``curation.issues.compute_issues``, ``curation.issues.missing_labels`` and ``Store.reviews()``.
+Data: synthetic frames shaped like ``curation.labels.suggest.suggestions`` (with per-source ``p_*`` columns),
+``curation.labels.issues.compute_issues``, ``curation.labels.issues.missing_labels`` and ``Store.reviews()``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation import queues  # noqa: E402
-from curation.store import POSITIVE  # noqa: E402
+from curation.data.store import POSITIVE  # noqa: E402
+from curation.labels import queues  # noqa: E402
 
 BUDGET_S = 0.3
 

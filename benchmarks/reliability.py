@@ -33,16 +33,17 @@ sys.path.insert(1, str(ROOT / "tests"))  # the bad-input generators and the app-
 
 from appserver import CHROMIUM, AppServer, chromium, errors_shown, pick_batch, wait_idle  # noqa: E402
 from badfiles import make_bad_manifests, make_corpus, shown  # noqa: E402
-from curation import jobs  # noqa: E402
-from curation.ingest import IngestError, ingest  # noqa: E402
-from curation.store import Store  # noqa: E402
-from curation.workspace import Workspace  # noqa: E402
+
+from curation.data.ingest import IngestError, ingest  # noqa: E402
+from curation.data.store import Store  # noqa: E402
+from curation.data.workspace import Workspace  # noqa: E402
+from curation.runtime import jobs, liveness  # noqa: E402
 
 TINY = "openclip:tiny-test:random"
 
 _WRITER = r"""
 import sys, json, numpy as np
-from curation.store import Store
+from curation.data.store import Store
 store = Store(sys.argv[1]); mode = sys.argv[2]; n_classes = len(store.class_names())
 ids = store.sample_ids(); rng = np.random.default_rng(int(sys.argv[3]))
 print("ready", flush=True)
@@ -122,7 +123,7 @@ def concurrent_trial(db: Path, *, writers: int = 3, actions: int = 1000) -> dict
     """
     code = r"""
 import sys, json
-from curation.store import Store
+from curation.data.store import Store
 store = Store(sys.argv[1]); k = int(sys.argv[2]); n = int(sys.argv[3]); w = int(sys.argv[4])
 mine = store.sample_ids()[k::w][:n]
 cids = store.classes().index.tolist()
@@ -239,16 +240,16 @@ def worker_kill_trial(ws: Workspace, kind: str, params: dict, *, ready: Callable
     job_id = jobs.submit(ws, kind, params)
     end = time.monotonic() + timeout
     while not ready(ws):
-        if ws.store.job(job_id)["status"] not in jobs.ACTIVE or time.monotonic() > end:
+        if ws.store.job(job_id)["status"] not in liveness.ACTIVE or time.monotonic() > end:
             raise RuntimeError(f"job {job_id} ended or stalled before it was ready to be killed: "
                                f"{ws.store.job(job_id)}")
         time.sleep(0.01)
     pid = int(ws.store.job(job_id)["pid"])
     kill_worker(pid)
-    while ws.store.job(job_id)["status"] in jobs.ACTIVE and time.monotonic() < end:
+    while ws.store.job(job_id)["status"] in liveness.ACTIVE and time.monotonic() < end:
         jobs.refresh(ws)
         time.sleep(0.05)
-    while jobs.worker_pid(ws) is not None and time.monotonic() < end:
+    while liveness.worker_pid(ws) is not None and time.monotonic() < end:
         time.sleep(0.02)  # the dead worker's lock can outlive it by a moment (see docs/reliability.md)
     interrupted = ws.store.job(job_id)["status"] == "interrupted"
     runs = ws.store.runs()
@@ -290,8 +291,7 @@ def train_ready(ws: Workspace) -> bool:
 def embed_kill(dest: Path, *, n: int = 400) -> dict:
     """Kill -9 an embedding job (tiny OpenCLIP, 8-image chunks) mid-way, resume it, and compare its vectors
     with an uninterrupted embedding of the same images (``consistent``)."""
-    from curation.embed import embed_workspace, load_embeddings
-
+    from curation.features.embed import embed_workspace, load_embeddings
     ws = image_workspace(dest / "killed", n)
     res = worker_kill_trial(ws, "embed", {"encoder": TINY, "chunk_size": 8, "batch_size": 8, "num_workers": 0},
                             ready=embed_ready)
@@ -305,8 +305,7 @@ def embed_kill(dest: Path, *, n: int = 400) -> dict:
 
 def train_kill(dest: Path, *, n: int = 1000, dim: int = 32) -> dict:
     """Kill -9 a training job mid-run (imported vectors, a few seconds of training), resume it."""
-    from curation.embed import import_embeddings
-
+    from curation.features.imported import import_embeddings
     ws = make_workspace(dest, n, n_classes=4)
     rng = np.random.default_rng(1)
     np.save(dest / "vectors.npy", rng.normal(size=(n, dim)).astype(np.float32))
@@ -322,7 +321,7 @@ def train_kill(dest: Path, *, n: int = 1000, dim: int = 32) -> dict:
 def stop_workers(ws: Workspace) -> None:
     """Stop the job workers this workspace's jobs ran in (a warm worker would otherwise idle on)."""
     for pid in {int(p) for p in ws.store.jobs(limit=1000)["pid"].dropna() if p}:
-        if jobs.process_alive(pid):
+        if liveness.process_alive(pid):
             os.kill(pid, signal.SIGTERM)
 
 

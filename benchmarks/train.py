@@ -83,7 +83,7 @@ def fashion_features(embeddings: str | None) -> tuple[np.ndarray, np.ndarray, np
 
 
 def bench_sizes(sizes: list[int], kinds: list[str]) -> None:
-    from curation.train import pick_device, train_head
+    from curation.models.heads import pick_device, train_head
 
     print(f"\n== head training on synthetic 512-d embeddings, 10 classes, 5% flipped labels "
           f"(device {pick_device()}, torch threads {__import__('torch').get_num_threads()}) ==")
@@ -115,7 +115,7 @@ def effnet_features(n: int, cache: Path) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def bench_learning_curve(embeddings: str | None, seeds: int, effnet: int, cache: Path) -> None:
-    from curation.train import train_head
+    from curation.models.heads import train_head
 
     if not embeddings and not FASHION.exists():
         print("\n(skipping the learning curve: `apt-get install dataset-fashion-mnist`)")
@@ -148,7 +148,7 @@ def fashion_workspace(root: Path, n: int) -> object:
     from PIL import Image
 
     from benchmarks.label_quality import CLASSES, load_fashion
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
     images, y = load_fashion(n, seed=1)
     folder = root / "images"
@@ -169,7 +169,7 @@ def fashion_workspace(root: Path, n: int) -> object:
 def bench_finetune(encoders: list[str], n: int, epochs: int, unfreeze: int, batch_size: int) -> None:
     import torch
 
-    from curation.finetune import run_finetune
+    from curation.models.finetune import run_finetune
 
     if not FASHION.exists():
         print("\n(skipping the fine-tune benchmark: `apt-get install dataset-fashion-mnist`)")
@@ -211,9 +211,9 @@ def bench_loop(workspace: str | None, n_fix: int) -> None:
         print("\n(skipping the fix -> retrain -> re-evaluate loop: pass --workspace DIR of an embedded, "
               "labelled workspace, or --demo DIR)")
         return
-    from curation.embed import load_embeddings
-    from curation.train import compare_runs, run_training
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
+    from curation.features.embed import load_embeddings
+    from curation.models.runs import compare_runs, run_training
 
     ws = Workspace.open(workspace)
     if ws.store.task != "single":

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from curation.progress import TqdmProgress
-from curation.store import StoreError
-from curation.workspace import Workspace
+from curation.core.progress import TqdmProgress
+from curation.data.store import StoreError
+from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 DEFAULT_DEMO = Path("demo-workspace")
@@ -35,7 +35,7 @@ SKIPPED_SHOWN = 50
 
 
 def cmd_ingest(a: argparse.Namespace) -> None:
-    from curation.ingest import ingest
+    from curation.data.ingest import ingest
 
     ws = Workspace.create(a.workspace) if a.create else Workspace.open(a.workspace)
     report = _with_bar("ingest", ingest, ws, a.source, labels=a.labels, image_root=a.image_root)
@@ -47,7 +47,7 @@ def cmd_ingest(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    from curation.demo import build_demo
+    from curation.data.demo import build_demo
 
     ws = _with_bar("demo", build_demo, a.workspace, n=a.n, seed=a.seed)
     print(f"demo workspace ready at {ws.root}: {len(ws.store.sample_ids())} images")
@@ -56,29 +56,27 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _run_pipeline(ws: Workspace, *, encoder: str | None = None) -> None:
-    from curation.jobs import JOBS
+    from curation.runtime.tasks import JOBS
 
     _with_bar("pipeline", JOBS["pipeline"], ws, {"encoder": encoder})
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
-    from curation.embed import embed_workspace
-
+    from curation.features.embed import embed_workspace
     ws = Workspace.open(a.workspace)
     emb = _with_bar("embed", embed_workspace, ws, a.encoder)
     print(f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}")
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
-    from curation.embed import import_embeddings
-
+    from curation.features.imported import import_embeddings
     ws = Workspace.open(a.workspace)
     emb = import_embeddings(ws, a.file, column=a.column, name=a.name)
     print(f"imported {len(emb.ids)} embeddings as {emb.encoder_name}")
 
 
 def cmd_map(a: argparse.Namespace) -> None:
-    from curation.jobs import JOBS
+    from curation.runtime.tasks import JOBS
 
     ws = Workspace.open(a.workspace)
     res = _with_bar("map", JOBS["map"], ws, {"method": a.method, "reproducible": not a.fast})
@@ -86,7 +84,7 @@ def cmd_map(a: argparse.Namespace) -> None:
 
 
 def cmd_cluster(a: argparse.Namespace) -> None:
-    from curation.jobs import JOBS
+    from curation.runtime.tasks import JOBS
 
     ws = Workspace.open(a.workspace)
     res = _with_bar("clusters", JOBS["clusters"], ws, {"k": a.k, "method": a.method})
@@ -94,8 +92,8 @@ def cmd_cluster(a: argparse.Namespace) -> None:
 
 
 def cmd_suggest(a: argparse.Namespace) -> None:
-    from curation.jobs import JOBS, embeddings_or_raise
-    from curation.suggest import source_table
+    from curation.labels.suggest import source_table
+    from curation.runtime.tasks import JOBS, embeddings_or_raise
 
     ws = Workspace.open(a.workspace)
     res = _with_bar("suggest", JOBS["suggest"], ws, {})
@@ -110,8 +108,8 @@ def cmd_suggest(a: argparse.Namespace) -> None:
 def cmd_issues(a: argparse.Namespace) -> None:
     import numpy as np
 
-    from curation.issues import missing_labels
-    from curation.jobs import embeddings_or_raise, run_issues
+    from curation.labels.issues import missing_labels
+    from curation.runtime.tasks import embeddings_or_raise, run_issues
 
     ws = Workspace.open(a.workspace)
     df, res = _with_bar("issues", run_issues, ws, force=a.refit)
@@ -143,7 +141,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             "batch_size": a.batch_size, "amp": a.amp, "augment": False if a.no_augment else None,
             "patience": a.patience, "num_workers": a.workers}
     if a.finetune or a.resume is not None:
-        from curation.finetune import run_finetune
+        from curation.models.finetune import run_finetune
 
         if a.elr:
             raise ValueError("--elr applies to heads on embeddings; drop --finetune or --elr.")
@@ -152,7 +150,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         config = {k: v for k, v in {**tune, "epochs": a.epochs, "device": a.device}.items() if v is not None}
         run_id = _with_bar("fine-tune", run_finetune, ws, config, resume=False if a.resume is None else a.resume)
     else:
-        from curation.train import run_training
+        from curation.models.runs import run_training
 
         if any(v is not None for v in tune.values()):
             raise ValueError("--encoder, --unfreeze, --lr, --head-lr, --batch-size, --amp, --no-augment, --patience "
@@ -167,7 +165,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from curation.train import latest_run
+    from curation.models.runs import latest_run
 
     ws = Workspace.open(a.workspace)
     run = ws.store.run(a.run) if a.run else latest_run(ws, kind=None)
@@ -186,7 +184,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from curation.export import export
+    from curation.data.export import export
 
     ws = Workspace.open(a.workspace)
     path = export(ws, a.format, a.dest, link=a.link, drop_same_images=a.drop_same_images)
@@ -194,8 +192,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 
 def cmd_list(a: argparse.Namespace) -> None:
-    from curation.embed import list_encoders
-
+    from curation.features.encoders import list_encoders
     print("encoders:")
     for name in list_encoders():
         print(f"  {name}")
@@ -207,7 +204,7 @@ def cmd_list(a: argparse.Namespace) -> None:
 
 
 def cmd_doctor(a: argparse.Namespace) -> None:
-    from curation.doctor import doctor
+    from curation.runtime.doctor import doctor
 
     ws = Workspace.open(a.workspace)
     report = doctor(ws, repair=a.repair)
@@ -223,14 +220,14 @@ def cmd_backup(a: argparse.Namespace) -> None:
 
 
 def cmd_restore(a: argparse.Namespace) -> None:
-    from curation.doctor import restore
+    from curation.runtime.doctor import restore
 
     restore(a.backup, a.workspace)
     print(f"restored {a.backup} into {a.workspace}")
 
 
 def cmd_jobs(a: argparse.Namespace) -> None:
-    from curation.jobs import refresh
+    from curation.runtime.liveness import refresh
 
     ws = Workspace.open(a.workspace)
     df = refresh(ws)
@@ -238,7 +235,7 @@ def cmd_jobs(a: argparse.Namespace) -> None:
 
 
 def cmd_submit(a: argparse.Namespace) -> None:
-    from curation.jobs import active_jobs, submit
+    from curation.runtime.jobs import active_jobs, submit
 
     ws = Workspace.open(a.workspace)
     if a.if_needed:
@@ -255,15 +252,15 @@ def cmd_submit(a: argparse.Namespace) -> None:
 
 
 def _pipeline_done(ws: Workspace) -> bool:
-    from curation.embed import load_embeddings
-    from curation.project import latest_map
+    from curation.features.embed import load_embeddings
+    from curation.features.project import latest_map
 
     emb = load_embeddings(ws)
     return emb is not None and len(emb.ids) == len(ws.store.sample_ids()) and latest_map(ws, emb) is not None
 
 
 def cmd_worker(a: argparse.Namespace) -> None:
-    from curation.jobs import run_job, serve
+    from curation.runtime.jobs import run_job, serve
 
     ws = Workspace.open(a.workspace)
     if a.job is None:
@@ -312,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("cluster", cmd_cluster, "cluster the embeddings")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--k", type=int, default=None, help="number of clusters (default: automatic)")
-    from curation.cluster import METHODS
+    from curation.structure.cluster import METHODS
 
     sp.add_argument("--method", choices=METHODS, default="auto",
                     help="auto: k-means, hierarchical above 200,000 images or k >= 256; hdbscan: no k, noise = -1")

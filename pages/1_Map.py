@@ -9,7 +9,7 @@ st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", lay
 st.title("Map")
 ws = widgets.require_workspace()
 
-emb = widgets.require_embeddings(ws, "No map yet: run the pipeline (embed → map → suggestions).",
+emb = jobpanel.require_embeddings(ws, "No map yet: run the pipeline (embed → map → suggestions).",
                                  run_key="map_pipeline")
 
 c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")

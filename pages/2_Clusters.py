@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from curation.ui import clusterview, loaders, widgets
+from curation.ui import clusterview, jobpanel, loaders, widgets
 
 st.set_page_config(page_title="Clusters · Curation studio", page_icon="🧩", layout="wide")
 st.title("Clusters")
 ws = widgets.require_workspace()
 
-emb = widgets.require_embeddings(
+emb = jobpanel.require_embeddings(
     ws, "No embeddings yet: run the pipeline (embed → map → clusters → suggestions).", run_key="clusters_pipeline")
 
 clusterview.recompute_controls(ws)

@@ -3,18 +3,18 @@
 import numpy as np
 import streamlit as st
 
-from curation import queues
-from curation.ui import loaders, review, widgets
+from curation.labels import queues
+from curation.ui import jobpanel, loaders, review, widgets
 
 st.set_page_config(page_title="Review · Curation studio", page_icon="✅", layout="wide")
 st.title("Review")
 ws = widgets.require_workspace()
 
 NO_SUGGESTIONS = "No suggestions yet: run the pipeline on the Home page."
-emb = widgets.require_embeddings(ws, NO_SUGGESTIONS)
+emb = jobpanel.require_embeddings(ws, NO_SUGGESTIONS)
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
 if sugg is None:
-    widgets.stop_for_pipeline(ws, NO_SUGGESTIONS)
+    jobpanel.stop_for_pipeline(ws, NO_SUGGESTIONS)
 
 ids = np.asarray(emb.ids, np.int64)
 names = ws.store.class_names()

@@ -3,13 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import labels, widgets
+from curation.ui import jobpanel, labels, widgets
 
 st.set_page_config(page_title="Search · Curation studio", layout="wide")
 st.title("Search")
 ws = widgets.require_workspace()
 
-emb = widgets.require_embeddings(ws, "No embeddings yet: run the pipeline from the Home page first.")
+emb = jobpanel.require_embeddings(ws, "No embeddings yet: run the pipeline from the Home page first.")
 
 text_tab, image_tab = st.tabs(["By text", "By image"])
 hits = None
@@ -22,8 +22,7 @@ with text_tab:
                               key="search_text")
         if query:
             with widgets.guard("searching"):
-                from curation.embed import search_text
-
+                from curation.features.text import search_text
                 hits = search_text(ws, emb, query, k=48)
 with image_tab:
     ids = np.asarray(emb.ids, np.int64)
@@ -31,8 +30,7 @@ with image_tab:
                           step=1, key="search_sample")
     if st.button("Find similar images", key="search_similar"):
         with widgets.guard("finding similar images"):
-            from curation.embed import similar_images
-
+            from curation.features.text import similar_images
             st.image(str(ws.resolve_image(int(sid))), width=160, caption=f"#{int(sid)} (query)")
             hits = similar_images(emb, int(sid), k=48)
 

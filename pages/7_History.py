@@ -40,7 +40,7 @@ with st.form("export"):
     drop = st.checkbox("Leave out images reviewed as “Same image” as their near-duplicate", value=False)
     if st.form_submit_button("Export"):
         with widgets.guard("exporting"):
-            from curation.export import export
+            from curation.data.export import export
 
             path = export(ws, fmt, Path(dest.strip()).expanduser() if dest.strip() else None,
                           drop_same_images=drop)

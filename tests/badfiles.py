@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from curation.images import MAX_BYTES
+from curation.data.images import MAX_BYTES
 
 LONG_NAME = "long_" + "x" * 150 + "é" * 45 + ".png"  # 249 bytes: near the 255-byte limit of a file name
 ODD_NAME = "ünï cødé #1 & 'quoted' (copy).png"

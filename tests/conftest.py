@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CURATION_OFFLINE", "1")
 os.environ.setdefault("CURATION_WORKER_IDLE", "30")  # warm workers started by tests do not linger for minutes
 
-from curation.workspace import Workspace  # noqa: E402
+from curation.data.workspace import Workspace  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 APP = Path(__file__).resolve().parent.parent / "app.py"

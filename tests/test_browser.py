@@ -8,16 +8,15 @@ head as a background job → evaluate → search → history. Screenshots go to 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from appserver import CHROMIUM, ROOT, AppServer, chromium, errors_shown, wait_idle
 from conftest import needs_fashion
 
@@ -97,7 +96,7 @@ def _lasso(page) -> None:
 
 
 def test_whole_loop(page, server: str, demo_ws: Path) -> None:
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
     ws = Workspace.open(demo_ws)
     _visit(page, server, "Samples")

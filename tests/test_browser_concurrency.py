@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from appserver import CHROMIUM, ROOT, AppServer, chromium, errors_shown, pick_batch, wait_idle
 from PIL import Image
 
-from appserver import CHROMIUM, ROOT, AppServer, chromium, errors_shown, pick_batch, wait_idle
-from curation.ingest import ingest
-from curation.store import Store
-from curation.workspace import Workspace
+from curation.data.ingest import ingest
+from curation.data.store import Store
+from curation.data.workspace import Workspace
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CLI_ACTIONS = 1000
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.browser,
 # (its samples alternate between two classes), paced so that it overlaps the browser sessions.
 _CLI = r"""
 import json, sys, time
-from curation.store import Store
+from curation.data.store import Store
 store = Store(sys.argv[1]); n = int(sys.argv[2]); ids = json.loads(sys.argv[3]); a, b = json.loads(sys.argv[4])
 for i in range(n):
     sample, visit = ids[i % len(ids)], i // len(ids)

@@ -1,4 +1,4 @@
-"""Tests for curation.cluster, curation.naming and curation.pockets: k-means (flat and hierarchical),
+"""Tests for curation.structure.cluster, curation.structure.naming and curation.structure.pockets: k-means (flat and hierarchical),
 automatic k, HDBSCAN noise, summaries, names, splits, pockets and the cached workspace clustering."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from curation import cluster as C, naming, pockets
+from curation.structure import cluster as C
+from curation.structure import naming, pockets
 
 
 def _blobs(k: int, *, n: int = 80, dim: int = 48, spread: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -175,8 +176,8 @@ def test_vocabulary_and_candidates():
 
 
 def test_names_with_a_tiny_openclip(ws, monkeypatch):
-    from curation import embed
-    from curation.encoders import register_tiny_openclip
+    from curation.features import encoders as embed
+    from curation.features.encoders import register_tiny_openclip
 
     name = register_tiny_openclip()
     enc = embed.get_encoder(name, device="cpu")

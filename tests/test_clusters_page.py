@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import open_page
-from curation.progress import null_progress
-from curation.store import POSITIVE
-from curation.ui import clusterview, state, widgets
-from curation.workspace import Workspace
+from streamlit.testing.v1 import AppTest
 from test_ui import CLASSES, embedded, workspace  # noqa: F401 (fixtures)
+
+from curation.core.progress import null_progress
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
+from curation.ui import clusterview, state, widgets
 
 PAGE = "pages/2_Clusters.py"
 
@@ -20,8 +20,8 @@ PAGE = "pages/2_Clusters.py"
 @pytest.fixture
 def clustered(embedded: Workspace) -> Workspace:  # noqa: F811
     """The embedded 60-image workspace (3 planted classes) with its clustering computed (automatic k)."""
-    from curation.cluster import compute_clusters
-    from curation.embed import load_embeddings
+    from curation.features.embed import load_embeddings
+    from curation.structure.cluster import compute_clusters
 
     compute_clusters(embedded, load_embeddings(embedded))
     return embedded
@@ -52,9 +52,9 @@ def test_job_params_sort_targets_and_escape():
 
 
 def test_clusters_job_passes_method_and_k(embedded: Workspace):  # noqa: F811
-    from curation.cluster import load_clustering
-    from curation.embed import load_embeddings
-    from curation.jobs import JOBS
+    from curation.features.embed import load_embeddings
+    from curation.runtime.tasks import JOBS
+    from curation.structure.cluster import load_clustering
 
     res = JOBS["clusters"](embedded, {"method": "auto", "k": 4}, null_progress)
     assert res == {"n_clusters": 4, "noise": 0}
@@ -75,8 +75,8 @@ def test_page_without_clusters_offers_recompute(embedded: Workspace):  # noqa: F
 def test_page_shows_cards_and_the_silhouette_curve(clustered: Workspace):
     at = _page()
     assert not at.error, [e.value for e in at.error]
-    from curation.cluster import load_clustering
-    from curation.embed import load_embeddings
+    from curation.features.embed import load_embeddings
+    from curation.structure.cluster import load_clustering
 
     n = int(load_clustering(clustered, load_embeddings(clustered)).labels.max()) + 1
     opens = sorted(int(b.key.rsplit("_", 1)[1]) for b in at.button if b.key and b.key.startswith("clusters_open_"))
@@ -88,8 +88,8 @@ def test_page_shows_cards_and_the_silhouette_curve(clustered: Workspace):
 
 
 def test_label_a_cluster_with_exceptions_is_one_batch_and_undoes(clustered: Workspace):
-    from curation.cluster import load_clustering
-    from curation.embed import load_embeddings
+    from curation.features.embed import load_embeddings
+    from curation.structure.cluster import load_clustering
 
     ws = clustered
     members = load_clustering(ws, load_embeddings(ws)).members(0)
@@ -134,8 +134,8 @@ def test_split_and_pockets_render(clustered: Workspace):
 
 def test_label_only_the_rest_of_a_cluster(clustered: Workspace):
     """"Leave out images that already carry another label" labels the unlabelled (and already-target) images only."""
-    from curation.cluster import load_clustering
-    from curation.embed import load_embeddings
+    from curation.features.embed import load_embeddings
+    from curation.structure.cluster import load_clustering
 
     ws = clustered
     members = load_clustering(ws, load_embeddings(ws)).members(0)

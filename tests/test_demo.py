@@ -7,13 +7,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import needs_fashion
-from curation import demo
-from curation.demo import (FASHION_CLASSES, FASHION_CONFUSABLE, DemoUnavailable, build_demo, load_demo_truth,
-                           make_noise, read_idx, stratified_sample)
-from curation.store import POSITIVE
-from curation.workspace import Workspace
+
+from curation.data import demo
+from curation.data.demo import (
+    FASHION_CLASSES,
+    FASHION_CONFUSABLE,
+    DemoUnavailable,
+    build_demo,
+    load_demo_truth,
+    make_noise,
+    read_idx,
+    stratified_sample,
+)
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,7 @@ def test_digits_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
     monkeypatch.setattr(demo, "fashion_available", lambda folder=None: False)
     with pytest.raises(DemoUnavailable, match="apt-get install dataset-fashion-mnist"):
         build_demo(tmp_path / "strict", n=50, source="fashion-mnist")
-    with caplog.at_level("WARNING", logger="curation.demo"):
+    with caplog.at_level("WARNING", logger="curation.data.demo"):
         ws = build_demo(tmp_path / "auto", n=100, seed=0)
     assert "apt-get install dataset-fashion-mnist" in caplog.text
     truth = load_demo_truth(ws)
@@ -98,7 +106,7 @@ def test_not_a_demo_workspace(ws: Workspace, tmp_path: Path) -> None:
 
     (tmp_path / "imgs").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "imgs" / "a.png")
-    from curation.ingest import ingest
+    from curation.data.ingest import ingest
 
     ingest(ws, tmp_path / "imgs")
     with pytest.raises(DemoUnavailable, match="not a demo"):

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from benchmarks.reliability import make_workspace
-from curation.doctor import STALE_TMP_SECONDS, doctor, restore
-from curation.ingest import ingest
-from curation.store import Store, StoreError
-from curation.workspace import Workspace
+from curation.data.ingest import ingest
+from curation.data.store import Store, StoreError
+from curation.data.workspace import Workspace
+from curation.runtime.doctor import STALE_TMP_SECONDS, doctor, restore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def test_unreadable_store_says_restore(labelled: Workspace, tmp_path: Path) -> N
 def test_backup_while_writing_then_restore(tmp_path: Path) -> None:
     """An online backup taken while another process writes is consistent; restore brings it back."""
     ws = make_workspace(tmp_path / "ws", 3000)
-    code = ("import sys; from curation.store import Store; s = Store(sys.argv[1]); ids = s.sample_ids()\n"
+    code = ("import sys; from curation.data.store import Store; s = Store(sys.argv[1]); ids = s.sample_ids()\n"
             "for i in range(400): s.set_label(ids[i::7], 1 + i % 5, source='bulk')\n")
     writer = subprocess.Popen([sys.executable, "-c", code, str(ws.store.path)], cwd=ROOT)
     backups = []

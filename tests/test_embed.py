@@ -1,4 +1,4 @@
-"""Tests for curation.embed / curation.encoders: tiny random OpenCLIP on CPU, offline EfficientNet-Lite0."""
+"""Tests for curation.features.embed / curation.features.encoders: tiny random OpenCLIP on CPU, offline EfficientNet-Lite0."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curation import embed as E
-from curation.progress import Cancelled
-from curation.workspace import Workspace
+from curation.core.progress import Cancelled
+from curation.data.workspace import Workspace
+from curation.features import embed as E
+from curation.features import encoders as ENC
+from curation.features import imported as IMP
+from curation.features import text as TXT
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION_DIR.exists(),
@@ -66,8 +69,8 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
 
 
 @pytest.fixture(scope="session")
-def tiny() -> E.Encoder:
-    return E.get_encoder(TINY, device="cpu")
+def tiny() -> ENC.Encoder:
+    return ENC.get_encoder(TINY, device="cpu")
 
 
 def _ws(root: Path, image_dir: tuple[Path, list[str]], n: int | None = None) -> Workspace:
@@ -83,12 +86,12 @@ def _store_files(emb: E.Embeddings, ws: Workspace) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------------- registry / encoders
-def test_registry_and_tiny_encoder(tiny: E.Encoder) -> None:
-    assert E.OFFLINE_ENCODER in E.list_encoders()
-    assert "openclip:ViT-B-32:laion2b_s34b_b79k" in E.list_encoders()
+def test_registry_and_tiny_encoder(tiny: ENC.Encoder) -> None:
+    assert ENC.OFFLINE_ENCODER in ENC.list_encoders()
+    assert "openclip:ViT-B-32:laion2b_s34b_b79k" in ENC.list_encoders()
     assert tiny.dim == 32 and tiny.has_text and tiny.device == "cpu"
-    assert E.get_encoder(TINY, device="cpu") is tiny  # cached
-    other = E.get_encoder(TINY, device="cpu", cache=False)
+    assert ENC.get_encoder(TINY, device="cpu") is tiny  # cached
+    other = ENC.get_encoder(TINY, device="cpu", cache=False)
     assert other.fingerprint == tiny.fingerprint and other.id == tiny.id  # seeded random weights
     img = Image.fromarray(np.full((30, 50, 3), 128, np.uint8))
     x = tiny.preprocess(img)
@@ -104,38 +107,38 @@ def test_registry_and_tiny_encoder(tiny: E.Encoder) -> None:
 
 
 def test_unknown_and_offline_errors(tmp_path: Path) -> None:
-    with pytest.raises(E.EncoderError, match="Unknown encoder"):
-        E.get_encoder("nope")
-    with pytest.raises(E.EncoderError, match="No checkpoint file"):
-        E.get_encoder(f"openclip:ViT-B-32:{tmp_path}/missing.pt")
-    with pytest.raises(E.EncoderError, match="known tags"):
-        E.get_encoder("openclip:ViT-B-32:not-a-tag")
-    with pytest.raises(E.EncoderUnavailable, match="open_clip_pytorch_model.bin"):  # conftest sets offline
-        E.get_encoder("openclip:ViT-B-32:laion2b_s34b_b79k")
+    with pytest.raises(ENC.EncoderError, match="Unknown encoder"):
+        ENC.get_encoder("nope")
+    with pytest.raises(ENC.EncoderError, match="No checkpoint file"):
+        ENC.get_encoder(f"openclip:ViT-B-32:{tmp_path}/missing.pt")
+    with pytest.raises(ENC.EncoderError, match="known tags"):
+        ENC.get_encoder("openclip:ViT-B-32:not-a-tag")
+    with pytest.raises(ENC.EncoderUnavailable, match="open_clip_pytorch_model.bin"):  # conftest sets offline
+        ENC.get_encoder("openclip:ViT-B-32:laion2b_s34b_b79k")
 
 
-def test_local_checkpoint(tmp_path: Path, tiny: E.Encoder) -> None:
+def test_local_checkpoint(tmp_path: Path, tiny: ENC.Encoder) -> None:
     import torch
 
     ckpt = tmp_path / "tiny.pt"
     torch.save(tiny.model.state_dict(), ckpt)
-    enc = E.get_encoder(f"openclip:tiny-test:{ckpt}", device="cpu", cache=False)
+    enc = ENC.get_encoder(f"openclip:tiny-test:{ckpt}", device="cpu", cache=False)
     assert enc.fingerprint == tiny.fingerprint and enc.id.startswith("openclip:tiny-test:file-")
     x = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
     np.testing.assert_array_equal(enc.encode_images(x), tiny.encode_images(x))
 
 
 def test_default_encoder_offline_notice() -> None:
-    enc, notice = E.default_encoder(device="cpu")
+    enc, notice = ENC.default_encoder(device="cpu")
     assert enc.name == "efficientnet-lite0" and enc.dim == 1280 and not enc.has_text
     assert "could not be downloaded" in notice and "text search" in notice
     assert "--encoder openclip:ViT-B-32:/path/to/open_clip_pytorch_model.bin" in notice
-    with pytest.raises(E.NoTextTower, match="OpenCLIP"):
+    with pytest.raises(ENC.NoTextTower, match="OpenCLIP"):
         enc.encode_text(["a shirt"])
 
 
 # ---------------------------------------------------------------------- pipeline
-def test_embed_shapes_cache_and_new_samples(tmp_path: Path, image_dir, tiny: E.Encoder) -> None:
+def test_embed_shapes_cache_and_new_samples(tmp_path: Path, image_dir, tiny: ENC.Encoder) -> None:
     ws = _ws(tmp_path / "ws", image_dir, n=30)
     msgs: list[str] = []
     emb = E.embed_workspace(ws, tiny, chunk_size=8, progress=lambda f, m: msgs.append(m))
@@ -180,7 +183,7 @@ def _stack(xs: list) -> "object":
     return torch.stack(xs)
 
 
-def test_deterministic_and_resume_after_cancel(tmp_path: Path, image_dir, tiny: E.Encoder) -> None:
+def test_deterministic_and_resume_after_cancel(tmp_path: Path, image_dir, tiny: ENC.Encoder) -> None:
     clean = _ws(tmp_path / "clean", image_dir)
     ref = E.embed_workspace(clean, tiny, chunk_size=8, batch_size=3, num_workers=1)
     ref_files = _store_files(ref, clean)
@@ -205,7 +208,7 @@ def test_deterministic_and_resume_after_cancel(tmp_path: Path, image_dir, tiny: 
     np.testing.assert_array_equal(done.ids, ref.ids)
 
 
-def test_corrupt_images_skipped_and_reported(tmp_path: Path, image_dir, tiny: E.Encoder) -> None:
+def test_corrupt_images_skipped_and_reported(tmp_path: Path, image_dir, tiny: ENC.Encoder) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
     good = _write_images(folder, n=5, seed=3)
@@ -234,27 +237,27 @@ def test_import_embeddings_npy_and_parquet(tmp_path: Path, image_dir) -> None:
     rng = np.random.default_rng(1)
     vecs = rng.normal(size=(10, 6)).astype(np.float64)
     np.save(tmp_path / "v.npy", vecs)
-    emb = E.import_embeddings(ws, tmp_path / "v.npy", name="mine")
+    emb = IMP.import_embeddings(ws, tmp_path / "v.npy", name="mine")
     assert emb.encoder_name == "precomputed:mine" and not emb.has_text and emb.device == "precomputed"
     np.testing.assert_array_equal(emb.ids, ids)
     np.testing.assert_allclose(emb.vectors, vecs / np.linalg.norm(vecs, axis=1, keepdims=True), atol=1e-6)
     assert ws.store.meta("encoder") == "precomputed:mine"
     assert E.load_embeddings(ws).key == emb.key
     assert E.embed_workspace(ws).key == emb.key  # the active precomputed encoder: nothing to run
-    assert E.get_encoder("precomputed:mine").dim == 6
+    assert ENC.get_encoder("precomputed:mine").dim == 6
 
     # rows aligned by a manifest of paths, in another order, covering a subset
     _, names = image_dir
     order = [3, 1, 2]
     pd.DataFrame({"path": [names[i] for i in order]}).to_csv(tmp_path / "m.csv", index=False)
     np.save(tmp_path / "sub.npy", vecs[order])
-    sub = E.import_embeddings(ws, tmp_path / "sub.npy", ids_or_paths=tmp_path / "m.csv", name="sub")
+    sub = IMP.import_embeddings(ws, tmp_path / "sub.npy", ids_or_paths=tmp_path / "m.csv", name="sub")
     np.testing.assert_array_equal(sub.ids, ids[[1, 2, 3]])
     np.testing.assert_allclose(sub.vectors[0], emb.vectors[1], atol=1e-6)
 
     # parquet with a list column and a path column
     pd.DataFrame({"file_name": names[:10], "emb": list(vecs)}).to_parquet(tmp_path / "v.parquet")
-    pq = E.import_embeddings(ws, tmp_path / "v.parquet", name="pq")
+    pq = IMP.import_embeddings(ws, tmp_path / "v.parquet", name="pq")
     np.testing.assert_allclose(pq.vectors, emb.vectors, atol=1e-6)
 
 
@@ -270,7 +273,7 @@ def test_import_validation_errors(tmp_path: Path, image_dir, bad: np.ndarray, ma
     f = tmp_path / "bad.npy"
     np.save(f, bad)
     with pytest.raises(E.EmbeddingError, match=match) as ei:
-        E.import_embeddings(ws, f)
+        IMP.import_embeddings(ws, f)
     assert str(f) in str(ei.value)
 
 
@@ -279,62 +282,62 @@ def test_import_errors_objects_and_paths(tmp_path: Path, image_dir) -> None:
     f = tmp_path / "obj.npy"
     np.save(f, np.array([[1, "a"], [2, None]], dtype=object), allow_pickle=True)
     with pytest.raises(E.EmbeddingError, match="Python objects"):
-        E.import_embeddings(ws, f)
+        IMP.import_embeddings(ws, f)
     np.save(tmp_path / "v.npy", np.ones((2, 3)))
     with pytest.raises(E.EmbeddingError, match="not samples of this workspace"):
-        E.import_embeddings(ws, tmp_path / "v.npy", ids_or_paths=["nope.png", "img_000.png"])
+        IMP.import_embeddings(ws, tmp_path / "v.npy", ids_or_paths=["nope.png", "img_000.png"])
     with pytest.raises(E.EmbeddingError, match="more than once"):
-        E.import_embeddings(ws, tmp_path / "v.npy", ids_or_paths=["img_000.png", "img_000.png"])
+        IMP.import_embeddings(ws, tmp_path / "v.npy", ids_or_paths=["img_000.png", "img_000.png"])
     with pytest.raises(E.EmbeddingError, match="No file"):
-        E.import_embeddings(ws, tmp_path / "missing.npy")
+        IMP.import_embeddings(ws, tmp_path / "missing.npy")
 
 
 # ---------------------------------------------------------------------- text and search
-def test_text_embeddings_ensemble_and_cache(tmp_path: Path, tiny: E.Encoder) -> None:
+def test_text_embeddings_ensemble_and_cache(tmp_path: Path, tiny: ENC.Encoder) -> None:
     ws = Workspace.create(tmp_path / "ws")
     names = ["shirt", "sneaker", "bag"]
-    t = E.text_embeddings(tiny, names, ws=ws)
+    t = TXT.text_embeddings(tiny, names, ws=ws)
     assert t.shape == (3, 32) and t.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
     # the ensemble is the renormalised mean of each template's normalised embedding
-    per = tiny.encode_text([tpl.format("bag") for tpl in E.CLIP_TEMPLATES])
+    per = tiny.encode_text([tpl.format("bag") for tpl in TXT.CLIP_TEMPLATES])
     m = per.mean(0)
     np.testing.assert_allclose(t[2], m / np.linalg.norm(m), atol=1e-5)
     # single template, and a class's own prompt overriding the templates
-    one = E.text_embeddings(tiny, names, templates=["a photo of a {}."])
+    one = TXT.text_embeddings(tiny, names, templates=["a photo of a {}."])
     np.testing.assert_allclose(one[0], tiny.encode_text(["a photo of a shirt."])[0], atol=1e-5)
-    own = E.text_embeddings(tiny, names, prompts=["", "a running shoe", ""])
+    own = TXT.text_embeddings(tiny, names, prompts=["", "a running shoe", ""])
     np.testing.assert_allclose(own[1], tiny.encode_text(["a running shoe"])[0], atol=1e-5)
     np.testing.assert_allclose(own[0], t[0], atol=1e-5)
     # cached as an artifact
     assert (ws.artifacts.list()["kind"] == "text_embeddings").sum() == 1
-    np.testing.assert_array_equal(E.text_embeddings(tiny, names, ws=ws), t)
+    np.testing.assert_array_equal(TXT.text_embeddings(tiny, names, ws=ws), t)
     ws.store.add_classes(names, prompts=["", "a running shoe", ""])
-    cids, cv = E.class_text_embeddings(ws, tiny)
+    cids, cv = TXT.class_text_embeddings(ws, tiny)
     assert len(cids) == 3
     np.testing.assert_allclose(cv, own, atol=1e-5)
-    with pytest.raises(E.NoTextTower):
-        E.text_embeddings("efficientnet-lite0", names)
+    with pytest.raises(ENC.NoTextTower):
+        TXT.text_embeddings("efficientnet-lite0", names)
 
 
-def test_similar_images_and_text_search(tmp_path: Path, image_dir, tiny: E.Encoder) -> None:
+def test_similar_images_and_text_search(tmp_path: Path, image_dir, tiny: ENC.Encoder) -> None:
     ws = _ws(tmp_path / "ws", image_dir)
     emb = E.embed_workspace(ws, tiny, chunk_size=64)
     a, b = emb.ids[0], emb.ids[1]  # image 1 is a near copy of image 0
-    ids, scores = E.similar_images(emb, a, k=5)
+    ids, scores = TXT.similar_images(emb, a, k=5)
     assert ids[0] == b and a not in ids and len(ids) == 5
     assert np.all(np.diff(scores) <= 1e-6)
 
-    class Planted(E.Encoder):  # text tower that maps the query onto sample 7's vector
+    class Planted(ENC.Encoder):  # text tower that maps the query onto sample 7's vector
         name = id = "planted"
         dim, fingerprint, has_text, device = 32, "x", True, "cpu"
 
         def encode_text(self, texts):  # type: ignore[override]
             return np.repeat(np.asarray(emb.vectors[7:8]), len(texts), 0)
 
-    hits, sims = E.search_text(ws, emb, "anything", k=3, encoder=Planted())
+    hits, sims = TXT.search_text(ws, emb, "anything", k=3, encoder=Planted())
     assert hits[0] == emb.ids[7] and sims[0] == pytest.approx(1.0, abs=1e-5)
-    hits2, _ = E.search_text(ws, emb, "a photo of noise", k=4)  # real tiny text tower runs
+    hits2, _ = TXT.search_text(ws, emb, "a photo of noise", k=4)  # real tiny text tower runs
     assert len(hits2) == 4 and np.isin(hits2, emb.ids).all()
 
 
@@ -366,7 +369,7 @@ def test_efficientnet_lite0_offline_on_fashion(tmp_path: Path) -> None:
 
 def test_unreachable_hub_falls_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """No network and no cache: the default encoder is the offline one, without the hub client's retries."""
-    from curation import encoders
+    from curation.features import encoders
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("CURATION_OFFLINE", raising=False)

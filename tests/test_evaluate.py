@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-import pandas as pd
-
-from curation.evaluate import (classification_report, confusion_cell, confusion_matrix, expected_calibration_error,
-                               multilabel_confusion_pairs, multilabel_report, reliability_bins, report_from_json,
-                               report_to_json, review_outcomes, top1_correct, tune_thresholds)
+from curation.models.evaluate import (
+    classification_report,
+    confusion_cell,
+    confusion_matrix,
+    expected_calibration_error,
+    multilabel_confusion_pairs,
+    multilabel_report,
+    reliability_bins,
+    report_from_json,
+    report_to_json,
+    review_outcomes,
+    top1_correct,
+    tune_thresholds,
+)
 
 
 def test_classification_report_hand_computed():

@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_ok, open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import assert_ok, open_page
-from curation.evaluate import multilabel_confusion_pairs
-from curation.store import POSITIVE
+from curation.data import pins
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
+from curation.models.evaluate import multilabel_confusion_pairs
 from curation.ui import evalview, selection, state
-from curation.workspace import Workspace
 
-train = pytest.importorskip("curation.train")
-embed = pytest.importorskip("curation.embed")
+runs = pytest.importorskip("curation.models.runs")
+embed = pytest.importorskip("curation.features.imported")
 
 PAGE = "pages/5_Evaluate.py"
 CLASSES = ["circle", "square", "triangle"]
@@ -59,11 +60,11 @@ def _build(root: Path, *, task: str) -> tuple[Workspace, int, int]:
     if task == "single":  # plant 4 wrong labels the first run learns from
         for n, sid in enumerate(ids[:4]):
             ws.store.set_label([sid], ws.store.class_id(CLASSES[(n + 1) % 3]))
-    a = train.run_training(ws, {**FAST, "epochs": 1, "lr": 1e-4})
+    a = runs.run_training(ws, {**FAST, "epochs": 1, "lr": 1e-4})
     if task == "single":  # fix them
         for n, sid in enumerate(ids[:4]):
             ws.store.set_label([sid], ws.store.class_id(CLASSES[n % 3]))
-    b = train.run_training(ws, FAST)
+    b = runs.run_training(ws, FAST)
     ws.store.close()
     return ws, a, b
 
@@ -114,7 +115,7 @@ def _click(at: AppTest, i: int, j: int) -> None:
 
 def _expected_cell(ws: Workspace, run_id: int, i: int, j: int, *, which: str = "val") -> list[int]:
     """The cell's ids computed independently of the page: most confident first, ties by id."""
-    ids, probs = train.load_predictions(ws, run_id)
+    ids, probs = runs.load_predictions(ws, run_id)
     keep = np.isin(ids, ws.store.run(run_id)["metrics"][f"{which}_ids"])
     ids, probs = ids[keep], probs[keep]
     if ws.store.task == "single":
@@ -184,7 +185,7 @@ def test_big_confusion_maps_draw_the_most_confused_classes():
 
 
 def test_reliability_figure_shows_counts_and_diagonal():
-    from curation.evaluate import reliability_bins
+    from curation.models.evaluate import reliability_bins
 
     rb = reliability_bins(np.array([0.95, 0.95, 0.55]), np.array([True, False, True]), bins=10)
     fig = evalview.reliability_figure(rb)
@@ -258,7 +259,7 @@ def test_verdict_writes_review_and_label_batch(single):
 
 def test_compare_runs_shows_flips_and_label_changes(single):
     ws, a, b = single
-    cmp = train.compare_runs(ws, a, b)
+    cmp = runs.compare_runs(ws, a, b)
     assert len(cmp["became_right"]) > 0
     at = _page()
     at.selectbox(key="eval_cmp_a").set_value(a)
@@ -284,7 +285,7 @@ def test_pin_from_the_cell_and_unpin_from_the_slice(single):
     agree = at.selectbox(key=evalview.K_TRUE).value == at.selectbox(key=evalview.K_PRED).value
     at.button(key=f"pin_{sid}").click().run()
     assert_ok(at)
-    assert train.pinned(ws).tolist() == [sid]
+    assert pins.pinned(ws).tolist() == [sid]
     assert at.button(key=f"pin_{sid}").label == "Unpin"
     captions = [c for img in at.image for c in img.captions if c.startswith(f"#{sid} ")]
     assert captions and captions[-1].endswith("right" if agree else "wrong")
@@ -292,7 +293,7 @@ def test_pin_from_the_cell_and_unpin_from_the_slice(single):
     at.run()
     at.button(key="eval_unpin_apply").click().run()
     assert_ok(at)
-    assert train.pinned(ws).tolist() == []
+    assert pins.pinned(ws).tolist() == []
 
 
 def test_runs_report_their_pinned_slice(single):
@@ -319,8 +320,8 @@ def test_finetune_runs_are_read_like_head_runs(single):
     rec = ws.store.run(b)
     rid = ws.store.add_run("finetune", {"encoder": "openclip:ViT-B-32", "epochs": 3},
                            last_event_id=rec["last_event_id"], encoder="enc", device="cpu")
-    ids, probs = train.load_predictions(ws, b)
-    ws.artifacts.save_arrays(train.PREDICTIONS_KIND, f"run-{rid}", {"ids": np.asarray(ids), "probs": np.asarray(probs)},
+    ids, probs = runs.load_predictions(ws, b)
+    ws.artifacts.save_arrays(runs.PREDICTIONS_KIND, f"run-{rid}", {"ids": np.asarray(ids), "probs": np.asarray(probs)},
                              config={"run_id": rid})
     ws.store.update_run(rid, status="done", duration=1.0, metrics=rec["metrics"])
     at = _page()
@@ -335,7 +336,7 @@ def test_finetune_runs_are_read_like_head_runs(single):
 
 def test_multilabel_label_wrong_rejects_the_wrong_label_in_the_same_batch(multi):
     ws, _, b = multi
-    from curation.store import POSITIVE, REJECTED
+    from curation.data.store import POSITIVE, REJECTED
     from curation.ui import actions
 
     sid = int(ws.store.sample_ids()[1])  # labelled "square" only
@@ -352,7 +353,7 @@ def test_multilabel_label_wrong_rejects_the_wrong_label_in_the_same_batch(multi)
 
 def test_page_verdicts_are_the_engines():
     """The Evaluate buttons and the engine's outcome table name the same verdicts (no drift between the lists)."""
-    from curation.evaluate import MISTAKE_VERDICTS
+    from curation.models.evaluate import MISTAKE_VERDICTS
     from curation.ui import actions
 
     assert set(actions.VERDICTS) == set(MISTAKE_VERDICTS)

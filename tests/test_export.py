@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curation.export import ExportError, export, label_table
-from curation.ingest import ingest
-from curation.store import POSITIVE
-from curation.workspace import Workspace
+from curation.data.export import ExportError, export, label_table
+from curation.data.ingest import ingest
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
 
 
 def _img(path: Path, seed: int) -> None:

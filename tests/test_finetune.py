@@ -11,16 +11,24 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from curation import jobs
 from curation.cli import main
-from curation.embed import embed_workspace, load_embeddings
-from curation.encoders import EncoderError, get_encoder, register_tiny_openclip
-from curation.finetune import (FinetuneConfig, augment_batch, base_encoder_name, encoder_name, load_training_state,
-                               run_finetune, unfreeze_last)
-from curation.progress import Cancelled, null_progress
-from curation.train import TrainingCancelled, TrainingError, latest_run, load_head, load_predictions
+from curation.core.progress import Cancelled, null_progress
+from curation.data.workspace import Workspace
+from curation.features.embed import embed_workspace, load_embeddings
+from curation.features.encoders import EncoderError, get_encoder, register_tiny_openclip
+from curation.models.finetune import (
+    FinetuneConfig,
+    augment_batch,
+    base_encoder_name,
+    encoder_name,
+    load_training_state,
+    run_finetune,
+    unfreeze_last,
+)
+from curation.models.heads import TrainingCancelled, TrainingError
+from curation.models.runs import latest_run, load_head, load_predictions
+from curation.runtime import jobs, tasks
 from curation.ui import state
-from curation.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = register_tiny_openclip()
@@ -142,9 +150,9 @@ def test_a_resubmitted_finetune_job_resumes_its_run(img_ws: Workspace) -> None:
             raise Cancelled()
 
     with pytest.raises(Cancelled) as info:
-        jobs.JOBS["finetune"](img_ws, params, cancel)
-    assert jobs.JOBS["finetune"](img_ws, params, null_progress) == {"run_id": info.value.run_id, "status": "done"}
-    assert jobs.JOBS["finetune"](img_ws, {**params, "resume": False}, null_progress)["run_id"] != info.value.run_id
+        tasks.JOBS["finetune"](img_ws, params, cancel)
+    assert tasks.JOBS["finetune"](img_ws, params, null_progress) == {"run_id": info.value.run_id, "status": "done"}
+    assert tasks.JOBS["finetune"](img_ws, {**params, "resume": False}, null_progress)["run_id"] != info.value.run_id
 
 
 def test_reembed_with_the_tuned_tower(img_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +163,7 @@ def test_reembed_with_the_tuned_tower(img_ws: Workspace, monkeypatch: pytest.Mon
         get_encoder(encoder_name(rid))
     for step in ("_map", "_clusters", "_suggest"):  # tested elsewhere; here: the embedding and the active encoder
         monkeypatch.setattr(jobs, step, lambda ws, params, progress: {})
-    res = jobs.JOBS["reembed"](ws, {"run_id": rid}, null_progress)
+    res = tasks.JOBS["reembed"](ws, {"run_id": rid}, null_progress)
     emb = load_embeddings(ws)
     assert res["embed"]["encoder"] == encoder_name(rid) == emb.encoder_name == ws.store.meta("encoder")
     assert emb.key != base.key and emb.encoder_id != base.encoder_id and not emb.has_text

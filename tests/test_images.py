@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from badfiles import LONG_NAME, Corpus, make_corpus
 from PIL import Image
 
-from badfiles import LONG_NAME, Corpus, make_corpus
-from curation.images import ImageError, check_image, load_image, make_thumbnails, render_thumbnail, thumbnail_path
-from curation.ingest import ingest
-from curation.workspace import Workspace, WorkspaceError
+from curation.data.images import ImageError, check_image, load_image, make_thumbnails, render_thumbnail, thumbnail_path
+from curation.data.ingest import ingest
+from curation.data.workspace import Workspace, WorkspaceError
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from badfiles import ManifestCase, make_bad_manifests, make_corpus, shown
 from PIL import Image
 
-from badfiles import ManifestCase, make_bad_manifests, make_corpus, shown
-from curation.export import export
-from curation.ingest import IngestError, IngestReport, ingest, parse_labels
-from curation.progress import Cancelled
-from curation.store import POSITIVE
-from curation.workspace import Workspace
+from curation.core.progress import Cancelled
+from curation.data.export import export
+from curation.data.ingest import IngestError, IngestReport, ingest, parse_labels
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 

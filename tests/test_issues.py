@@ -8,11 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation.issues import (IssuesError, ambiguous_scores, compute_issues, find_label_issues,
-                             label_quality_scores, missing_label_candidates, multilabel_issue_scores,
-                             near_duplicates, outlier_scores)
-from curation.neighbors import knn
-from curation.oof import out_of_fold_probs, out_of_fold_probs_multi
+from curation.features.neighbors import knn
+from curation.labels.issues import (
+    IssuesError,
+    ambiguous_scores,
+    compute_issues,
+    find_label_issues,
+    label_quality_scores,
+    missing_label_candidates,
+    multilabel_issue_scores,
+    near_duplicates,
+    outlier_scores,
+)
+from curation.labels.oof import out_of_fold_probs, out_of_fold_probs_multi
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +214,8 @@ def test_compute_issues_contract(ws, blobs):
 
 
 def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
-    from curation.suggest import label_state
-    from curation.train import run_training
+    from curation.labels.suggest import label_state
+    from curation.models.runs import run_training
 
     X, y = blobs
     names = [f"c{c}" for c in range(6)]
@@ -228,8 +236,8 @@ def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
 
 
 def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
-    from curation.issues import missing_labels
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
+    from curation.labels.issues import missing_labels
 
     Xm, Y, b, hidden = mosaics
     ws = Workspace.create(tmp_path / "multi", task="multi")
@@ -253,7 +261,7 @@ def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
 
 
 def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
-    from curation.issues import missing_labels
+    from curation.labels.issues import missing_labels
 
     X, y = blobs
     rng = np.random.default_rng(4)
@@ -276,8 +284,8 @@ def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
 
 def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, capsys):
     """`python -m curation issues WS` names the given and suggested classes and the file of each likely error."""
-    from curation import embed
     from curation.cli import main
+    from curation.features import imported as embed
 
     X, y = blobs
     X, y = X[:300], y[:300]
@@ -297,7 +305,7 @@ def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, cap
 
 def test_compute_issues_takes_the_noise_of_the_clustering_in_use(ws, blobs):
     """By default the outlier score uses HDBSCAN's noise when HDBSCAN is the clustering in use; None: no noise."""
-    from curation.cluster import compute_clusters, noise_ids
+    from curation.structure.cluster import compute_clusters, noise_ids
 
     X, y = blobs
     stray = np.random.default_rng(5).normal(size=(12, X.shape[1]))        # scattered points: HDBSCAN noise

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from curation import jobs
-from curation.progress import ProgressFn
-from curation.workspace import Workspace
+from curation.core.progress import ProgressFn
+from curation.data.workspace import Workspace
+from curation.runtime import jobs, liveness, tasks
 
 TESTS = Path(__file__).resolve().parent
 
 
-@jobs.job("_test_steps")
+@tasks.job("_test_steps")
 def _steps_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     """A job for the worker tests (the worker imports this module through ``$CURATION_JOB_MODULES``)."""
     n = int(params.get("steps", 3))
@@ -40,9 +40,9 @@ def slow_job():
             raise ValueError("planted failure")
         return {"steps": len(calls)}
 
-    jobs.JOBS["_test_slow"] = fn
+    tasks.JOBS["_test_slow"] = fn
     yield calls
-    del jobs.JOBS["_test_slow"]
+    del tasks.JOBS["_test_slow"]
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def served(ws: Workspace, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(jobs.WARM_ENV, "0")
     monkeypatch.setenv(jobs.IDLE_ENV, "60")
     yield ws
-    pid = jobs.worker_pid(ws)
+    pid = liveness.worker_pid(ws)
     if pid:
         os.kill(pid, signal.SIGKILL)
 
@@ -118,7 +118,7 @@ def test_warm_worker_runs_queued_jobs_in_order_in_one_process(served: Workspace)
     pids = {r["result"]["pid"] for r in recs} | {r["pid"] for r in recs}
     assert len(pids) == 1 and os.getpid() not in pids  # the second and third job reused the worker
     assert recs[0]["finished"] <= recs[1]["started"] and recs[1]["finished"] <= recs[2]["started"]
-    assert jobs.worker_pid(served) in pids
+    assert liveness.worker_pid(served) in pids
     assert (served.root / "logs" / f"job-{ids[0]}.log").exists()
 
 
@@ -148,7 +148,7 @@ def test_kill_9_of_the_worker_interrupts_and_resume_completes(served: Workspace)
     _until(lambda: served.store.job(jid)["status"] == "running", "the job to start")
     pid = int(served.store.job(jid)["pid"])
     os.kill(pid, signal.SIGKILL)
-    _until(lambda: not jobs.process_alive(pid), "the worker to die")
+    _until(lambda: not liveness.process_alive(pid), "the worker to die")
     jobs.refresh(served)
     assert served.store.job(jid)["status"] == "interrupted"
     again = jobs.resume(served, jid)
@@ -162,7 +162,7 @@ def test_idle_worker_exits_and_the_next_submit_starts_another(served: Workspace,
     monkeypatch.setenv(jobs.IDLE_ENV, "0.5")
     first = jobs.wait(served, jobs.submit(served, "_test_steps", {}), timeout=60)
     assert first["status"] == "done"
-    _until(lambda: jobs.worker_pid(served) is None and not jobs.process_alive(first["pid"]), "the idle worker to exit")
+    _until(lambda: liveness.worker_pid(served) is None and not liveness.process_alive(first["pid"]), "the idle worker to exit")
     second = jobs.wait(served, jobs.submit(served, "_test_steps", {}), timeout=60)
     assert second["status"] == "done" and second["pid"] != first["pid"]
 
@@ -175,4 +175,4 @@ def test_one_shot_worker_command_runs_one_job(ws: Workspace) -> None:
     subprocess.run([sys.executable, "-m", "curation", "worker", str(ws.root), str(jid)], check=True, timeout=120,
                    cwd=TESTS.parent, capture_output=True)
     assert ws.store.job(jid)["status"] == "done"
-    assert jobs.worker_pid(ws) is None  # no warm worker was left behind
+    assert liveness.worker_pid(ws) is None  # no warm worker was left behind

@@ -1,4 +1,4 @@
-"""Tests for curation.neighbors: exact kNN, duplicates, HNSW and IVF paths, one index per embedding, cached graph."""
+"""Tests for curation.features.neighbors: exact kNN, duplicates, HNSW and IVF paths, one index per embedding, cached graph."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from curation import neighbors
+from curation.features import neighbors
 
 
 def _brute(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

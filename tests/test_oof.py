@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation.calibrate import PooledEnsemble, apply_temperature, ece, fit_temperature
-from curation.oof import OOFError, knn_oof_probs, out_of_fold_probs, out_of_fold_probs_multi, stratified_folds
+from curation.labels.calibrate import PooledEnsemble, apply_temperature, ece, fit_temperature
+from curation.labels.oof import OOFError, knn_oof_probs, out_of_fold_probs, out_of_fold_probs_multi, stratified_folds
 
 
 def test_stratified_folds_balanced_and_skip_unlabelled():

@@ -1,4 +1,4 @@
-"""Tests for curation.project: UMAP on the faiss graph, PCA, normalisation, caching."""
+"""Tests for curation.features.project: UMAP on the faiss graph, PCA, normalisation, caching."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from curation import project
+from curation.features import project
 
 
 def _knn_accuracy(coords: np.ndarray, y: np.ndarray, k: int = 5) -> float:
@@ -21,7 +21,7 @@ def _knn_accuracy(coords: np.ndarray, y: np.ndarray, k: int = 5) -> float:
 @pytest.fixture(scope="module")
 def mapped(tmp_path_factory, blobs):
     """One workspace and one UMAP fit shared by the tests of this module."""
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
     ws = Workspace.create(tmp_path_factory.mktemp("map") / "ws")
     x, y = blobs
@@ -59,7 +59,7 @@ def test_sampled_fit_places_and_refines_the_rest(blobs):
 
 
 def test_place_out_of_sample_uses_an_approximate_index_above_its_limit(blobs, monkeypatch):
-    from curation import neighbors
+    from curation.features import neighbors
 
     x, y = blobs
     anchors = np.array([[10, 0], [0, 10], [0, 0]], np.float32)
@@ -77,7 +77,7 @@ def test_place_out_of_sample_uses_an_approximate_index_above_its_limit(blobs, mo
 
 
 def test_reproducible_full_fit_is_deterministic(blobs):
-    from curation.neighbors import knn
+    from curation.features.neighbors import knn
 
     x, _ = blobs
     idx, sims = knn(x, k=14)
@@ -87,7 +87,7 @@ def test_reproducible_full_fit_is_deterministic(blobs):
 
 
 def test_fast_map_is_cached_apart_and_latest_map_finds_the_newest(tmp_path, blobs):
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
     ws = Workspace.create(tmp_path / "ws")
     x, y = blobs

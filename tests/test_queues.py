@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation import queues
-from curation.store import POSITIVE, REJECTED
+from curation.data.store import POSITIVE, REJECTED
+from curation.labels import queues
 
 NAMES = ["cat", "dog", "fox"]
 

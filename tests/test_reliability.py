@@ -12,10 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.reliability import (ROOT, bad_files_trial, bad_manifests_trial, concurrent_trial, embed_kill,
-                                    kill_trial, make_workspace, train_kill)
-from curation.store import Store
-from curation.workspace import Workspace
+from benchmarks.reliability import (
+    ROOT,
+    bad_files_trial,
+    bad_manifests_trial,
+    concurrent_trial,
+    embed_kill,
+    kill_trial,
+    make_workspace,
+    train_kill,
+)
+from curation.data.store import Store
+from curation.data.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +95,8 @@ def test_worker_killed_during_training(tmp_path: Path, quick_workers: None) -> N
 
 _PINNER = """
 import sys
-from curation.train import pin, unpin
-from curation.workspace import Workspace
+from curation.data.pins import pin, unpin
+from curation.data.workspace import Workspace
 ws = Workspace.open(sys.argv[1])
 for i in range(int(sys.argv[2]), 120, 3):
     pin(ws, [i, i + 10_000])
@@ -98,7 +106,7 @@ for i in range(int(sys.argv[2]), 120, 3):
 
 def test_concurrent_pin_and_unpin_lose_nothing(tmp_path: Path) -> None:
     """Three processes editing the must-not-fail slice at once: every pin lands (the edit is one transaction)."""
-    from curation.train import pinned
+    from curation.data.pins import pinned
 
     ws = make_workspace(tmp_path / "ws", 10)
     procs = [subprocess.Popen([sys.executable, "-c", _PINNER, str(ws.root), str(k)], cwd=ROOT) for k in range(3)]

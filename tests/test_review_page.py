@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_ok, open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import assert_ok, open_page
-from curation.store import POSITIVE, REJECTED
+from curation.data.store import POSITIVE, REJECTED
+from curation.data.workspace import Workspace
 from curation.ui import state
-from curation.workspace import Workspace
 
 PAGE = "pages/3_Review.py"
 CLASSES = ["circle", "square", "triangle"]
@@ -24,7 +24,7 @@ N = 30
 
 def _build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str) -> Workspace:
     """30 tiny images in 3 separable classes (every fourth unlabelled) with imported embeddings."""
-    embed = pytest.importorskip("curation.embed")
+    embed = pytest.importorskip("curation.features.imported")
     ws = Workspace.create(tmp_path / "ws", task=task)
     folder = tmp_path / "images"
     folder.mkdir()
@@ -193,8 +193,8 @@ def test_accept_all_above_x_writes_one_batch_of_the_shown_size(single: Workspace
 
 
 def test_accept_all_by_cluster_counts_the_cluster(single: Workspace) -> None:
-    from curation.cluster import compute_clusters
-    from curation.embed import load_embeddings
+    from curation.features.embed import load_embeddings
+    from curation.structure.cluster import compute_clusters
 
     clusters = compute_clusters(single, load_embeddings(single), k=3)["cluster"]
     at = _page()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.artifacts import Artifacts
-from curation.ingest import ingest
-from curation.workspace import Workspace, WorkspaceError
+from curation.data.artifacts import Artifacts
+from curation.data.ingest import ingest
+from curation.data.workspace import Workspace, WorkspaceError
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_CODE = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "curation" / "ui").glob("*.py"))]

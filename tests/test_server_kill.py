@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from appserver import CHROMIUM, ROOT, AppServer, chromium, errors_shown, pick_batch, wait_idle
+
 from benchmarks.reliability import make_workspace, server_kill_trial
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curation.store import POSITIVE, REJECTED, UNKNOWN, SCHEMA_VERSION, StoreError
-from curation.workspace import Workspace, WorkspaceError
+from curation.data.store import POSITIVE, REJECTED, SCHEMA_VERSION, UNKNOWN, StoreError
+from curation.data.workspace import Workspace, WorkspaceError
 
 
 def _records(n: int, prefix: str = "img") -> pd.DataFrame:
@@ -180,7 +180,7 @@ def test_bulk_100k_is_vectorised(ws: Workspace) -> None:
 
 _WRITER = """
 import json, sys
-from curation.store import Store
+from curation.data.store import Store
 store = Store(sys.argv[1])
 for i in json.loads(sys.argv[2]):
     store.set_label([i], int(sys.argv[3]), actor=sys.argv[4])
@@ -361,7 +361,7 @@ def test_redo_never_gives_a_single_label_sample_two_labels(tmp_path: Path) -> No
 
 
 def test_newest_run_id_and_single_from_matrix(tmp_path: Path) -> None:
-    from curation.store import single_from_matrix
+    from curation.data.store import single_from_matrix
 
     ws = Workspace.create(tmp_path / "w")
     assert ws.store.newest_run_id() is None
@@ -378,7 +378,7 @@ def test_newest_run_id_and_single_from_matrix(tmp_path: Path) -> None:
 
 
 def test_label_matrix_of_a_few_ids_reads_by_key_and_equals_the_full_matrix(tmp_path: Path) -> None:
-    import curation.store as store_mod
+    import curation.data.store as store_mod
 
     ws = Workspace.create(tmp_path / "w", task="multi")
     ids, cls = _filled(ws, n=30)

@@ -1,4 +1,4 @@
-"""Tests for curation.suggest: the vote, label propagation, zero-shot, the model source, the calibrated
+"""Tests for curation.labels.suggest: the vote, label propagation, zero-shot, the model source, the calibrated
 ensemble of the workspace, and the cheap / expensive split of recomputation."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation import neighbors, oof, suggest
+from curation.features import neighbors
+from curation.labels import oof, suggest, vote
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_vote_recovers_held_out_labels(blobs, graph):
     lm = np.zeros((600, 6), np.int8)
     known = rng.random(600) < 0.3
     lm[np.flatnonzero(known), y[known]] = 1
-    probs, conf = suggest.neighbor_vote(lm, idx, sims)
+    probs, conf = vote.neighbor_vote(lm, idx, sims)
     assert probs.shape == (600, 6) and probs.dtype == np.float32 and conf.shape == (600,)
     held = ~known
     assert (probs.argmax(1)[held] == y[held]).mean() > 0.97
@@ -45,7 +46,7 @@ def test_vote_ignores_own_label(blobs, graph):
     idx, sims = graph
     wrong = np.arange(0, 600, 50)
     lm = _flipped(y, wrong)
-    probs, _ = suggest.neighbor_vote(lm, idx, sims)
+    probs, _ = vote.neighbor_vote(lm, idx, sims)
     assert (probs.argmax(1)[wrong] == y[wrong]).all()   # suggestion disagrees with the (wrong) label
 
 
@@ -55,12 +56,12 @@ def test_vote_fallback_two_hops():
     sims = np.full((4, 2), 0.9, np.float32)
     lm = np.zeros((4, 2), np.int8)
     lm[3, 1] = 1
-    probs, conf = suggest.neighbor_vote(lm, idx, sims)
+    probs, conf = vote.neighbor_vote(lm, idx, sims)
     assert probs[2].argmax() == 1 and probs[1].argmax() == 1
     assert probs[0].argmax() == 1 and conf[0] < conf[2]
     # the labelled sample itself has no other labelled evidence: no leak of its own label
     assert conf[3] == 0 and probs[3].sum() == 0
-    one_hop, c1 = suggest.neighbor_vote(lm, idx, sims, hops=1)
+    one_hop, c1 = vote.neighbor_vote(lm, idx, sims, hops=1)
     assert c1[0] == 0
 
 
@@ -71,13 +72,13 @@ def test_multilabel_vote():
     lm[1] = [1, 1, 0]
     lm[2] = [1, 0, 0]
     lm[3] = [1, -1, 0]
-    probs, conf = suggest.neighbor_vote(lm, idx, sims, task="multi")
+    probs, conf = vote.neighbor_vote(lm, idx, sims, task="multi")
     assert probs[0, 0] > 0.7                 # all labelled neighbours carry class 0
     assert probs[0, 1] < 0.5                 # one positive, one rejection, one without it
     assert probs[0, 2] < 0.1
     assert conf[0] == pytest.approx(probs[0].max())
     with pytest.raises(ValueError):
-        suggest.neighbor_vote(lm, idx, sims, task="both")
+        vote.neighbor_vote(lm, idx, sims, task="both")
 
 
 def _chains(n_per: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +96,7 @@ def test_label_propagation_reaches_unlabelled_regions():
     idx, sims, y = _chains()
     lm = np.zeros((60, 2), np.int8)
     lm[[0, 30], [0, 1]] = 1                     # only the first node of each chain is labelled
-    _, conf = suggest.neighbor_vote(lm, idx, sims)
+    _, conf = vote.neighbor_vote(lm, idx, sims)
     assert (conf == 0).sum() > 50               # the vote reaches 2 hops at most
     p = suggest.label_propagation(lm, idx, sims)   # 30 iterations: 29 hops away still reached
     assert p.shape == (60, 2) and p.dtype == np.float32
@@ -227,7 +228,7 @@ def test_single_edit_keeps_the_fit_enough_edits_refit(labelled_ws, blobs, monkey
 
 
 def test_model_source_only_on_held_out_samples(labelled_ws, blobs):
-    from curation.train import run_training
+    from curation.models.runs import run_training
 
     ws, emb, labelled = labelled_ws
     _, y = blobs
@@ -249,7 +250,7 @@ def test_model_source_only_on_held_out_samples(labelled_ws, blobs):
 
 
 def test_zero_shot_source_with_tiny_openclip_follows_prompts(ws, tmp_path, blobs):
-    from curation.encoders import register_tiny_openclip
+    from curation.features.encoders import register_tiny_openclip
 
     x, y = blobs
     labelled = np.arange(600) % 2 == 0

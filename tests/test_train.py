@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation.progress import Cancelled
-from curation.store import POSITIVE, REJECTED
-from curation.train import (HeadConfig, TrainingCancelled, TrainingError, compare_runs, hash_unit, latest_run,
-                            load_head, load_predictions, pick_device, pin, pinned, run_training, split_labelled,
-                            train_head, unpin)
-from curation.workspace import Workspace
+from curation.core.progress import Cancelled
+from curation.data.pins import pin, pinned, unpin
+from curation.data.store import POSITIVE, REJECTED
+from curation.data.workspace import Workspace
+from curation.models.heads import HeadConfig, TrainingCancelled, TrainingError, hash_unit, pick_device, train_head
+from curation.models.runs import compare_runs, latest_run, load_head, load_predictions, run_training, split_labelled
 
 FAST = {"epochs": 30, "lr": 1e-2, "batch_size": 0, "patience": 0}
 
@@ -267,9 +267,9 @@ def test_run_training_errors_tell_what_to_do(tmp_path, blobs, monkeypatch):
     with pytest.raises(TrainingError, match="label some images"):
         run_training(ws, FAST, emb=emb)
     assert ws.store.run(1)["status"] == "failed"
-    fake = types.ModuleType("curation.embed")
+    fake = types.ModuleType("curation.features.embed")
     fake.load_embeddings = lambda ws: None
-    monkeypatch.setitem(sys.modules, "curation.embed", fake)
+    monkeypatch.setitem(sys.modules, "curation.features.embed", fake)
     with pytest.raises(TrainingError, match="python -m curation embed"):
         run_training(ws, FAST)
     with pytest.raises(TrainingError, match="known options"):
@@ -310,7 +310,7 @@ def test_compare_runs_exact(tmp_path, blobs):
 
 def test_cli_train_head_with_elr(tmp_path, blobs, monkeypatch, capsys):
     """`python -m curation train WS --elr` trains a noise-robust head; --elr with --finetune is refused."""
-    import curation.train as train_mod
+    import curation.models.runs as train_mod
     from curation.cli import main
 
     X, y = blobs

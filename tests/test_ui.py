@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from curation.store import POSITIVE
+from curation.data import pins
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
 from curation.ui import labels, mapview, runs, selection, state
-from conftest import open_page
-from curation.workspace import Workspace
 
 PAGES = ["pages/1_Map.py", "pages/2_Clusters.py", "pages/3_Review.py", "pages/4_Train.py", "pages/5_Evaluate.py",
          "pages/6_Search.py", "pages/7_History.py"]
@@ -55,8 +56,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
 @pytest.fixture
 def embedded(workspace: Workspace, tmp_path: Path) -> Workspace:
     """The workspace with user-supplied embeddings (class-separated), a PCA map and suggestions."""
-    embed = pytest.importorskip("curation.embed", reason="curation.embed is not written yet")
-    from curation.project import compute_map
+    embed = pytest.importorskip("curation.features.imported")
+    from curation.features.project import compute_map
 
     ids = workspace.store.sample_ids()
     rng = np.random.default_rng(1)
@@ -183,7 +184,7 @@ def test_map_bulk_assign_writes_one_batch(embedded):
 
 
 def test_review_accept_writes_a_suggestion_event(embedded):
-    pytest.importorskip("curation.suggest", reason="curation.suggest is not written yet")
+    pytest.importorskip("curation.labels.suggest", reason="curation.labels.suggest is not written yet")
     ws = embedded
     at = _app("pages/3_Review.py")
     _button(at, "review_accept").click().run()
@@ -214,9 +215,9 @@ def test_history_undo_restores_labels(workspace):
 
 
 def test_evaluate_drilldown_with_a_run(embedded):
-    train = pytest.importorskip("curation.train")
+    runs = pytest.importorskip("curation.models.runs")
     ws = embedded
-    run_id = train.run_training(ws, {"epochs": 20, "val_fraction": 0.3})
+    run_id = runs.run_training(ws, {"epochs": 20, "val_fraction": 0.3})
     at = _app("pages/5_Evaluate.py")
     assert [m.label for m in at.metric][:4] == list(runs.METRICS.values())
     next(r for r in at.radio if r.key == "eval_set").set_value("labelled")
@@ -225,7 +226,7 @@ def test_evaluate_drilldown_with_a_run(embedded):
     next(s for s in at.selectbox if s.key == "eval_pred").set_value(0)
     at.run()
     assert not at.exception
-    ids, probs = train.load_predictions(ws, run_id)
+    ids, probs = runs.load_predictions(ws, run_id)
     y = ws.store.single_labels(ids)
     expected = {int(i) for i, t, p in zip(ids, y, probs.argmax(1)) if t == 0 and p == 0}
     shown = {int(c.value.split(" ")[0].lstrip("#")) for c in at.caption if c.value.startswith("#")}
@@ -261,9 +262,8 @@ def test_review_issue_queue_accept_writes_one_batch(embedded: Workspace) -> None
 # ---------------------------------------------------------------------- map: filters, subsample, selection, bulk
 def _drawn_ids(at: AppTest) -> list[int]:
     """Sample ids drawn by the Map page's plotly chart (its figure JSON, read from the element's proto)."""
-    import json
-
     import base64
+    import json
 
     (chart,) = [e for e in at.get("plotly_chart")]
     (trace,) = json.loads(chart.proto.spec)["data"]
@@ -393,7 +393,6 @@ def test_map_layout_switch_and_umap_job(embedded, monkeypatch):
 
 
 def test_map_mark_reviewed_and_pin_write_the_right_rows(embedded):
-    train = pytest.importorskip("curation.train")
     ws = embedded
     ids = [int(i) for i in ws.store.sample_ids()[5:9]]
     at = _app("pages/1_Map.py")
@@ -405,7 +404,7 @@ def test_map_mark_reviewed_and_pin_write_the_right_rows(embedded):
     assert sorted(reviews["sample_id"].tolist()) == ids and set(reviews["verdict"]) == {"reviewed"}
     _button(at, "map_pin").click().run()
     assert not at.exception and not at.error
-    assert train.pinned(ws).tolist() == ids
+    assert pins.pinned(ws).tolist() == ids
     assert len(ws.store.batches()) == batches  # neither changes a label
 
 
@@ -422,7 +421,7 @@ def test_history_export_with_automatic_destination(workspace):
 def test_bulk_accept_fills_gaps_unless_asked_to_replace_labels(workspace):
     """A bulk accept labels only unlabelled images, never with a class a person rejected for them; relabelling
     images whose label disagrees with the suggestion takes the explicit ``replace_labels``."""
-    from curation.store import REJECTED
+    from curation.data.store import REJECTED
     from curation.ui import actions
 
     ws = workspace

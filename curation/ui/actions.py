@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from curation.store import POSITIVE, REJECTED
-from curation.workspace import Workspace
+from curation.data.store import POSITIVE, REJECTED
+from curation.data.workspace import Workspace
 
 BULK_ACTIONS = {
     "assign": "Assign label (replaces in single-label)",
@@ -140,7 +140,8 @@ def pin_samples(ws: Workspace, ids: np.ndarray, *, pin: bool = True) -> int:
     -------
     The size of the slice afterwards.
     """
-    from curation.train import pin as add, unpin as remove
+    from curation.data.pins import pin as add
+    from curation.data.pins import unpin as remove
 
     return len((add if pin else remove)(ws, np.asarray(ids, np.int64)))
 

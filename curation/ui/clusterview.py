@@ -10,11 +10,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from curation import pockets
-from curation.cluster import K_REPEATS, K_SCAN_DIMS
-from curation.store import POSITIVE
-from curation.workspace import Workspace
-
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
+from curation.structure import pockets
+from curation.structure.cluster import K_REPEATS, K_SCAN_DIMS
 from curation.ui import actions, jobpanel, labels, loaders, widgets
 
 K_OPEN = "clusters_open"  # int: the cluster opened below the gallery
@@ -69,7 +68,7 @@ def card_caption(row: pd.Series) -> str:
 
 
 def silhouette_note(curve: pd.DataFrame, k: int) -> str:
-    """Why the automatic k is what it is (``curve``: :func:`curation.cluster.silhouette_curve`), in words."""
+    """Why the automatic k is what it is (``curve``: :func:`curation.structure.cluster.silhouette_curve`), in words."""
     top = int(curve["silhouette"].idxmax())
     best, se = curve.loc[top, "silhouette"], curve.loc[top, "se"]
     return (f"Each image's silhouette compares its mean cosine distance to its own cluster with that to the nearest "

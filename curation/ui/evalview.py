@@ -12,10 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from curation import evaluate
-from curation.train import compare_runs, pinned
-from curation.workspace import Workspace
-
+from curation.data.pins import pinned
+from curation.data.workspace import Workspace
+from curation.models import evaluate
+from curation.models.runs import compare_runs
 from curation.ui import actions, labels, loaders, runs, selection, widgets
 
 K_CHART = "eval_confusion"  # plotly_chart selection state of the confusion map
@@ -360,7 +360,7 @@ def not_mistakes_section(ws: Workspace) -> None:
 
 @st.cache_resource(show_spinner="Comparing runs…", max_entries=4)
 def _compare(_ws: Workspace, root: str, run_a: int, run_b: int) -> dict[str, Any]:
-    """``train.compare_runs`` plus label text: "was → now" of the relabelled samples between the snapshots,
+    """``runs.compare_runs`` plus label text: "was → now" of the relabelled samples between the snapshots,
     and the labels of the flipped samples at B's snapshot (what they were judged against). Runs and past
     events never change, so the pair of run ids is the key."""
     cmp = compare_runs(_ws, run_a, run_b)

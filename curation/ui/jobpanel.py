@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 import pandas as pd
 import streamlit as st
 
-from curation.workspace import Workspace
-
-from curation.ui import state
+from curation.data.workspace import Workspace
+from curation.ui import loaders, state
 from curation.ui.widgets import guard
 
 ACTIVE = ("queued", "running", "cancelling")
@@ -20,7 +19,7 @@ ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cance
 
 def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
     """Queue a job for the workspace's warm worker; returns its id (None, with an error shown, when it cannot start)."""
-    from curation import jobs
+    from curation.runtime import jobs
 
     with guard(f"starting the {kind} job"):
         job_id = jobs.submit(ws, kind, params or {})
@@ -31,14 +30,14 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
 
 
 def _recent(ws: Workspace, kinds: Sequence[str] | None) -> pd.DataFrame:
-    from curation import jobs
+    from curation.runtime import jobs
 
     df = jobs.refresh(ws)
     return df[df["kind"].isin(kinds)] if kinds else df
 
 
 def _job_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
-    from curation import jobs
+    from curation.runtime import jobs
 
     left, right = st.columns([5, 1])
     with left:
@@ -53,7 +52,7 @@ def _job_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
 
 
 def _finished_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
-    from curation import jobs
+    from curation.runtime import jobs
 
     when = time.strftime("%H:%M:%S", time.localtime(rec["finished"])) if rec["finished"] else ""
     line = f"{ICONS.get(rec['status'], '')} Job {job_id} · {rec['kind']} · {rec['status']} {when}"
@@ -98,3 +97,26 @@ def jobs_panel(ws: Workspace, *, kinds: Sequence[str] | None = None, key: str = 
                 st.rerun(scope="app")
 
     panel()
+
+
+def require_embeddings(ws: Workspace, missing: str, *, run_key: str | None = None) -> Any:
+    """The workspace's embeddings (``loaders.embeddings``); before the pipeline made them, :func:`stop_for_pipeline`."""
+    emb = None
+    with guard("loading the embeddings"):
+        emb = loaders.embeddings(ws)
+    if emb is None:
+        stop_for_pipeline(ws, missing, run_key=run_key)
+    return emb
+
+
+def stop_for_pipeline(ws: Workspace, missing: str, *, run_key: str | None = None) -> NoReturn:
+    """Say what the pipeline has not made yet (``missing``) and stop the page, offering a "Run pipeline" button
+    and its jobs (widget keys ``run_key`` and ``{run_key}_jobs``), or without ``run_key`` a link to Home."""
+    st.info(missing)
+    if run_key:
+        if st.button("Run pipeline", type="primary", key=run_key):
+            submit(ws, "pipeline", {})
+        jobs_panel(ws, key=f"{run_key}_jobs")
+    else:
+        st.page_link("app.py", label="Home", icon=":material/home:")
+    st.stop()

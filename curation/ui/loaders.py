@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.suggest import state_token
-from curation.workspace import DB_NAME, Workspace
-
+from curation.data.workspace import DB_NAME, Workspace
+from curation.labels.suggest import state_token
 from curation.ui import state
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,7 @@ def stamp(ws: Workspace) -> Stamp:
 
 @st.cache_resource(show_spinner="Loading embeddings…", max_entries=2)
 def _embeddings(root: str, token: Stamp) -> Any:
-    from curation.embed import load_embeddings
-
+    from curation.features.embed import load_embeddings
     emb = load_embeddings(_workspace(root))
     if emb is not None:
         emb.vectors.setflags(write=False)
@@ -75,7 +73,7 @@ def embeddings(ws: Workspace) -> Any:
 
 @st.cache_resource(show_spinner="Loading the map…", max_entries=4)
 def _layout(root: str, token: Stamp, method: str | None) -> tuple[np.ndarray, dict] | None:
-    from curation.project import latest_map, pca_map
+    from curation.features.project import latest_map, pca_map
 
     emb = _embeddings(root, token)
     if emb is None:
@@ -114,7 +112,7 @@ def layout(ws: Workspace, method: str) -> tuple[np.ndarray, dict] | None:
 
 @st.cache_resource(show_spinner="Loading clusters…", max_entries=2)
 def _clustering(root: str, token: Stamp) -> Any:
-    from curation.cluster import load_clustering
+    from curation.structure.cluster import load_clustering
 
     emb = _embeddings(root, token)
     cl = None if emb is None else load_clustering(_workspace(root), emb)
@@ -125,7 +123,7 @@ def _clustering(root: str, token: Stamp) -> Any:
 
 
 def clustering(ws: Workspace) -> Any:
-    """The clustering in use (``curation.cluster.Clustering``: labels, medoids, names, silhouette), or None."""
+    """The clustering in use (``curation.structure.cluster.Clustering``: labels, medoids, names, silhouette), or None."""
     return _clustering(str(ws.root), stamp(ws))
 
 
@@ -144,36 +142,36 @@ def clusters(ws: Workspace) -> pd.Series | None:
 
 @st.cache_resource(show_spinner="Splitting the cluster…", max_entries=8)
 def _cluster_split(root: str, token: Stamp, cluster: int) -> Any:
-    from curation.cluster import split_cluster
+    from curation.structure.cluster import split_cluster
 
     emb, cl = _embeddings(root, token), _clustering(root, token)
     return split_cluster(np.asarray(emb.vectors)[cl.labels == cluster])
 
 
 def cluster_split(ws: Workspace, cluster: int) -> Any:
-    """``curation.cluster.split_cluster`` of one cluster of the clustering in use (labels follow its members)."""
+    """``curation.structure.cluster.split_cluster`` of one cluster of the clustering in use (labels follow its members)."""
     return _cluster_split(str(ws.root), stamp(ws), int(cluster))
 
 
 @st.cache_resource(show_spinner="Looking for pockets…", max_entries=8)
 def _cluster_pockets(root: str, token: Stamp, cluster: int) -> pd.DataFrame:
-    from curation.pockets import find_pockets
+    from curation.structure.pockets import find_pockets
 
     emb, cl = _embeddings(root, token), _clustering(root, token)
     return find_pockets(np.asarray(emb.vectors), cl.labels, ids=cl.ids, clusters=[cluster])
 
 
 def cluster_pockets(ws: Workspace, cluster: int) -> pd.DataFrame:
-    """``curation.pockets.find_pockets`` inside one cluster of the clustering in use (member sample ids)."""
+    """``curation.structure.pockets.find_pockets`` inside one cluster of the clustering in use (member sample ids)."""
     return _cluster_pockets(str(ws.root), stamp(ws), int(cluster))
 
 
 # Frames that depend on the current labels: (module, function(ws, emb)), recomputed per label state (the
-# last label event and the class prompts: ``curation.suggest.state_token``); the expensive fits behind them
-# are cached on disk and refreshed only when labels changed enough (``curation.suggest.refit_threshold``).
-_LABEL_DERIVED = {"suggestions": ("curation.suggest", "suggestions"),
-                  "issues": ("curation.issues", "compute_issues"),
-                  "missing": ("curation.issues", "missing_labels")}
+# last label event and the class prompts: ``curation.labels.suggest.state_token``); the expensive fits behind them
+# are cached on disk and refreshed only when labels changed enough (``curation.labels.suggest.refit_threshold``).
+_LABEL_DERIVED = {"suggestions": ("curation.labels.suggest", "suggestions"),
+                  "issues": ("curation.labels.issues", "compute_issues"),
+                  "missing": ("curation.labels.issues", "missing_labels")}
 
 
 @st.cache_resource(show_spinner="Scoring samples against the current labels…", max_entries=8)
@@ -192,18 +190,18 @@ def suggestions(ws: Workspace) -> pd.DataFrame | None:
 
 
 def issues(ws: Workspace) -> pd.DataFrame | None:
-    """Label-quality, outlier and duplicate scores per sample id (``curation.issues``), or None."""
+    """Label-quality, outlier and duplicate scores per sample id (``curation.labels.issues``), or None."""
     return _label_derived(str(ws.root), stamp(ws), state_token(ws), "issues")
 
 
 def missing_labels(ws: Workspace) -> pd.DataFrame | None:
-    """Second-label candidates DataFrame[sample, class, class_name, score] (``curation.issues.missing_labels``)."""
+    """Second-label candidates DataFrame[sample, class, class_name, score] (``curation.labels.issues.missing_labels``)."""
     return _label_derived(str(ws.root), stamp(ws), state_token(ws), "missing")
 
 
 @st.cache_resource(show_spinner="Loading predictions…", max_entries=4)
 def _predictions(root: str, run_id: int) -> tuple[np.ndarray, np.ndarray]:
-    from curation.train import load_predictions
+    from curation.models.runs import load_predictions
 
     ids, probs = load_predictions(_workspace(root), run_id)
     ids, probs = np.asarray(ids, np.int64), np.asarray(probs, np.float32)

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from curation.workspace import Workspace
+from curation.data.workspace import Workspace
 
 COLOUR_MODES = ("label", "suggestion", "confidence", "label issue", "outlier", "cluster", "split")
 SCALES = {"confidence": ("confidence", "Viridis"),
@@ -19,7 +19,7 @@ SCALES = {"confidence": ("confidence", "Viridis"),
           "outlier": ("outlier score (low = unusual)", "RdYlGn")}
 """Continuous colour modes: colour-bar title and plotly colour scale (issue scores: red = worse)."""
 ISSUE_COLUMNS = {"label issue": "label_score", "outlier": "outlier_score"}
-"""Colour modes read from ``curation.issues`` scores (in [0, 1], lower = worse)."""
+"""Colour modes read from ``curation.labels.issues`` scores (in [0, 1], lower = worse)."""
 LAYOUTS = {"umap": "UMAP", "pca": "PCA"}
 MOUSE = {"lasso": "select", "pan": "click to preview"}
 """What a drag does (plotly ``dragmode``). Streamlit turns point clicks into selections only outside
@@ -144,7 +144,7 @@ def colour_by(mode: str, ids: np.ndarray, *, label_text: Sequence[str], sugg: pd
     mode : one of COLOUR_MODES.
     ids : (N,) sample ids of the drawn points; ``label_text`` follows them.
     sugg, splits, clusters : indexed by sample id (missing entries become "(none)" / NaN).
-    issues : ``curation.issues`` scores indexed by sample id (for the ISSUE_COLUMNS modes).
+    issues : ``curation.labels.issues`` scores indexed by sample id (for the ISSUE_COLUMNS modes).
     """
     ids = np.asarray(ids, np.int64)
     if mode == "label":
@@ -216,7 +216,7 @@ def point_panel(ws: Workspace, sample_id: int, *, labels: str, sugg: pd.DataFram
                 issues: pd.DataFrame | None = None, clusters: pd.Series | None = None,
                 splits: pd.Series | None = None) -> None:
     """The clicked point: its image, large, and what is known about it (labels, suggestion, scores)."""
-    from curation.images import thumbnail_path
+    from curation.data.images import thumbnail_path
 
     sid = int(sample_id)
     st.markdown(f"**Sample {sid}**")

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.store import POSITIVE
-from curation.workspace import Workspace
-
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
 from curation.ui import loaders
 
 OFFLINE_NOTICE = ("The encoder in use ({name}) has no text tower, so zero-shot suggestions and text search are "

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation import queues
-from curation.store import REJECTED
-from curation.workspace import Workspace
-
+from curation.data.store import REJECTED
+from curation.data.workspace import Workspace
+from curation.labels import queues
 from curation.ui import actions, labels, state, widgets
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
@@ -135,7 +134,7 @@ def card(ws: Workspace, item: pd.Series, a: queues.Aligned, *, queue: str, vecto
     Parameters
     ----------
     item : the queue row (indexed by sample id).
-    a : ``curation.queues.align`` output (labels of now); ``vectors`` rows follow ``a.ids``.
+    a : ``curation.labels.queues.align`` output (labels of now); ``vectors`` rows follow ``a.ids``.
     """
     sid = int(item.name)
     row = int(a.rows_of(np.array([sid]))[0])
@@ -200,7 +199,7 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
 def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *, queue: str,
                 correct: np.ndarray) -> None:
     """This queue's hit rate (overall, last 20, by class), the diminishing-returns notice, and per-class
-    accuracy of the suggestions (``correct``: ``curation.queues.measured_correct``)."""
+    accuracy of the suggestions (``correct``: ``curation.labels.queues.measured_correct``)."""
     rates = queues.hit_rates(reviews)
     this = rates.loc[queue] if queue in rates.index else None
     c1, c2, c3 = st.columns(3)
@@ -239,7 +238,7 @@ def _accept_all(ws: Workspace, ids: np.ndarray, class_idx: np.ndarray) -> None:
 def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, correct: np.ndarray,
                clusters: pd.Series | None) -> None:
     """"Accept all above confidence X" for a class or a cluster: the count, the precision measured at X
-    (``correct``: ``curation.queues.measured_correct``), and one bulk batch after an explicit confirmation."""
+    (``correct``: ``curation.labels.queues.measured_correct``), and one bulk batch after an explicit confirmation."""
     with st.expander("Accept all above confidence X"):
         scopes = ["class", "cluster"] if clusters is not None else ["class"]
         scope = st.radio("For", scopes, horizontal=True, key="bulk_accept_scope",

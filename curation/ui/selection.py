@@ -55,7 +55,7 @@ def confusion_cell_ids(ids: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, 
     -------
     (M,) int64 sample ids.
     """
-    from curation.evaluate import confusion_cell
+    from curation.models.evaluate import confusion_cell
 
     ids = np.asarray(ids, np.int64)
     rows = confusion_cell(y_true, y_pred, true_idx, pred_idx)
@@ -125,7 +125,7 @@ def filter_mask(kind: str, ids: np.ndarray, *, labels: np.ndarray | None = None,
     -------
     (N,) bool.
     """
-    from curation.store import POSITIVE
+    from curation.data.store import POSITIVE
 
     ids = np.asarray(ids, np.int64)
     if kind == "all":

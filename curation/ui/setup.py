@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from curation.workspace import Workspace
-
+from curation.data.workspace import Workspace
 from curation.ui import loaders, state
 from curation.ui.widgets import guard
 
@@ -32,7 +31,7 @@ def build_demo_form(path: Path) -> None:
     n = st.number_input("Images", min_value=100, max_value=70_000, value=3000, step=500, key="demo_n")
     if st.button("Build the demo workspace", type="primary", key="build_demo"):
         with guard("building the demo"):
-            from curation.demo import build_demo
+            from curation.data.demo import build_demo
 
             build_demo(path, n=int(n), progress=progress_bar("Building the demo"))
             loaders.forget_workspace()
@@ -64,7 +63,7 @@ def ingest_form(ws: Workspace) -> None:
         go = st.form_submit_button("Ingest")
     if go and source.strip():
         with guard("ingesting"):
-            from curation.ingest import ingest
+            from curation.data.ingest import ingest
 
             report = ingest(ws, Path(source.strip()).expanduser(), labels=labels,
                             image_root=Path(image_root.strip()).expanduser() if image_root.strip() else None,

@@ -9,8 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from curation.workspace import Workspace
-
+from curation.data.workspace import Workspace
 from curation.ui import jobpanel
 from curation.ui.widgets import guard
 
@@ -27,7 +26,7 @@ def device_line() -> str:
     with guard("finding the device"):
         import torch
 
-        from curation.train import pick_device
+        from curation.models.heads import pick_device
 
         device = pick_device()
         name = torch.cuda.get_device_name(0) if device == "cuda" else {"mps": "Apple GPU"}.get(device, "no GPU found")
@@ -53,7 +52,7 @@ def head_form(ws: Workspace) -> None:
 def finetune_form(ws: Workspace, device: str) -> None:
     """Options of an image-tower fine-tune, with the tower it starts from and a CPU time estimate;
     submits a ``finetune`` job."""
-    from curation.finetune import base_encoder_name, estimate_seconds
+    from curation.models.finetune import base_encoder_name, estimate_seconds
 
     encoder = None
     with guard("choosing the encoder to tune"):
@@ -141,7 +140,7 @@ def live_curves(ws: Workspace, runs: pd.DataFrame) -> None:
 
 def reembed_form(ws: Workspace, runs: pd.DataFrame) -> None:
     """For finished fine-tune runs: re-embed every image with the tuned tower (it becomes the active encoder)."""
-    from curation.finetune import RUN_KIND, encoder_name
+    from curation.models.finetune import RUN_KIND, encoder_name
 
     done = runs[(runs["kind"] == RUN_KIND) & (runs["status"] == "done")] if len(runs) else runs
     if done.empty:

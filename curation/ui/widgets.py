@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator, NoReturn, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import streamlit as st
 
-from curation.workspace import Workspace
-
+from curation.data.workspace import Workspace
 from curation.ui import loaders, state
 
 log = logging.getLogger(__name__)
@@ -79,34 +78,9 @@ def require_workspace() -> Workspace:
     return ws
 
 
-def require_embeddings(ws: Workspace, missing: str, *, run_key: str | None = None) -> Any:
-    """The workspace's embeddings (``loaders.embeddings``); before the pipeline made them, :func:`stop_for_pipeline`."""
-    emb = None
-    with guard("loading the embeddings"):
-        emb = loaders.embeddings(ws)
-    if emb is None:
-        stop_for_pipeline(ws, missing, run_key=run_key)
-    return emb
-
-
-def stop_for_pipeline(ws: Workspace, missing: str, *, run_key: str | None = None) -> NoReturn:
-    """Say what the pipeline has not made yet (``missing``) and stop the page, offering a "Run pipeline" button
-    and its jobs (widget keys ``run_key`` and ``{run_key}_jobs``), or without ``run_key`` a link to Home."""
-    from curation.ui import jobpanel  # imported here: jobpanel imports this module
-
-    st.info(missing)
-    if run_key:
-        if st.button("Run pipeline", type="primary", key=run_key):
-            jobpanel.submit(ws, "pipeline", {})
-        jobpanel.jobs_panel(ws, key=f"{run_key}_jobs")
-    else:
-        st.page_link("app.py", label="Home", icon=":material/home:")
-    st.stop()
-
-
 def thumbnails(ws: Workspace, ids: Sequence[int]) -> tuple[list[str], list[int]]:
     """Thumbnail files of the samples that can be shown, and the ids that cannot (missing or broken)."""
-    from curation.images import thumbnail_path
+    from curation.data.images import thumbnail_path
 
     paths, bad = [], []
     for sid in ids:

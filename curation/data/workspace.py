@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.artifacts import Artifacts
-from curation.store import Store, StoreError
+from curation.data.artifacts import Artifacts
+from curation.data.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 

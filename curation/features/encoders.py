@@ -253,7 +253,7 @@ class TorchEncoder(Encoder):
         layout = TOWER_BLOCKS.get(type(tower).__name__)
         if layout is None:
             raise EncoderError(f"{self.name}: no block layout is known for its {type(tower).__name__} image tower; "
-                               "add one to curation.encoders.TOWER_BLOCKS to fine-tune it, or fine-tune a ViT "
+                               "add one to curation.features.encoders.TOWER_BLOCKS to fine-tune it, or fine-tune a ViT "
                                f"OpenCLIP model or {OFFLINE_ENCODER}.")
         path, tail = layout
         return path, len(tower.get_submodule(path)), tail
@@ -284,9 +284,8 @@ class OpenClipEncoder(TorchEncoder):
     tower_attr = "visual"
 
     def __init__(self, name: str, *, device: str | None = None) -> None:
-        import torch
-
         import open_clip
+        import torch
 
         if name.startswith("openclip:tiny-test:"):
             register_tiny_openclip()
@@ -633,12 +632,3 @@ def default_encoder(*, device: str | None = None) -> tuple[Encoder, str | None]:
 register_encoder("openclip:", lambda name, device=None: OpenClipEncoder(name, device=device), prefix=True)
 register_encoder(OFFLINE_ENCODER, lambda name, device=None: EfficientNetLite0Encoder(name, device=device))
 register_encoder("precomputed:", lambda name, device=None: PrecomputedEncoder(name), prefix=True)
-
-
-def _finetuned(name: str, *, device: str | None = None, workspace: Any = None) -> Encoder:
-    from curation.finetune import finetuned_encoder  # the tuned tower is a run's checkpoint in the workspace
-
-    return finetuned_encoder(workspace, name, device=device)
-
-
-register_encoder("finetuned:", _finetuned, prefix=True, needs_workspace=True)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curation.progress import ProgressFn, null_progress, sub_progress
+from curation.core.progress import ProgressFn, null_progress, sub_progress
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _check_probs(pred_probs: np.ndarray, n: int | None = None) -> np.ndarray:
         raise IssuesError(f"pred_probs has {len(p)} rows for {n} labels; align them by sample.")
     if not np.isfinite(p).all() or p.min(initial=0) < -1e-6 or p.max(initial=0) > 1 + 1e-6:
         raise IssuesError("pred_probs must be finite probabilities in [0, 1] (use out-of-fold probabilities, "
-                          "e.g. curation.oof.out_of_fold_probs).")
+                          "e.g. curation.labels.oof.out_of_fold_probs).")
     return np.clip(p, 0.0, 1.0)
 
 
@@ -60,7 +60,7 @@ def _check_labels(labels: np.ndarray, K: int) -> np.ndarray:
 
 def _check_knn(knn_idx: np.ndarray | None, knn_sims: np.ndarray | None, n: int) -> tuple[Any, Any]:
     if (knn_idx is None) != (knn_sims is None):
-        raise IssuesError("Pass both knn_idx and knn_sims (from curation.neighbors.knn), or neither.")
+        raise IssuesError("Pass both knn_idx and knn_sims (from curation.features.neighbors.knn), or neither.")
     if knn_idx is None:
         return None, None
     idx, sims = np.asarray(knn_idx, np.int64), np.asarray(knn_sims, np.float32)
@@ -147,7 +147,7 @@ def _posterior(y: np.ndarray, p: np.ndarray, J: np.ndarray) -> np.ndarray:
 def _mixed_probs(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, knn_weight: float) -> np.ndarray:
     if idx is None or knn_weight <= 0:
         return p
-    from curation.oof import knn_oof_probs
+    from curation.labels.oof import knn_oof_probs
 
     k = min(KNN_K, idx.shape[1])
     pk = knn_oof_probs(y, idx[:, :k], sims[:, :k], n_classes=p.shape[1], temperature=KNN_TEMPERATURE)
@@ -163,7 +163,7 @@ def _label_quality(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, method: st
         return _normalized_margin(p, y), p
     if method == "knn":
         if idx is None:
-            raise IssuesError("method='knn' needs knn_idx and knn_sims (curation.neighbors.knn).")
+            raise IssuesError("method='knn' needs knn_idx and knn_sims (curation.features.neighbors.knn).")
         pm = _mixed_probs(y, p, idx, sims, 1.0)
         return _take(pm, y), pm
     pm = _mixed_probs(y, p, idx, sims, knn_weight)
@@ -185,8 +185,8 @@ def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx:
     Parameters
     ----------
     labels : (N,) int given class index, -1 for unlabelled (scored 1.0: nothing to doubt).
-    pred_probs : (N, K) out-of-fold class probabilities (:func:`curation.oof.out_of_fold_probs`).
-    knn_idx, knn_sims : (N, k) neighbours of each sample, self excluded (:func:`curation.neighbors.knn`).
+    pred_probs : (N, K) out-of-fold class probabilities (:func:`curation.labels.oof.out_of_fold_probs`).
+    knn_idx, knn_sims : (N, k) neighbours of each sample, self excluded (:func:`curation.features.neighbors.knn`).
     method : ``"ensemble"`` (default), ``"self_confidence"`` (cleanlab's default), ``"normalized_margin"``,
         or ``"knn"`` (similarity-weighted neighbour agreement only).
     knn_weight : share of the neighbour vote in the ensemble's probabilities.
@@ -276,7 +276,7 @@ def multilabel_issue_scores(Y: np.ndarray, probs: np.ndarray, *, ids: np.ndarray
     Parameters
     ----------
     Y : (N, K) int8 label states (POSITIVE / UNKNOWN / REJECTED); unknown cells are never judged.
-    probs : (N, K) out-of-fold per-class probabilities (:func:`curation.oof.out_of_fold_probs_multi`).
+    probs : (N, K) out-of-fold per-class probabilities (:func:`curation.labels.oof.out_of_fold_probs_multi`).
     ids : (N,) sample ids.
 
     Returns
@@ -306,7 +306,7 @@ def missing_label_candidates(Y: np.ndarray, probs: np.ndarray, *, thresholds: fl
     ----------
     Y : (N, K) int8 label states.
     probs : (N, K) out-of-fold per-class probabilities.
-    thresholds : scalar or (K,) per-class thresholds (e.g. from ``curation.evaluate.tune_thresholds``).
+    thresholds : scalar or (K,) per-class thresholds (e.g. from ``curation.models.evaluate.tune_thresholds``).
     ids : (N,) sample ids.
     labelled_only : only rows that already carry a positive (a row with no label is a labelling task,
         not a missing label).
@@ -455,7 +455,7 @@ def outlier_scores(vectors: np.ndarray, *, knn_sims: np.ndarray, labels: np.ndar
     labels : (N,) int given labels (-1 = none): class Gaussians are fitted on classes with ≥ 2 samples;
         without labels one Gaussian models all the data.
     ids : (N,) sample ids.
-    noise : optional cluster-noise samples (e.g. HDBSCAN's -1 from ``curation.cluster``): an (N,) bool mask,
+    noise : optional cluster-noise samples (e.g. HDBSCAN's -1 from ``curation.structure.cluster``): an (N,) bool mask,
         or an array of sample ids (of ``ids``). Their score is multiplied by :data:`NOISE_FACTOR`.
 
     Returns
@@ -526,7 +526,7 @@ def _issue_probs(state: Any) -> np.ndarray | None:
 def _gaussian(ws: Any, state: Any, X: np.ndarray) -> np.ndarray:
     """(N,) squared Mahalanobis distances to the nearest class (:func:`_gaussian_distances`), cached per expensive
     fit: the class Gaussians come from the labels current when it is first computed after a fit."""
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     config = {"fit": state.info["fit_key"], "version": ISSUES_VERSION}
     key = make_key(config)
@@ -541,7 +541,7 @@ def _gaussian(ws: Any, state: Any, X: np.ndarray) -> np.ndarray:
 def _multilabel_flags(Y: np.ndarray, p: np.ndarray, worst: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Multi-label issue: the worst known cell is on the wrong side of its class threshold (tuned on the known
     cells) by a margin: a positive below half the threshold, or a rejection above halfway to 1."""
-    from curation.evaluate import tune_thresholds
+    from curation.models.evaluate import tune_thresholds
 
     t = tune_thresholds(Y, p).astype(np.float64)
     r = np.arange(len(Y))
@@ -557,20 +557,20 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
     """Every per-sample issue score of a workspace for the current labels.
 
     The expensive inputs (out-of-fold heads, the ensemble, class Gaussians) come from the fit shared with
-    the suggestions (:func:`curation.suggest.label_state`), refreshed only when labels changed enough
-    (:func:`curation.suggest.refit_threshold`); everything else follows each label event and costs well
+    the suggestions (:func:`curation.labels.suggest.label_state`), refreshed only when labels changed enough
+    (:func:`curation.labels.suggest.refit_threshold`); everything else follows each label event and costs well
     under a second at 50k samples.
 
     Parameters
     ----------
     ws : Workspace.
     emb : embeddings-like object: ``ids`` (N,) int64, ``vectors`` (N, D) float32 L2-normalised, ``key`` str.
-    folds, seed, C : out-of-fold head settings (:func:`curation.oof.out_of_fold_probs`).
+    folds, seed, C : out-of-fold head settings (:func:`curation.labels.oof.out_of_fold_probs`).
     duplicate_threshold : cosine similarity above which two images count as near-duplicates.
     noise : cluster-noise samples feeding the outlier score (:func:`outlier_scores`): an (N,) bool mask
         aligned with ``emb.ids`` or an array of sample ids; :data:`NOISE_IN_USE` (default): the noise of the
         clustering in use (HDBSCAN's -1; none after k-means or without clusters); None: no noise.
-    refit : ``"auto"`` / ``"never"`` / ``"always"`` (:func:`curation.suggest.label_state`).
+    refit : ``"auto"`` / ``"never"`` / ``"always"`` (:func:`curation.labels.suggest.label_state`).
     save : also store the table as artifact kind ``issues``, keyed by the fit, the ensemble, the last label
         event, the noise set and the settings (the ``issues`` job and the CLI do; the app recomputes it
         instead of writing a file per click). A stored table for the same key is returned as is.
@@ -587,8 +587,8 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
     averaged with the latest model's where it did not train on the sample; multi-label: the worst known
     cell (:func:`multilabel_issue_scores`). Ambiguity comes from the calibrated ensemble.
     """
-    from curation.artifacts import make_key
-    from curation.suggest import label_state
+    from curation.data.artifacts import make_key
+    from curation.labels.suggest import label_state
 
     progress = progress or null_progress
     X = np.asarray(emb.vectors, np.float32)
@@ -599,7 +599,7 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
     ids, y, lm = state.ids, state.labels, state.label_matrix
     index = pd.Index(ids, name="id")
     if isinstance(noise, str) and noise == NOISE_IN_USE:
-        from curation.cluster import load_clusters, noise_ids
+        from curation.structure.cluster import load_clusters, noise_ids
 
         clusters = load_clusters(ws, emb)
         noise = None if clusters is None else noise_ids(clusters)
@@ -662,7 +662,7 @@ def missing_labels(ws: Any, emb: Any, *, min_score: float = 0.5, folds: int = 5,
     """Candidates for a second label of labelled images, strongest first.
 
     Multi-label workspaces: UNKNOWN cells of rows with a positive whose calibrated ensemble score clears the
-    class threshold (tuned on the known cells, :func:`curation.evaluate.tune_thresholds`;
+    class threshold (tuned on the known cells, :func:`curation.models.evaluate.tune_thresholds`;
     :func:`missing_label_candidates`). Unknown cells are never negatives and rejected cells never candidates.
     Single-label workspaces: images that fit their label *and* another class (both probable in the
     ensemble): the other class, scored ``sqrt((p_lo / p_hi) * min(1, 2 p_lo))`` over the pair ``(p_label,
@@ -680,7 +680,7 @@ def missing_labels(ws: Any, emb: Any, *, min_score: float = 0.5, folds: int = 5,
     DataFrame with columns ``sample`` (id), ``class`` (column index), ``class_name``, ``score`` (in [0, 1];
     *higher* = stronger candidate: it ranks additions, not problems), sorted by score descending.
     """
-    from curation.suggest import label_state
+    from curation.labels.suggest import label_state
 
     state = label_state(ws, emb, refit=refit, folds=folds, seed=seed, C=C, progress=progress)
     lm, P, ids = state.label_matrix, np.asarray(state.probs, np.float64), state.ids

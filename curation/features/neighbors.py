@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.progress import ProgressFn, null_progress
+from curation.core.progress import ProgressFn, null_progress
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def ids_fingerprint(ids: np.ndarray) -> str:
 
 def graph_key(emb: Any, *, k: int, method: str) -> tuple[str, dict[str, Any]]:
     """Artifact key and config of the kNN graph of an embeddings object."""
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "k": int(k), "method": method}
     return make_key(config), config
@@ -226,7 +226,7 @@ def embedding_index(ws: Any, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any
     -------
     faiss.Index over ``emb.vectors`` (row positions are the faiss ids); pass it to :func:`search` / :func:`knn`.
     """
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     kind = index_kind(len(emb.ids), exact_limit=exact_limit)
     config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "method": _method(kind)}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.artifacts import ArtifactError
-from curation.store import Store, StoreError, copy_database
-from curation.workspace import DB_NAME, Workspace
+from curation.data.artifacts import ArtifactError
+from curation.data.store import Store, StoreError, copy_database
+from curation.data.workspace import DB_NAME, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _check_images(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
 
 def _check_processes(ws: Workspace, rep: DoctorReport) -> None:
     """Jobs whose worker died and runs whose process died are marked ``interrupted`` (always: it is the truth)."""
-    from curation.jobs import process_alive, refresh
+    from curation.runtime.liveness import process_alive, refresh
 
     before = ws.store.jobs()
     after = refresh(ws)

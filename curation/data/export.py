@@ -14,10 +14,10 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from curation.store import POSITIVE, REJECTED, StoreError
+from curation.data.store import POSITIVE, REJECTED, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from curation.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image
-from curation.progress import ProgressFn, null_progress, sub_progress
-from curation.store import StoreError, class_name_problem
+from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.data.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image
+from curation.data.store import StoreError, class_name_problem
 
 if TYPE_CHECKING:  # pragma: no cover
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ def apply_temperature(logits_or_probs: np.ndarray, T: float) -> np.ndarray:
 
 def ece(probs: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
     """Expected calibration error of the top-1 predictions (labelled rows only; -1 rows ignored)."""
-    from curation.evaluate import expected_calibration_error
+    from curation.models.evaluate import expected_calibration_error
 
     p = np.asarray(probs, np.float64)
     y = np.asarray(labels, np.int64).ravel()

@@ -11,11 +11,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-VOCABULARY_FILE = Path(__file__).resolve().parent / "data" / "vocabulary.txt"
+VOCABULARY_FILE = Path(__file__).resolve().parent / "vocabulary.txt"
 """A few hundred common visual nouns and attributes, one per line (``#`` comments), shipped with the package."""
 NAME_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a close-up photo of a {}.", "a low resolution photo of a {}.")
 """Prompts for vocabulary terms (class names keep their own prompts / the zero-shot templates)."""
 NAMES_KIND = "cluster_names"
+PROFILE_KIND = "cluster_profiles"
+"""Artifact kind of a clustering's label-free profile (centroids, medoids, clusters); written by curation.structure.cluster."""
 N_TERMS = 2
 SEP = " · "
 
@@ -23,7 +25,7 @@ SEP = " · "
 def vocabulary(path: Path = VOCABULARY_FILE) -> list[str]:
     """The naming vocabulary: non-empty, non-comment lines of ``path``, first occurrence kept."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"Naming vocabulary {path} is missing; restore curation/data/vocabulary.txt "
+        raise FileNotFoundError(f"Naming vocabulary {path} is missing; restore curation/structure/vocabulary.txt "
                                 "from the repository.")
     lines = (ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines())
     return list(dict.fromkeys(ln for ln in lines if ln and not ln.startswith("#")))
@@ -104,7 +106,7 @@ def candidate_terms(class_names: Sequence[str], vocab: Sequence[str]) -> tuple[l
 
 
 def _names_key(emb: Any, clusters_key: str, class_names: Sequence[str], vocab: Sequence[str]) -> tuple[str, dict]:
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     config = {"clusters": clusters_key, "encoder": str(emb.encoder_id), "classes": list(map(str, class_names)),
               "vocabulary": hashlib.sha1("\n".join(vocab).encode()).hexdigest()[:16], "templates": NAME_TEMPLATES}
@@ -121,7 +123,7 @@ def load_names(ws: Any, emb: Any, clusters_key: str) -> list[str] | None:
 def compute_names(ws: Any, emb: Any, clusters_key: str) -> list[str] | None:
     """Name each cluster of a stored clustering with the text tower (vocabulary + class names), cached.
 
-    Text embeddings come from :func:`curation.embed.text_embeddings` / ``class_text_embeddings`` with
+    Text embeddings come from :func:`curation.features.text.text_embeddings` / ``class_text_embeddings`` with
     ``ws`` (artifact ``text_embeddings``, keyed by encoder and texts, i.e. by the vocabulary's
     content), and the names are stored as artifact ``cluster_names`` keyed by the clustering, the
     encoder, the class names and the vocabulary hash.
@@ -137,8 +139,8 @@ def compute_names(ws: Any, emb: Any, clusters_key: str) -> list[str] | None:
     hit = ws.artifacts.load_json(NAMES_KIND, key)
     if hit is not None:
         return [str(n) for n in hit]
-    from curation.embed import class_text_embeddings, get_encoder, text_embeddings
-
+    from curation.features.encoders import get_encoder
+    from curation.features.text import class_text_embeddings, text_embeddings
     try:
         enc = get_encoder(emb.encoder_name)
         vocab_emb = text_embeddings(enc, vocab, templates=NAME_TEMPLATES, ws=ws)
@@ -146,12 +148,10 @@ def compute_names(ws: Any, emb: Any, clusters_key: str) -> list[str] | None:
     except Exception as exc:  # names are a convenience: any failure falls back to majority labels
         log.warning("cluster names from the text tower unavailable (%s); using majority labels", exc)
         return None
-    from curation.cluster import KINDS
-
     terms, from_vocab = candidate_terms(class_names, vocab)
     text = np.concatenate([class_emb, vocab_emb[from_vocab[len(class_names):]]]).astype(np.float32)
-    clusters = np.asarray(ws.artifacts.load_array(KINDS["profile"], clusters_key, name="clusters", mmap=False))
-    cents = np.asarray(ws.artifacts.load_array(KINDS["profile"], clusters_key, name="centroids", mmap=False))
+    clusters = np.asarray(ws.artifacts.load_array(PROFILE_KIND, clusters_key, name="clusters", mmap=False))
+    cents = np.asarray(ws.artifacts.load_array(PROFILE_KIND, clusters_key, name="centroids", mmap=False))
     named = term_names(cents, text, terms)
     names = ["" if c < 0 else named[int(c)] for c in clusters]
     ws.artifacts.save_json(NAMES_KIND, key, names, config=config)

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from curation.progress import ProgressFn, null_progress
+from curation.core.progress import ProgressFn, null_progress
+from curation.structure.naming import PROFILE_KIND, compute_names, load_names, unique_names
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ HDBSCAN_DIMS = 32
 PAM_LIMIT = 2000
 """Clusters up to this size get exact k-medoids (FasterPAM); bigger ones use the points nearest the centroid."""
 N_MEDOIDS = 4
-KINDS = {"labels": "clusters", "profile": "cluster_profiles", "current": "clusters_current"}
+KINDS = {"labels": "clusters", "profile": PROFILE_KIND, "current": "clusters_current"}
 """Artifact kinds: cluster per sample id; centroids + medoids (label-free); the clustering in use."""
 
 
@@ -55,7 +56,7 @@ def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, n_ini
     labels : (N,) int64 in 0..k-1.
     centroids : (k, D) float32, L2-normalised.
     """
-    from curation.neighbors import _faiss
+    from curation.features.neighbors import _faiss
 
     x = np.ascontiguousarray(vectors, np.float32)
     faiss = _faiss(1 if len(x) * x.shape[1] < 2_000_000 else None)  # threads cost more than they save on small sets
@@ -453,7 +454,7 @@ def cluster_summary(labels_cluster: np.ndarray, vectors: np.ndarray | None, labe
     class_names : K names (columns of ``label_matrix``).
     suggested : optional (N,) int suggested class index (-1 = none).
     issues : optional (N,) bool or float in [0, 1] per sample, e.g. ``is_label_issue`` of
-        ``curation.issues.compute_issues``; its mean per cluster becomes ``issue_rate``.
+        ``curation.labels.issues.compute_issues``; its mean per cluster becomes ``issue_rate``.
     medoids : optional precomputed (C, M) array (:func:`cluster_medoids`, row positions or sample
         ids, -1 padded), copied into the medoid columns instead of computing them.
 
@@ -551,8 +552,6 @@ class Clustering:
         label_matrix : (N, K) int8 label states of ``ids``.
         suggested, issues : optional (N,) per sample of ``ids`` (see :func:`cluster_summary`).
         """
-        from curation.naming import unique_names
-
         df = cluster_summary(self.labels, None, label_matrix, class_names, suggested=suggested, issues=issues,
                              medoids=self.medoids)
         base = self.names if self.names is not None else df["majority"].tolist()
@@ -561,22 +560,22 @@ class Clustering:
 
 
 def _clusters_config(emb: Any, *, k: int | None, method: str, seed: int) -> dict:
-    from curation.neighbors import ids_fingerprint
+    from curation.features.neighbors import ids_fingerprint
 
     return {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "method": method,
             "k": None if method == "hdbscan" else k, "seed": int(seed)}
 
 
 def _current_key(emb: Any) -> str:
-    from curation.artifacts import make_key
-    from curation.neighbors import ids_fingerprint
+    from curation.data.artifacts import make_key
+    from curation.features.neighbors import ids_fingerprint
 
     return make_key({"current": str(emb.key), "ids": ids_fingerprint(emb.ids)})
 
 
 def _key(ws: Any, emb: Any, *, k: int | None, method: str | None, seed: int) -> str:
     """The artifact key of a clustering; ``method=None`` = the one in use (else automatic k-means)."""
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     if method is None:
         current = ws.artifacts.load_json(KINDS["current"], _current_key(emb))
@@ -604,8 +603,6 @@ def _load_frame(ws: Any, emb: Any, key: str) -> pd.DataFrame | None:
 def load_clustering(ws: Any, emb: Any, *, k: int | None = None, method: str | None = None,
                     seed: int = 0) -> Clustering | None:
     """A stored clustering with its label-free profile (centroids, medoids, names), or None when absent."""
-    from curation.naming import load_names
-
     key = _key(ws, emb, k=k, method=method, seed=seed)
     df = _load_frame(ws, emb, key)
     if df is None or not ws.artifacts.exists(KINDS["profile"], key):
@@ -629,7 +626,7 @@ def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "
 
     Stores artifact kinds ``clusters`` (cluster per sample id; the meta keeps the method and the
     silhouette curve of an automatic k), ``cluster_profiles`` (centroids, medoid ids: label-free)
-    and, with a text tower, ``cluster_names`` (:func:`curation.naming.compute_names`). Whatever a key
+    and, with a text tower, ``cluster_names`` (:func:`curation.structure.naming.compute_names`). Whatever a key
     already holds is loaded, not recomputed. Labels change often, so label-dependent columns are
     computed on the fly by :meth:`Clustering.summary`.
 
@@ -647,8 +644,7 @@ def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "
     -------
     DataFrame indexed by sample id (``id``) with an int64 ``cluster`` column (-1 = HDBSCAN noise).
     """
-    from curation.artifacts import make_key
-    from curation.naming import compute_names
+    from curation.data.artifacts import make_key
 
     progress = progress or null_progress
     method = resolve_method(method, len(emb.ids), k)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,24 +13,38 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from curation.embed import _collate, _ImageDataset, _worker_init, auto_workers
-from curation.encoders import OFFLINE_ENCODER, Encoder, EncoderError, get_encoder
-from curation.progress import Cancelled, ProgressFn, null_progress
-from curation.train import (CHECKPOINT_KIND, POSITIVE, TOWER_PREFIX, HeadConfig, JsonConfig, LiveCurves, RunData,
-                            TrainedHead, TrainingCancelled, TrainingError, _build_head, _class_weights, _free,
-                            _masked_bce, _multilabel_weights, _read_safetensors, _val_metric, _write_safetensors,
-                            finish_run, pick_device, run_data, save_run_checkpoint, train_head)
+from curation.core.progress import Cancelled, ProgressFn, null_progress
+from curation.data.store import POSITIVE
+from curation.data.tensors import read_safetensors, write_safetensors
+from curation.features.encoders import OFFLINE_ENCODER, Encoder, EncoderError, get_encoder
+from curation.features.imageset import ImageDataset, auto_workers, collate_images, worker_init
+from curation.features.tuned import CHECKPOINT_KIND, ENCODER_PREFIX, TOWER_PREFIX, load_tower, prefixed, run_of
+from curation.features.tuned import FINETUNE_RUN_KIND as RUN_KIND
+from curation.models.heads import (
+    HeadConfig,
+    JsonConfig,
+    TrainedHead,
+    TrainingCancelled,
+    TrainingError,
+    build_head,
+    class_weights,
+    free_device_memory,
+    masked_bce,
+    multilabel_weights,
+    pick_device,
+    train_head,
+    val_metric,
+)
+from curation.models.runs import LiveCurves, RunData, finish_run, run_data, save_run_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-RUN_KIND = "finetune"
 STATE_KIND = "training_state"
-ENCODER_PREFIX = "finetuned:"
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 WARMUP = 0.05
 """Share of the optimiser steps with a linear learning-rate warm-up (then cosine decay to 0)."""
@@ -70,7 +82,7 @@ class FinetuneConfig(JsonConfig):
     seed : seeds the split, the shuffling, the augmentation and dropout (each epoch from ``seed`` and
         its number, so a resumed run continues as an uninterrupted one would).
     device : "auto", "cpu", "cuda" or "mps".
-    class_weight, label_smoothing : as for heads (:class:`curation.train.HeadConfig`).
+    class_weight, label_smoothing : as for heads (:class:`curation.models.heads.HeadConfig`).
     num_workers : image-decoding processes; -1 = automatic (most cores on a GPU, one on a CPU).
     probe_init : first fit a linear head on the frozen tower's features (a linear probe), then tune
         tower and head from there ("LP-FT", Kumar et al. 2022: tuning from a random head distorts
@@ -113,7 +125,7 @@ class FinetuneConfig(JsonConfig):
 def unfreeze_last(enc: Encoder, n_blocks: int) -> tuple[list[str], list[Any]]:
     """Freeze ``enc``'s image tower except its last ``n_blocks`` blocks and the layers after them.
 
-    The blocks come from the encoder's entry in :data:`curation.encoders.TOWER_BLOCKS` (ViT OpenCLIP
+    The blocks come from the encoder's entry in :data:`curation.features.encoders.TOWER_BLOCKS` (ViT OpenCLIP
     towers: ``transformer.resblocks`` then ``ln_post``, ``proj``; EfficientNet-Lite0: ``_blocks``
     then ``_conv_head``, ``_bn1``).
 
@@ -143,14 +155,6 @@ def unfreeze_last(enc: Encoder, n_blocks: int) -> tuple[list[str], list[Any]]:
         param.requires_grad_(is_tuned(name))
     modules = dict(tower.named_modules())
     return [k for k in tower.state_dict() if is_tuned(k)], [modules[p] for p in prefixes if p in modules]
-
-
-def _load_tower(enc: Encoder, tensors: dict[str, "torch.Tensor"], source: str) -> None:
-    """Copy ``tower.``-prefixed tensors into ``enc``'s tower; refuse names the tower does not have."""
-    unexpected = enc.tower().load_state_dict(_prefixed(tensors, TOWER_PREFIX), strict=False).unexpected_keys
-    if unexpected:
-        raise TrainingError(f"{source} holds tower tensors {unexpected[:3]}… that {enc.name} does not have; it was "
-                            "tuned from another encoder.")
 
 
 def augment_batch(x: "torch.Tensor", *, generator: "torch.Generator", scale: tuple[float, float] = (0.5, 1.0),
@@ -192,84 +196,12 @@ def augment_batch(x: "torch.Tensor", *, generator: "torch.Generator", scale: tup
     return out.clamp(0, 255).round().to(torch.uint8)
 
 
-# ---------------------------------------------------------------------- tuned encoders
-class FinetunedEncoder(Encoder):
-    """A base encoder whose image tower carries a fine-tune run's weights (``finetuned:run-<id>``).
-
-    Same preprocessing and width as the base; its ``id`` and ``fingerprint`` include the checkpoint's
-    sha256, so its embeddings get their own cache key. No text tower: the tuned image features no longer
-    match the base's text space, so zero-shot and text search are off with it.
-    """
-
-    has_text = False
-
-    def __init__(self, name: str, base: Encoder, *, digest: str) -> None:
-        self.base, self.name = base, name
-        self.id = f"finetuned:{base.id}:{digest[:16]}"
-        self.fingerprint = hashlib.sha1(f"{base.fingerprint}:{digest}".encode()).hexdigest()[:16]
-        self.dim, self.device, self.transform = base.dim, base.device, base.transform
-        self.default_batch_size = base.default_batch_size
-
-    def preprocessing(self) -> dict[str, Any]:
-        return self.base.preprocessing()
-
-    def normalize(self, batch: Any) -> Any:
-        return self.base.normalize(batch)
-
-    def encode_images(self, batch: Any) -> np.ndarray:
-        return self.base.encode_images(batch)
-
-
-def encoder_name(run_id: int) -> str:
-    """The encoder name of a fine-tune run's tuned tower: ``finetuned:run-<id>``."""
-    return f"{ENCODER_PREFIX}run-{int(run_id)}"
-
-
-def _run_of(name: str) -> int:
-    m = re.fullmatch(rf"{ENCODER_PREFIX}run-(\d+)", name)
-    if m is None:
-        raise EncoderError(f"Fine-tuned encoders are named {ENCODER_PREFIX}run-<id> (a fine-tune run), not {name!r}.")
-    return int(m.group(1))
-
-
-def finetuned_encoder(ws: "Workspace", name: str, *, device: str | None = None) -> FinetunedEncoder:
-    """Build ``finetuned:run-<id>``: the run's base encoder with the tuned tower from its checkpoint
-    (the factory behind that registry prefix; use ``get_encoder(name, workspace=ws)``)."""
-    from safetensors.torch import load_file
-
-    from curation.store import StoreError
-
-    run_id = _run_of(name)
-    try:
-        rec = ws.store.run(run_id)
-    except StoreError as exc:
-        raise EncoderError(f"{name}: {ws.root} has no run {run_id}; pick a fine-tune run from the Train page.") from exc
-    key = f"run-{run_id}"
-    if rec["kind"] != RUN_KIND or not ws.artifacts.exists(CHECKPOINT_KIND, key):
-        raise EncoderError(f"{name}: run {run_id} is a {rec['kind']} run with status {rec['status']} and no tuned "
-                           "tower; fine-tune first (Train page, or `python -m curation train WS --finetune`).")
-    meta = ws.artifacts.meta(CHECKPOINT_KIND, key) or {}
-    cfg = meta.get("config", {})
-    base = get_encoder(cfg["base_encoder"], device=device, cache=False)
-    if base.fingerprint != cfg.get("base_fingerprint"):
-        raise EncoderError(f"{name}: the weights of {cfg['base_encoder']} changed since run {run_id} was tuned "
-                           f"(fingerprint {cfg.get('base_fingerprint')} → {base.fingerprint}); fine-tune again.")
-    ws.artifacts.verify(CHECKPOINT_KIND, key)  # a tampered or truncated file is refused, not loaded
-    _load_tower(base, load_file(str(ws.artifacts.path(CHECKPOINT_KIND, key, "safetensors"))), f"run {run_id}")
-    return FinetunedEncoder(name, base, digest=meta["sha256"]["safetensors"])
-
-
-def tuned_encoder(ws: "Workspace", run_id: int, *, device: str | None = None) -> FinetunedEncoder:
-    """A fresh (uncached) ``finetuned:run-<id>`` encoder: a long-lived worker keeps no tower after its job."""
-    return get_encoder(encoder_name(run_id), device=device, cache=False, workspace=ws)  # type: ignore[return-value]
-
-
 def base_encoder_name(ws: "Workspace", name: str = "") -> str:
     """The encoder a fine-tune starts from: ``name``, else the workspace's active encoder (a fine-tuned
     one stands for its base)."""
     name = name or ws.store.meta("encoder") or ""
     if name.startswith(ENCODER_PREFIX):
-        name = str(ws.store.run(_run_of(name))["config"]["encoder"])
+        name = str(ws.store.run(run_of(name))["config"]["encoder"])
     if not name:
         raise TrainingError(f"No encoder to fine-tune: embed the dataset first (`python -m curation embed {ws.root}`) "
                             f"or name one (encoder={OFFLINE_ENCODER!r}).")
@@ -290,12 +222,12 @@ def estimate_seconds(n_labelled: int, n_images: int, *, epochs: int, encoder: st
 # ---------------------------------------------------------------------- training state (resume)
 def save_training_state(path: Path, tensors: dict[str, "torch.Tensor"], state: dict[str, Any]) -> None:
     """Write tensors (safetensors) with ``state`` (JSON) in the file's metadata, atomically."""
-    _write_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, "state", state)
+    write_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, "state", state)
 
 
 def load_training_state(path: Path) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
     """(tensors, state) written by :func:`save_training_state` (never unpickles)."""
-    state, tensors = _read_safetensors(path, "state")
+    state, tensors = read_safetensors(path, "state")
     if not state:
         raise TrainingError(f"{path} is not a curation training state; start a new fine-tune.")
     return tensors, state
@@ -318,14 +250,10 @@ def _optimizer_parts(opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any
 
 def _restore_optimizer(opt: Any, tensors: dict[str, "torch.Tensor"], info: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
-    for key, v in [*_prefixed(tensors, "optim.").items(), *info["scalars"].items()]:
+    for key, v in [*prefixed(tensors, "optim.").items(), *info["scalars"].items()]:
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-
-
-def _prefixed(tensors: dict[str, "torch.Tensor"], prefix: str) -> dict[str, "torch.Tensor"]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _resumable(ws: "Workspace", cfg: FinetuneConfig | None, run_id: int | None) -> dict[str, Any] | None:
@@ -382,7 +310,7 @@ class _Session:
         frame = ws.store.samples().reindex(data.ids)
         paths = (frame["root"].astype(str) + os.sep + frame["path"].astype(str)).to_numpy()
         allowed = [os.path.realpath(p) for p in map(str, ws.allowed_roots())]
-        self.ds = _ImageDataset(paths, self.enc.transform, self.enc.transform.size, allowed)
+        self.ds = ImageDataset(paths, self.enc.transform, self.enc.transform.size, allowed)
         self.workers = auto_workers(device) if cfg.num_workers < 0 else cfg.num_workers
         self.skipped: dict[int, str] = {}
         self.hcfg = cfg.head_config()
@@ -402,13 +330,13 @@ class _Session:
         self.weak = np.zeros(K, bool)
         if d.task == "single":
             self.y = torch.from_numpy(d.Y).to(self.device)
-            cw = _class_weights(d.Y[tr], K, self.cfg.class_weight)
+            cw = class_weights(d.Y[tr], K, self.cfg.class_weight)
             self.cw = torch.tensor(cw, dtype=torch.float32, device=self.device)
             return
         w = np.zeros(d.Y.shape, np.float32)
-        w[tr], self.weak = _multilabel_weights(d.Y[tr], self.hcfg, K)
+        w[tr], self.weak = multilabel_weights(d.Y[tr], self.hcfg, K)
         if va.any():
-            w[va] = _multilabel_weights(d.Y[va], self.hcfg, K, weak=self.weak, class_weight=False)[0]
+            w[va] = multilabel_weights(d.Y[va], self.hcfg, K, weak=self.weak, class_weight=False)[0]
         self.y = torch.from_numpy((d.Y == POSITIVE).astype(np.float32)).to(self.device)
         self.w = torch.from_numpy(w).to(self.device)
 
@@ -420,9 +348,9 @@ class _Session:
 
         bs = self.cfg.batch_size
         plan = [rows[s:s + bs].tolist() for s in range(0, len(rows), bs)]
-        loader = iter(DataLoader(self.ds, batch_sampler=plan, num_workers=self.workers, collate_fn=_collate,
+        loader = iter(DataLoader(self.ds, batch_sampler=plan, num_workers=self.workers, collate_fn=collate_images,
                                  pin_memory=self.dev_type == "cuda", prefetch_factor=4 if self.workers else None,
-                                 worker_init_fn=_worker_init if self.workers else None))
+                                 worker_init_fn=worker_init if self.workers else None))
         try:
             for b in plan:
                 x, reasons = next(loader)
@@ -478,7 +406,7 @@ class _Session:
             self.head = probe.module
         else:
             torch.manual_seed(self.cfg.seed)
-            self.head = _build_head(self.enc.dim, K, self.hcfg).to(self.device)
+            self.head = build_head(self.enc.dim, K, self.hcfg).to(self.device)
         groups = [{"params": list(self.head.parameters()), "lr": self.cfg.head_lr, "base_lr": self.cfg.head_lr}]
         tower_params = [p for p in self.enc.tower().parameters() if p.requires_grad]
         if tower_params:
@@ -492,7 +420,7 @@ class _Session:
         if self.data.task == "single":
             return F.cross_entropy(logits, self.y[r], weight=self.cw if train else None,
                                    label_smoothing=self.cfg.label_smoothing if train else 0.0)
-        return _masked_bce(logits, self.y[r], self.w[r], self.cfg.label_smoothing if train else 0.0)
+        return masked_bce(logits, self.y[r], self.w[r], self.cfg.label_smoothing if train else 0.0)
 
     def rows_t(self, rows: np.ndarray) -> "torch.Tensor":
         import torch
@@ -547,8 +475,8 @@ class _Session:
 
     def restore_state(self) -> dict[str, Any]:
         tensors, state = load_training_state(self.ws.artifacts.path(STATE_KIND, f"run-{self.run_id}", "safetensors"))
-        _load_tower(self.enc, tensors, f"the training state of run {self.run_id}")
-        self.head.load_state_dict(_prefixed(tensors, "head."))
+        load_tower(self.enc, tensors, f"the training state of run {self.run_id}")
+        self.head.load_state_dict(prefixed(tensors, "head."))
         _restore_optimizer(self.opt, tensors, state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -558,7 +486,7 @@ class _Session:
         from safetensors.torch import load_file
 
         tensors = load_file(str(self.ws.artifacts.path(CHECKPOINT_KIND, f"run-{self.run_id}", "safetensors")))
-        _load_tower(self.enc, tensors, f"run {self.run_id}")
+        load_tower(self.enc, tensors, f"run {self.run_id}")
         self.head.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(TOWER_PREFIX)
                                    and k != "thresholds"})
 
@@ -593,7 +521,7 @@ class _Session:
                                       (0.1 + 0.8 * epoch / cfg.epochs,) * 2)
                 rt = self.rows_t(rows)
                 rec["val_loss"] = float(self.loss(lv, rows, train=False))
-                rec["val_metric"] = _val_metric(d.task, lv, self.y[rt], self.w[rt] if d.task == "multi" else None)
+                rec["val_metric"] = val_metric(d.task, lv, self.y[rt], self.w[rt] if d.task == "multi" else None)
             state["curves"].append(rec)
             live(state["curves"])
             score = rec.get("val_loss", rec["train_loss"])
@@ -622,7 +550,7 @@ class _Session:
         v = done.mask("val")
         thresholds = None
         if d.task == "multi" and v.any():
-            from curation.evaluate import tune_thresholds
+            from curation.models.evaluate import tune_thresholds
 
             thresholds = tune_thresholds(done.Y[v], probs[v], weights=self.w[self.rows_t(rows[v])].cpu().numpy())
         head = self.trained_head(state["curves"], int(state["best_epoch"]), thresholds)
@@ -641,7 +569,7 @@ class _Session:
         self.y = self.w = self.cw = None
         if self.device != "cpu":  # cycles could still pin device memory; on a CPU refcounting frees it all
             gc.collect()
-            _free(self.device)
+            free_device_memory(self.device)
 
 
 def _lr_factor(step: int, total: int) -> float:
@@ -657,7 +585,7 @@ def run_finetune(ws: "Workspace", config: FinetuneConfig | dict | None = None, *
     """Fine-tune an image tower plus a linear head on the workspace's images and labels; record the run.
 
     Records a run of kind ``"finetune"`` with the artifacts a head run has (see
-    :func:`curation.train.run_training`): config (encoder resolved), label snapshot, split, encoder id,
+    :func:`curation.models.runs.run_training`): config (encoder resolved), label snapshot, split, encoder id,
     device, duration, metrics (plus ``images_per_s``, ``amp``, ``n_skipped`` / ``skipped_ids``,
     ``resumed_at``), predictions ``predictions/run-<id>`` for every readable present sample, and the
     checkpoint ``checkpoints/run-<id>.safetensors``: the head (``load_head`` reads it: it applies to
@@ -676,7 +604,7 @@ def run_finetune(ws: "Workspace", config: FinetuneConfig | dict | None = None, *
         last completed epoch with its weights, optimiser and scaler state.
     progress : ``progress(fraction, message)`` per batch; raising ``Cancelled`` marks the run
         "cancelled" (its best checkpoint and training state are kept) and raises
-        :class:`~curation.train.TrainingCancelled` with ``run_id``.
+        :class:`~curation.models.heads.TrainingCancelled` with ``run_id``.
 
     Returns
     -------

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from curation.store import POSITIVE, REJECTED, UNKNOWN, single_from_matrix
+from curation.data.store import POSITIVE, REJECTED, UNKNOWN, single_from_matrix
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def align(ids: np.ndarray, matrix: np.ndarray, sugg: pd.DataFrame, *, class_name
     ids : (N,) int64 sample ids; ``matrix`` rows follow them.
     matrix : (N, K) int8 current label states (read fresh: queue membership follows the labels of now even
         when ``sugg`` or the issue scores were computed on older labels).
-    sugg : ``curation.suggest.suggestions`` output indexed by sample id (class_idx, confidence, source;
+    sugg : ``curation.labels.suggest.suggestions`` output indexed by sample id (class_idx, confidence, source;
         optional ``p_*`` per-source columns).
     class_names : names of the K label-matrix columns.
     """
@@ -180,7 +180,7 @@ def _issue(a: Aligned, issues: pd.DataFrame, column: str, fill: Any) -> np.ndarr
 def confirm_queue(a: Aligned, issues: pd.DataFrame | None = None) -> pd.DataFrame:
     """Unlabelled samples with a suggestion (not a class a person already rejected) to confirm.
 
-    ``issues`` (``curation.issues.compute_issues`` output) gives the typicality weight; without it every
+    ``issues`` (``curation.labels.issues.compute_issues`` output) gives the typicality weight; without it every
     image weighs 1.
     """
     ok = (a.cls >= 0) & (a.given < 0) & (a.cell(np.arange(len(a.ids)), a.cls) != REJECTED)
@@ -213,7 +213,7 @@ def missing_queue(a: Aligned, missing: pd.DataFrame) -> pd.DataFrame:
 
     Parameters
     ----------
-    missing : DataFrame[sample, class, score] (``curation.issues.missing_labels``; a higher score is a
+    missing : DataFrame[sample, class, score] (``curation.labels.issues.missing_labels``; a higher score is a
         stronger candidate), any number of rows per sample.
     """
     rows = a.rows_of(missing["sample"].to_numpy(np.int64))
@@ -276,7 +276,7 @@ def build_queues(a: Aligned, issues: pd.DataFrame | None = None, missing: pd.Dat
     Parameters
     ----------
     a : :func:`align` output.
-    issues : ``curation.issues.compute_issues`` output, or None (then only ``confirm`` has members).
+    issues : ``curation.labels.issues.compute_issues`` output, or None (then only ``confirm`` has members).
     missing : DataFrame[sample, class, score] of second-label candidates, or None.
     reviews : ``Store.reviews()``; samples whose latest verdict in a queue is a decision (not a skip or an
         undo) leave that queue.

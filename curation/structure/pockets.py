@@ -88,7 +88,7 @@ def find_pockets(vectors: np.ndarray, labels: np.ndarray, *, ids: np.ndarray | N
     ``tightness`` (mean pairwise cosine similarity inside the pocket over that inside the rest) and
     ``separation`` (silhouette of the pocket against the rest of its cluster, in [-1, 1]).
     """
-    from curation.cluster import kmeans
+    from curation.structure.cluster import kmeans
 
     x = np.asarray(vectors, np.float32)
     lab = np.asarray(labels, np.int64)

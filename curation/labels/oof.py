@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.progress import ProgressFn, null_progress
+from curation.core.progress import ProgressFn, null_progress
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, see
         used as negatives. Only valid in *single-positive* settings (each image carries one label, so a
         positive elsewhere implies a negative here). Keep 0 (the default) in true multi-label data,
         where such cells are often missing positives — exactly what
-        :func:`curation.issues.missing_label_candidates` looks for.
+        :func:`curation.labels.issues.missing_label_candidates` looks for.
 
     Returns
     -------
@@ -238,7 +238,7 @@ def knn_oof_probs(labels: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray,
                   temperature: float = 0.05, prior: float = 0.5) -> np.ndarray:
     """Similarity-weighted neighbour vote over the given labels (a sample never votes for itself).
 
-    The scale-free form of :func:`curation.suggest.neighbor_vote` (one implementation): each sample's labelled
+    The scale-free form of :func:`curation.labels.vote.neighbor_vote` (one implementation): each sample's labelled
     neighbours cast ``k`` votes in all, shared by weight, plus ``prior`` pseudo-votes spread over the
     classes. Label-quality scoring needs *which share* of the neighbours agree with a label, whatever their
     number and distance; suggestions keep the amount of evidence in their confidence instead.
@@ -257,7 +257,7 @@ def knn_oof_probs(labels: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray,
     -------
     (N, K) float32 rows summing to 1.
     """
-    from curation.suggest import neighbor_vote
+    from curation.labels.vote import neighbor_vote
 
     y = np.asarray(labels, np.int64).ravel()
     idx = np.asarray(knn_idx, np.int64)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.progress import ProgressFn, null_progress, sub_progress
+from curation.core.progress import ProgressFn, null_progress, sub_progress
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def place_out_of_sample(fit_vectors: np.ndarray, fit_coords: np.ndarray, vectors
     from umap.layouts import optimize_layout_euclidean
     from umap.umap_ import compute_membership_strengths, find_ab_params, make_epochs_per_sample, smooth_knn_dist
 
-    from curation.neighbors import build_index, search
+    from curation.features.neighbors import build_index, search
 
     progress = progress or null_progress
     fit_coords = np.ascontiguousarray(fit_coords, np.float32)
@@ -205,7 +205,7 @@ def _umap(x: np.ndarray, *, idx: np.ndarray | None = None, sims: np.ndarray | No
           min_dist: float, reproducible: bool, seed: int, sample_limit: int, n_epochs: int | None,
           refine_epochs: int, progress: ProgressFn) -> np.ndarray:
     """The UMAP layout of ``x`` (not normalised): a full fit up to ``sample_limit`` rows, else sample + place."""
-    from curation.neighbors import knn
+    from curation.features.neighbors import knn
 
     n = len(x)
     if n <= sample_limit:
@@ -280,8 +280,8 @@ def _params(method: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def map_key(emb: Any, *, method: str = "umap", **params: Any) -> tuple[str, dict[str, Any]]:
     """Artifact key and config of a map (embeddings key + ids fingerprint + method + parameters + recipe)."""
-    from curation.artifacts import make_key
-    from curation.neighbors import ids_fingerprint
+    from curation.data.artifacts import make_key
+    from curation.features.neighbors import ids_fingerprint
 
     p = _params(method, params)
     if p:
@@ -359,7 +359,7 @@ def compute_map(ws: Any, emb: Any, *, method: str = "umap", reproducible: bool =
         idx = sims = None
         n = len(emb.ids)
         if max(2 * k, 32) <= n <= sample_limit:
-            from curation.neighbors import knn_graph
+            from curation.features.neighbors import knn_graph
 
             idx, sims = knn_graph(ws, emb, k=k, progress=sub_progress(progress, 0.0, 0.3))
         coords = umap_map(emb.vectors, idx=idx, sims=sims, k=k, min_dist=min_dist, reproducible=reproducible,

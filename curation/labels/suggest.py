@@ -10,24 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curation.calibrate import has_prediction
-from curation.progress import ProgressFn, null_progress, sub_progress
-from curation.store import single_from_matrix
+from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.data.store import single_from_matrix
+from curation.labels.calibrate import has_prediction
+from curation.labels.vote import check_graph, class_prior, labelled_rows, neighbor_vote
 
 log = logging.getLogger(__name__)
 
-TEMPERATURE = 0.1
-"""Similarity scale of the vote: a neighbour 0.1 less similar than the nearest weighs 1/e as much."""
-HOPS = 2
-"""Samples with no labelled neighbour borrow their neighbours' votes (each extra hop halves the weight)."""
-HOP_DECAY = 0.5
-CHUNK = 16384
 COLUMNS = ["class_idx", "class_name", "confidence", "source", "label_idx", "agrees"]
 SOURCES = ("knn", "prop", "zeroshot", "model", "oof")
 """Suggestion sources, in the order of the ``p_<source>`` columns and of ``source`` strings."""
 PROB_COLUMNS = [f"p_{s}" for s in SOURCES]
 GRAPH_K = 30
-"""Neighbours in the shared kNN graph (``curation.issues`` scores label quality on all 30)."""
+"""Neighbours in the shared kNN graph (``curation.labels.issues`` scores label quality on all 30)."""
 VOTE_K = 15
 """Neighbours in the vote and in the propagation graph (the first ``VOTE_K`` columns of the shared graph)."""
 PROP_ALPHA = 0.99
@@ -41,123 +36,6 @@ MODEL_KINDS = ("head", "finetune")
 FIT_VERSION = 1
 FIT_KIND, POINTER_KIND, ENSEMBLE_KIND = "label_fit", "label_fit_latest", "label_ensemble"
 ZEROSHOT_KIND, HELDOUT_KIND = "zeroshot", "model_heldout"
-
-
-# ---------------------------------------------------------------------- neighbour vote
-def _check_graph(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray,
-                 task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(label matrix int8, knn_idx int64, knn_sims float32), validated against each other and the task."""
-    if task not in ("single", "multi"):
-        raise ValueError(f"task must be 'single' or 'multi', not {task!r}.")
-    lm = np.asarray(label_matrix, np.int8)
-    idx = np.asarray(knn_idx, np.int64)
-    sims = np.asarray(knn_sims, np.float32)
-    if lm.ndim != 2 or idx.ndim != 2 or idx.shape[0] != len(lm) or sims.shape != idx.shape:
-        raise ValueError(f"label_matrix {lm.shape}, knn_idx {idx.shape} and knn_sims {sims.shape} must be (N, K), "
-                         "(N, k) and (N, k): one graph row per label row (curation.neighbors.knn).")
-    return lm, idx, sims
-
-
-def _labelled(lm: np.ndarray, task: str) -> np.ndarray:
-    """(N,) bool: rows that carry a label (single-label: a positive; multi-label: any known cell)."""
-    return (lm == 1).any(1) if task == "single" else (lm != 0).any(1)
-
-
-def _votes(lm: np.ndarray, idx: np.ndarray, w: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First-hop evidence, in row chunks: (pos (N, K) weighted positive votes, wlab (N,) weight of labelled
-    neighbours, ``labelled`` (N,) bool from :func:`_labelled`)."""
-    n, kk = lm.shape
-    pos = np.zeros((n, kk), np.float32)
-    for a in range(0, n, CHUNK):
-        b = min(a + CHUNK, n)
-        pos[a:b] = (w[a:b, :, None] * (lm[idx[a:b]] == 1)).sum(1)
-    wlab = (w * labelled[idx]).sum(1).astype(np.float32)
-    return pos, wlab
-
-
-def _class_prior(lm: np.ndarray, task: str) -> np.ndarray:
-    """(K,) prior of each class: uniform single-label, the base rate among labelled rows multi-label."""
-    kk = lm.shape[1]
-    if task == "single":
-        return np.full(kk, 1.0 / kk, np.float32)
-    return ((lm == 1).sum(0) / max(int(_labelled(lm, task).sum()), 1)).astype(np.float32)
-
-
-def neighbor_vote(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray, *, task: str = "single",
-                  temperature: float = TEMPERATURE, hops: int = HOPS, prior: float = 1.0,
-                  scale_free: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities of every sample from a similarity-weighted vote of its labelled neighbours.
-
-    The one neighbour-vote implementation: suggestions use it as is; label-quality scoring uses its
-    scale-free form through :func:`curation.oof.knn_oof_probs`. A sample's own label never enters its vote
-    (the graph excludes self, and the 2-hop fallback removes the sample's contribution to its neighbours'
-    votes), so a suggestion may disagree with the current label: that disagreement feeds label-error finding.
-
-    Weights: ``w = exp((sim - sim_nearest) / temperature)`` in (0, 1]. Neighbours with no label are
-    ignored. Single-label: ``p_c = (V_c + prior / K) / (W + prior)`` where ``V_c`` is the weight of
-    neighbours labelled c and ``W`` that of all labelled neighbours (few or distant labelled neighbours give
-    a flatter distribution); multi-label, per class: ``p_c = (V+_c + prior * pi_c) / (W + prior)`` with
-    ``V+_c`` the weight of neighbours positive for c, ``W`` the weight of labelled neighbours (so a labelled
-    neighbour without c, or one that rejected c, counts against c) and ``pi_c`` the base rate of c.
-    Samples with no labelled neighbour take the mean vote of their neighbours (up to ``hops`` hops, each
-    hop's weight multiplied by 0.5, which lowers their confidence); with no evidence at all the row is all
-    zeros and confidence 0.
-
-    Parameters
-    ----------
-    label_matrix : (N, K) int8 states: 1 positive, 0 unknown, -1 rejected.
-    knn_idx : (N, k) int64 row positions of each sample's neighbours (self excluded, -1 = none).
-    knn_sims : (N, k) float32 cosine similarities, most similar first.
-    task : ``"single"`` or ``"multi"``.
-    temperature : similarity scale of the weights.
-    hops : 1 = neighbours only; 2 = also neighbours' votes for samples without a labelled neighbour.
-    prior : pseudo-count of the smoothing.
-    scale_free : rescale each row's evidence to ``k`` votes (``V -> k V / W``, ``W -> k``) before smoothing,
-        so the vote says *which share* of the labelled neighbours agree whatever their number and distance
-        (label-quality scoring, where almost every neighbour is labelled); the default keeps the amount of
-        evidence in the confidence (suggestions, where most neighbours may be unlabelled).
-
-    Returns
-    -------
-    probs : (N, K) float32 (rows sum to 1 for single-label when any evidence exists).
-    confidence : (N,) float32 in [0, 1].
-    """
-    lm, idx, sims = _check_graph(label_matrix, knn_idx, knn_sims, task)
-    n, kk = lm.shape
-    if n == 0 or kk == 0 or idx.shape[1] == 0:
-        return np.zeros((n, kk), np.float32), np.zeros(n, np.float32)
-    valid = idx >= 0
-    idx = np.where(valid, idx, 0)
-    w = np.exp((sims - sims.max(1, keepdims=True)) / max(float(temperature), 1e-6)) * valid
-    w = w.astype(np.float32)
-    labelled = _labelled(lm, task)
-    pos, wlab = _votes(lm, idx, w, labelled)
-
-    # fallback: rows without labelled neighbours borrow their neighbours' votes, minus their own share
-    self_pos = (lm == 1).astype(np.float32)
-    for _ in range(max(hops, 1) - 1):
-        todo = np.flatnonzero(wlab <= 0)
-        if len(todo) == 0:
-            break
-        ni = idx[todo]                                            # (T, k)
-        back = (idx[ni] == todo[:, None, None]) & valid[ni]       # (T, k, k): is the row in its neighbour's list
-        wback = (w[ni] * back).sum(-1)                            # (T, k) weight of the row in each neighbour's vote
-        own_lab = labelled[todo].astype(np.float32)[:, None]
-        nb_w = np.maximum(wlab[ni] - wback * own_lab, 0.0)        # (T, k)
-        nb_pos = np.maximum(pos[ni] - wback[..., None] * self_pos[todo][:, None, :], 0.0)
-        share = np.divide(nb_pos, nb_w[..., None], out=np.zeros_like(nb_pos), where=nb_w[..., None] > 0)
-        ww = w[todo] * (nb_w > 0) * HOP_DECAY                     # only neighbours that have evidence
-        pos[todo] = (ww[..., None] * share).sum(1)
-        wlab[todo] = ww.sum(1)
-
-    has = wlab > 0
-    if scale_free:
-        scale = np.divide(np.float32(idx.shape[1]), wlab, out=np.zeros_like(wlab), where=has)
-        pos, wlab = pos * scale[:, None], np.where(has, np.float32(idx.shape[1]), np.float32(0))
-    den = (wlab + prior)[:, None]
-    probs = np.divide(pos + prior * _class_prior(lm, task)[None, :], den, out=np.zeros_like(pos),
-                      where=has[:, None] & (den > 0))                # float32; all zeros without evidence
-    return probs, probs.max(1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- label propagation
@@ -194,14 +72,14 @@ def label_propagation(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: n
     """
     import scipy.sparse as sp
 
-    from curation.oof import stratified_folds
+    from curation.labels.oof import stratified_folds
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
-    lm, idx, sims = _check_graph(label_matrix, knn_idx, knn_sims, task)
+    lm, idx, sims = check_graph(label_matrix, knn_idx, knn_sims, task)
     n, kk = lm.shape
     pos = lm == 1
-    labelled = _labelled(lm, task)
+    labelled = labelled_rows(lm, task)
     if n == 0 or kk == 0 or idx.shape[1] == 0 or not labelled.any():
         return np.zeros((n, kk), np.float32)
     valid = idx >= 0
@@ -232,7 +110,7 @@ def label_propagation(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: n
     out[has_fold] = F[np.flatnonzero(has_fold), fold[has_fold] + 1]
     mass = out[:, kk]
     reached = mass > 0
-    probs = (out[:, :kk] + t * _class_prior(lm, task)[None, :]) / (mass[:, None] + t)
+    probs = (out[:, :kk] + t * class_prior(lm, task)[None, :]) / (mass[:, None] + t)
     return np.where(reached[:, None], probs, 0.0).astype(np.float32)
 
 
@@ -244,7 +122,7 @@ def zero_shot_probs(vectors: np.ndarray, text_vectors: np.ndarray, *, task: str 
     Parameters
     ----------
     vectors : (N, D) float32 L2-normalised image embeddings.
-    text_vectors : (K, D) float32 L2-normalised class embeddings (:func:`curation.embed.text_embeddings`).
+    text_vectors : (K, D) float32 L2-normalised class embeddings (:func:`curation.features.text.text_embeddings`).
     task : ``"single"``: ``softmax(scale * cos)``; ``"multi"``: per class ``sigmoid(scale * (cos - mean cos))``
         (the pooled ensemble recalibrates either).
     scale : logit scale (CLIP's is 100).
@@ -326,8 +204,8 @@ def changed_samples(store: Any, after_event: int) -> int:
 
 def _static_config(ws: Any, emb: Any, *, folds: int, seed: int, C: float) -> tuple[str, dict[str, Any]]:
     """Key and config of everything that forces a full refit when it changes (not the labels)."""
-    from curation.artifacts import make_key
-    from curation.neighbors import ids_fingerprint
+    from curation.data.artifacts import make_key
+    from curation.features.neighbors import ids_fingerprint
 
     config = {"emb": str(emb.key), "ids": ids_fingerprint(emb.ids), "task": ws.store.task,
               "classes": ws.store.class_names(), "graph_k": GRAPH_K, "vote_k": VOTE_K, "folds": int(folds),
@@ -336,7 +214,7 @@ def _static_config(ws: Any, emb: Any, *, folds: int, seed: int, C: float) -> tup
 
 
 def _default_C(C: float | None) -> float:
-    from curation.oof import DEFAULT_C
+    from curation.labels.oof import DEFAULT_C
 
     return DEFAULT_C if C is None else float(C)
 
@@ -364,7 +242,7 @@ def fit_status(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | N
 def _oof(X: np.ndarray, lm: np.ndarray, task: str, *, folds: int, seed: int, C: float,
          progress: ProgressFn) -> np.ndarray:
     """Out-of-fold probabilities of the current labels; raises OOFError (with what to do) when impossible."""
-    from curation.oof import OOFError, out_of_fold_probs, out_of_fold_probs_multi
+    from curation.labels.oof import OOFError, out_of_fold_probs, out_of_fold_probs_multi
 
     if task == "multi":
         return out_of_fold_probs_multi(X, lm, folds=folds, seed=seed, C=C, progress=progress)
@@ -375,7 +253,7 @@ def _oof(X: np.ndarray, lm: np.ndarray, task: str, *, folds: int, seed: int, C: 
 
 
 def _graph(ws: Any, emb: Any, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from curation.neighbors import knn_graph
+    from curation.features.neighbors import knn_graph
 
     idx, sims = knn_graph(ws, emb, k=GRAPH_K, progress=progress)
     return np.asarray(idx), np.asarray(sims)
@@ -392,8 +270,8 @@ def refresh(ws: Any, emb: Any, *, force: bool = False, folds: int = 5, seed: int
     -------
     :func:`fit_status` after the refresh, plus ``refitted`` (bool).
     """
-    from curation.artifacts import make_key
-    from curation.oof import OOFError
+    from curation.data.artifacts import make_key
+    from curation.labels.oof import OOFError
 
     progress = progress or null_progress
     C = _default_C(C)
@@ -406,7 +284,7 @@ def refresh(ws: Any, emb: Any, *, force: bool = False, folds: int = 5, seed: int
     ids = np.asarray(emb.ids, np.int64)
     lm = ws.store.label_matrix(ids)
     task = ws.store.task
-    labelled = _labelled(lm, task)
+    labelled = labelled_rows(lm, task)
     idx, sims = _graph(ws, emb, sub_progress(progress, 0.0, 0.2))
     arrays: dict[str, np.ndarray] = {}
     reasons: dict[str, str] = {}
@@ -452,10 +330,10 @@ def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str]]
 def _zero_shot(ws: Any, emb: Any, task: str) -> tuple[str | None, np.ndarray | None, str]:
     """(key, (N, K) zero-shot probabilities, reason when unavailable), cached as artifact ``zeroshot`` by the
     embeddings, the encoder and the prompt texts (so an edited prompt recomputes it, a label edit never)."""
-    from curation.artifacts import make_key
-    from curation.embed import class_prompts, text_embeddings
-    from curation.encoders import EncoderError, get_encoder
-    from curation.neighbors import ids_fingerprint
+    from curation.data.artifacts import make_key
+    from curation.features.encoders import EncoderError, get_encoder
+    from curation.features.neighbors import ids_fingerprint
+    from curation.features.text import class_prompts, text_embeddings
 
     if not getattr(emb, "has_text", False):
         return None, None, (f"the encoder {getattr(emb, 'encoder_name', '?')} has no text tower: zero-shot is off "
@@ -481,8 +359,8 @@ def _zero_shot(ws: Any, emb: Any, task: str) -> tuple[str | None, np.ndarray | N
 def _heldout(ws: Any, ids: np.ndarray, run: dict[str, Any], task: str) -> np.ndarray:
     """(N,) bool: samples the run did NOT train on (its val / test ids and whatever was not labelled at its
     snapshot), cached as artifact ``model_heldout`` per run and id set."""
-    from curation.artifacts import make_key
-    from curation.neighbors import ids_fingerprint
+    from curation.data.artifacts import make_key
+    from curation.features.neighbors import ids_fingerprint
 
     config = {"run": int(run["id"]), "ids": ids_fingerprint(ids)}
     key = make_key(config)
@@ -490,7 +368,7 @@ def _heldout(ws: Any, ids: np.ndarray, run: dict[str, Any], task: str) -> np.nda
     if hit is not None:
         return np.asarray(hit, bool)
     metrics = run.get("metrics") or {}
-    at_snapshot = _labelled(ws.store.label_matrix(ids, upto_event=int(run["last_event_id"])), task)
+    at_snapshot = labelled_rows(ws.store.label_matrix(ids, upto_event=int(run["last_event_id"])), task)
     evaluated = np.isin(ids, np.asarray(metrics.get("val_ids", []) + metrics.get("test_ids", []), np.int64))
     held = ~(at_snapshot & ~evaluated)
     ws.artifacts.save_array(HELDOUT_KIND, key, held, config=config)
@@ -506,7 +384,7 @@ def _model_source(ws: Any, ids: np.ndarray, names: list[str], task: str,
                   run_id: int | None) -> tuple[np.ndarray | None, str]:
     """((N, K) probabilities of run ``run_id`` (:func:`_newest_run`) on its held-out samples — NaN rows
     elsewhere —, reason when unavailable)."""
-    from curation.train import load_predictions
+    from curation.models.runs import load_predictions
 
     if run_id is None:
         return None, "no finished training run yet: train a head (Train page or `python -m curation train`)"
@@ -537,8 +415,8 @@ def _fit_ensemble(ws: Any, key: str, config: dict[str, Any], sources: dict[str, 
                   task: str) -> dict[str, Any]:
     """Fit the pooled ensemble on the labelled samples (every source is out-of-sample there), save it as
     artifact ``label_ensemble`` with ECE before / after and (multi-label) per-class thresholds."""
-    from curation.calibrate import PooledEnsemble, ece
-    from curation.evaluate import tune_thresholds
+    from curation.labels.calibrate import PooledEnsemble, ece
+    from curation.models.evaluate import tune_thresholds
 
     y = single_from_matrix(lm) if task == "single" else lm
     pool = PooledEnsemble(task=task).fit(sources, y)
@@ -584,10 +462,10 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
         str, optionally ``has_text`` and ``encoder_name`` (zero-shot).
     refit : ``"auto"`` (refresh when stale), ``"never"`` (use the newest fit of these settings even when
         stale; fit only when there is none), ``"always"``.
-    folds, seed, C : out-of-fold and propagation settings (:func:`curation.oof.out_of_fold_probs`).
+    folds, seed, C : out-of-fold and propagation settings (:func:`curation.labels.oof.out_of_fold_probs`).
     progress : ``progress(fraction, message)`` (only a refit reports much).
     """
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     if refit not in ("auto", "never", "always"):
         raise ValueError(f"refit must be 'auto', 'never' or 'always', not {refit!r}.")
@@ -644,7 +522,7 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
         progress(0.95, "fitting the ensemble")
         record = _fit_ensemble(ws, ens_key, ens_config, sources, lm, task)
     if sources:
-        from curation.calibrate import PooledEnsemble
+        from curation.labels.calibrate import PooledEnsemble
 
         pool = PooledEnsemble.from_dict(record["ensemble"])
         probs = pool.predict_proba(sources)
@@ -670,7 +548,7 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
 def state_token(ws: Any) -> tuple[int, str]:
     """A cheap token that changes whenever label-derived frames may change without a new artifact: the last
     label event and the classes with their prompts (a prompt edit writes no label event)."""
-    from curation.artifacts import make_key
+    from curation.data.artifacts import make_key
 
     classes = ws.store.classes()
     return ws.store.last_event_id(), make_key({"names": classes["name"].tolist(),

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from curation.progress import ProgressFn, null_progress
+from curation.core.progress import ProgressFn, null_progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from curation.workspace import Workspace
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curation.ingest import ingest
-from curation.progress import ProgressFn, null_progress, sub_progress
-from curation.store import StoreError
-from curation.workspace import DB_NAME, Workspace
+from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.data.ingest import ingest
+from curation.data.store import StoreError
+from curation.data.workspace import DB_NAME, Workspace
 
 log = logging.getLogger(__name__)
 

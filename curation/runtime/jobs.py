@@ -15,166 +15,26 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Iterator
 
 import pandas as pd
 
-from curation.progress import Cancelled, ProgressFn, null_progress, sub_progress
-from curation.workspace import Workspace
+from curation.core.progress import Cancelled, ProgressFn
+from curation.data.workspace import Workspace
+from curation.runtime.liveness import ACTIVE, WORKER_LOCK, WORKER_PID, process_alive, refresh, worker_pid
+from curation.runtime.tasks import JOBS
 
 log = logging.getLogger(__name__)
 
-JobFn = Callable[[Workspace, dict, ProgressFn], dict]
-JOBS: dict[str, JobFn] = {}
-ACTIVE = ("queued", "running", "cancelling")
 WORKER_IDLE = 600.0
 """Seconds a warm worker waits for another job before it exits (``$CURATION_WORKER_IDLE`` overrides)."""
 POLL = 0.25
 """Seconds between a warm worker's looks at the queue."""
-WORKER_LOCK, WORKER_PID, WORKER_START_LOCK = ".worker.lock", ".worker.pid", ".worker.start.lock"
+WORKER_START_LOCK = ".worker.start.lock"
 IDLE_ENV, WARM_ENV, JOB_MODULES_ENV = "CURATION_WORKER_IDLE", "CURATION_WARM_UMAP", "CURATION_JOB_MODULES"
 
 
-def job(kind: str) -> Callable[[JobFn], JobFn]:
-    """Register ``fn(ws, params, progress) -> result dict`` as the job kind ``kind``."""
-
-    def register(fn: JobFn) -> JobFn:
-        JOBS[kind] = fn
-        return fn
-
-    return register
-
-
 # ---------------------------------------------------------------------- job kinds
-@job("embed")
-def _embed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    from curation.embed import embed_workspace
-
-    options = {k: int(params[k]) for k in ("chunk_size", "batch_size", "num_workers")
-               if params.get(k) is not None}
-    emb = embed_workspace(ws, params.get("encoder"), progress=progress, **options)
-    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key}
-
-
-@job("map")
-def _map(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    from curation.project import compute_map
-
-    emb = embeddings_or_raise(ws)
-    coords = compute_map(ws, emb, method=params.get("method", "umap"),
-                         reproducible=params.get("reproducible", True), progress=progress)
-    return {"n": int(len(coords)), "method": params.get("method", "umap")}
-
-
-@job("clusters")
-def _clusters(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Params: ``method`` (``auto`` | ``kmeans`` | ``hkmeans`` | ``hdbscan``, default auto), ``k`` (None = automatic)."""
-    from curation.cluster import compute_clusters
-
-    progress(0.02, "clustering")
-    k = params.get("k")
-    df = compute_clusters(ws, embeddings_or_raise(ws), k=None if k is None else int(k), method=params.get("method") or "auto",
-                          progress=progress)
-    noise = df["cluster"] < 0
-    return {"n_clusters": int(df.loc[~noise, "cluster"].nunique()), "noise": int(noise.sum())}
-
-
-@job("suggest")
-def _suggest(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    from curation.suggest import suggestions
-
-    df = suggestions(ws, embeddings_or_raise(ws), progress=progress)
-    return {"n": int(len(df))}
-
-
-def run_issues(ws: Workspace, *, force: bool = False, progress: ProgressFn = null_progress
-               ) -> tuple[pd.DataFrame, dict]:
-    """Refresh the expensive label fit (out-of-fold heads, propagation, ensemble) when labels changed enough
-    since the last one (``force``: anyway), then compute and store the issue table of the current labels; the
-    noise of the clustering in use (HDBSCAN's -1) feeds the outlier scores.
-
-    Returns
-    -------
-    The issue table (``curation.issues.compute_issues``) and a summary: n, label_issues, refitted, fit key,
-    samples changed since the fit, and the change threshold of the next refit.
-    """
-    from curation.issues import compute_issues
-    from curation.suggest import refresh
-
-    emb = embeddings_or_raise(ws)
-    fit = refresh(ws, emb, force=force, progress=sub_progress(progress, 0.0, 0.9))
-    df = compute_issues(ws, emb, save=True, progress=sub_progress(progress, 0.9, 1.0))
-    return df, {"n": int(len(df)), "label_issues": int(df["is_label_issue"].sum()),
-                "refitted": bool(fit["refitted"]), "fit": fit["key"], "changed": int(fit["changed"]),
-                "threshold": int(fit["threshold"])}
-
-
-@job("issues")
-def _issues(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """:func:`run_issues` as a job; returns its summary."""
-    return run_issues(ws, force=bool(params.get("force", False)), progress=progress)[1]
-
-
-@job("pipeline")
-def _pipeline(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Embed → map → clusters → suggestions → issues, each reusing what its artifact key already holds.
-
-    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ...) at top level; ``map`` and ``clusters``
-    optional dicts of those jobs' params (default: seeded UMAP, automatic clusters).
-    """
-    embed_params = {k: v for k, v in params.items() if k not in ("map", "clusters")}
-    out = {"embed": _embed(ws, embed_params, sub_progress(progress, 0.0, 0.7))}
-    out["map"] = _map(ws, params.get("map") or {}, sub_progress(progress, 0.7, 0.9))
-    out["clusters"] = _clusters(ws, params.get("clusters") or {}, sub_progress(progress, 0.9, 0.95))
-    out["suggest"] = _suggest(ws, {}, sub_progress(progress, 0.95, 0.99))
-    out["issues"] = _issues(ws, {}, sub_progress(progress, 0.99, 1.0))  # reuses the suggestions' fit
-    return out
-
-
-@job("train")
-def _train(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    from curation.train import run_training
-
-    run_id = run_training(ws, params, progress=progress)
-    return {"run_id": int(run_id), "status": ws.store.run(run_id)["status"]}
-
-
-@job("finetune")
-def _finetune(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Fine-tune the image tower; a resubmitted job (Resume) continues its unfinished run from the last epoch."""
-    from curation.finetune import run_finetune
-
-    params = dict(params)
-    run_id = run_finetune(ws, params, resume=params.pop("resume", True), progress=progress)
-    return {"run_id": int(run_id), "status": ws.store.run(run_id)["status"]}
-
-
-@job("reembed")
-def _reembed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Re-embed with a fine-tune run's tower (``finetuned:run-<id>`` becomes the active encoder), then map,
-    clusters and suggestions; the tower is built uncached, so the worker keeps none after the job."""
-    from curation.finetune import tuned_encoder
-
-    return _pipeline(ws, {"encoder": tuned_encoder(ws, int(params["run_id"]))}, progress)
-
-
-@job("doctor")
-def _doctor(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    from curation.doctor import doctor
-
-    progress(0.1, "checking the workspace")
-    rep = doctor(ws, repair=bool(params.get("repair", False)))
-    return {"problems": rep.problems, "repaired": rep.repaired, "left": rep.problems_left}
-
-
-def embeddings_or_raise(ws: Workspace) -> Any:
-    """The workspace's embeddings (``curation.embed.Embeddings``), or a RuntimeError saying how to make them."""
-    from curation.embed import load_embeddings
-
-    emb = load_embeddings(ws)
-    if emb is None:
-        raise RuntimeError("No embeddings yet: run the pipeline (or `python -m curation embed WS`) first.")
-    return emb
 
 
 # ---------------------------------------------------------------------- submitting and watching
@@ -207,46 +67,11 @@ def _start_worker(ws: Workspace) -> int:
     with open(logs / "worker.log", "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "curation", "worker", str(ws.root)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
+                                start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
     (ws.root / WORKER_PID).write_text(str(proc.pid))  # "starting": the next submit waits for this one
     threading.Thread(target=proc.wait, daemon=True).start()  # reap, so a finished worker is no zombie
     log.info("started the warm worker of %s (pid %d)", ws.root, proc.pid)
     return int(proc.pid)
-
-
-def worker_pid(ws: Workspace) -> int | None:
-    """The pid of the workspace's warm worker (serving, or started and not yet serving), else None.
-
-    The pid file names the worker from its start until it decides to exit (it clears the file
-    before letting go of the worker lock), so a worker that is still importing counts as running
-    and one that is leaving does not. A killed worker shows as a zombie a moment before its other
-    threads are gone and the kernel drops its lock: that moment is waited out (up to 5 s).
-    """
-    path = ws.root / WORKER_PID
-    text = path.read_text().strip() if path.exists() else ""
-    pid = int(text) if text.isdigit() else None
-    end = time.monotonic() + 5.0
-    with open(ws.root / WORKER_LOCK, "a+") as lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not pid or process_alive(pid) or time.monotonic() > end:
-                    return pid or 0  # serving (0: a worker that is just writing its pid)
-                time.sleep(0.05)
-    return pid if pid is not None and _is_worker(pid) else None
-
-
-def _is_worker(pid: int) -> bool:
-    """Whether ``pid`` is a live ``python -m curation worker`` process (not a recycled pid)."""
-    if not process_alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:  # reaped just now, or a system without /proc (then trust the pid)
-        return not os.path.isdir("/proc/self")
-    return b"curation" in args and b"worker" in args
 
 
 def cancel(ws: Workspace, job_id: int) -> None:
@@ -254,43 +79,6 @@ def cancel(ws: Workspace, job_id: int) -> None:
     rec = ws.store.job(job_id)
     if rec["status"] in ("queued", "running"):
         ws.store.update_job(job_id, status="cancelling", message="cancelling…")
-
-
-def process_alive(pid: int | float | None) -> bool:
-    """Whether a process runs with this pid (a NULL pid read from the store is NaN)."""
-    if pid is None or pd.isna(pid) or not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a zombie counts as dead
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:  # reaped just now, or a system without /proc (then trust kill's answer)
-        return not os.path.isdir("/proc/self")
-
-
-def refresh(ws: Workspace) -> pd.DataFrame:
-    """Mark jobs whose worker died (kill -9, crash, reboot) as ``interrupted``; return recent jobs.
-
-    A started job is lost when its process is gone. A job still waiting in the queue is lost when
-    the process meant to run it is gone and no warm worker holds the workspace (after a 10 s grace
-    for rows written without a pid).
-    """
-    jobs = ws.store.jobs()
-    active = jobs[jobs["status"].isin(ACTIVE)]
-    serving = None
-    for job_id, rec in active.iterrows():
-        if process_alive(rec["pid"]):
-            continue
-        if pd.isna(rec["started"]):
-            serving = worker_pid(ws) is not None if serving is None else serving
-            if serving or (pd.isna(rec["pid"]) and time.time() - (rec["created"] or 0) <= 10):
-                continue
-        ws.store.update_job(int(job_id), status="interrupted", finished=time.time(),
-                            message="the worker stopped unexpectedly; resume to continue from the last chunk")
-    return ws.store.jobs()
 
 
 def resume(ws: Workspace, job_id: int) -> int:
@@ -450,7 +238,7 @@ def _free_memory() -> None:
 def _warm() -> None:
     """Compile UMAP's numba code in the background, so the first map job does not pay for it."""
     try:
-        from curation.project import warm_umap
+        from curation.features.project import warm_umap
 
         warm_umap()
     except Exception:  # a missing umap-learn only matters to map jobs, which say so themselves

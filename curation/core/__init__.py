@@ -1,0 +1,1 @@
+"""Foundations every layer shares: the vocabulary, progress reporting and option validation."""

@@ -1,0 +1,1 @@
+"""The only code that touches disk: workspace, SQLite label store, artifacts, images, ingest, export."""

@@ -1,0 +1,1 @@
+"""Label suggestions, out-of-fold scores, calibration, label issues, review queues and review decisions."""

@@ -1,0 +1,1 @@
+"""Classifiers trained on the labels: heads, fine-tuning, runs and their evaluation."""

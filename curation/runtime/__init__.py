@@ -1,0 +1,1 @@
+"""Long work: background jobs in a warm worker, and workspace health checks."""

@@ -1,0 +1,156 @@
+"""The job kinds: what each background job runs (embed, map, clusters, suggest, issues, pipeline, train, ...)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import pandas as pd
+
+from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.data.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[Workspace, dict, ProgressFn], dict]
+JOBS: dict[str, JobFn] = {}
+"""Job kind -> function; :func:`curation.runtime.jobs.submit` refuses kinds not in here."""
+
+
+def job(kind: str) -> Callable[[JobFn], JobFn]:
+    """Register ``fn(ws, params, progress) -> result dict`` as the job kind ``kind``."""
+
+    def register(fn: JobFn) -> JobFn:
+        JOBS[kind] = fn
+        return fn
+
+    return register
+
+
+@job("embed")
+def _embed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    from curation.features.embed import embed_workspace
+    options = {k: int(params[k]) for k in ("chunk_size", "batch_size", "num_workers")
+               if params.get(k) is not None}
+    emb = embed_workspace(ws, params.get("encoder"), progress=progress, **options)
+    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key}
+
+
+@job("map")
+def _map(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    from curation.features.project import compute_map
+
+    emb = embeddings_or_raise(ws)
+    coords = compute_map(ws, emb, method=params.get("method", "umap"),
+                         reproducible=params.get("reproducible", True), progress=progress)
+    return {"n": int(len(coords)), "method": params.get("method", "umap")}
+
+
+@job("clusters")
+def _clusters(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Params: ``method`` (``auto`` | ``kmeans`` | ``hkmeans`` | ``hdbscan``, default auto), ``k`` (None = automatic)."""
+    from curation.structure.cluster import compute_clusters
+
+    progress(0.02, "clustering")
+    k = params.get("k")
+    df = compute_clusters(ws, embeddings_or_raise(ws), k=None if k is None else int(k), method=params.get("method") or "auto",
+                          progress=progress)
+    noise = df["cluster"] < 0
+    return {"n_clusters": int(df.loc[~noise, "cluster"].nunique()), "noise": int(noise.sum())}
+
+
+@job("suggest")
+def _suggest(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    from curation.labels.suggest import suggestions
+
+    df = suggestions(ws, embeddings_or_raise(ws), progress=progress)
+    return {"n": int(len(df))}
+
+
+def run_issues(ws: Workspace, *, force: bool = False, progress: ProgressFn = null_progress
+               ) -> tuple[pd.DataFrame, dict]:
+    """Refresh the expensive label fit (out-of-fold heads, propagation, ensemble) when labels changed enough
+    since the last one (``force``: anyway), then compute and store the issue table of the current labels; the
+    noise of the clustering in use (HDBSCAN's -1) feeds the outlier scores.
+
+    Returns
+    -------
+    The issue table (``curation.labels.issues.compute_issues``) and a summary: n, label_issues, refitted, fit key,
+    samples changed since the fit, and the change threshold of the next refit.
+    """
+    from curation.labels.issues import compute_issues
+    from curation.labels.suggest import refresh
+
+    emb = embeddings_or_raise(ws)
+    fit = refresh(ws, emb, force=force, progress=sub_progress(progress, 0.0, 0.9))
+    df = compute_issues(ws, emb, save=True, progress=sub_progress(progress, 0.9, 1.0))
+    return df, {"n": int(len(df)), "label_issues": int(df["is_label_issue"].sum()),
+                "refitted": bool(fit["refitted"]), "fit": fit["key"], "changed": int(fit["changed"]),
+                "threshold": int(fit["threshold"])}
+
+
+@job("issues")
+def _issues(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """:func:`run_issues` as a job; returns its summary."""
+    return run_issues(ws, force=bool(params.get("force", False)), progress=progress)[1]
+
+
+@job("pipeline")
+def _pipeline(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Embed → map → clusters → suggestions → issues, each reusing what its artifact key already holds.
+
+    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ...) at top level; ``map`` and ``clusters``
+    optional dicts of those jobs' params (default: seeded UMAP, automatic clusters).
+    """
+    embed_params = {k: v for k, v in params.items() if k not in ("map", "clusters")}
+    out = {"embed": _embed(ws, embed_params, sub_progress(progress, 0.0, 0.7))}
+    out["map"] = _map(ws, params.get("map") or {}, sub_progress(progress, 0.7, 0.9))
+    out["clusters"] = _clusters(ws, params.get("clusters") or {}, sub_progress(progress, 0.9, 0.95))
+    out["suggest"] = _suggest(ws, {}, sub_progress(progress, 0.95, 0.99))
+    out["issues"] = _issues(ws, {}, sub_progress(progress, 0.99, 1.0))  # reuses the suggestions' fit
+    return out
+
+
+@job("train")
+def _train(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    from curation.models.runs import run_training
+
+    run_id = run_training(ws, params, progress=progress)
+    return {"run_id": int(run_id), "status": ws.store.run(run_id)["status"]}
+
+
+@job("finetune")
+def _finetune(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Fine-tune the image tower; a resubmitted job (Resume) continues its unfinished run from the last epoch."""
+    from curation.models.finetune import run_finetune
+
+    params = dict(params)
+    run_id = run_finetune(ws, params, resume=params.pop("resume", True), progress=progress)
+    return {"run_id": int(run_id), "status": ws.store.run(run_id)["status"]}
+
+
+@job("reembed")
+def _reembed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Re-embed with a fine-tune run's tower (``finetuned:run-<id>`` becomes the active encoder), then map,
+    clusters and suggestions; the tower is built uncached, so the worker keeps none after the job."""
+    from curation.models.finetune import tuned_encoder
+
+    return _pipeline(ws, {"encoder": tuned_encoder(ws, int(params["run_id"]))}, progress)
+
+
+@job("doctor")
+def _doctor(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    from curation.runtime.doctor import doctor
+
+    progress(0.1, "checking the workspace")
+    rep = doctor(ws, repair=bool(params.get("repair", False)))
+    return {"problems": rep.problems, "repaired": rep.repaired, "left": rep.problems_left}
+
+
+def embeddings_or_raise(ws: Workspace) -> Any:
+    """The workspace's embeddings (``curation.features.embed.Embeddings``), or a RuntimeError saying how to make them."""
+    from curation.features.embed import load_embeddings
+    emb = load_embeddings(ws)
+    if emb is None:
+        raise RuntimeError("No embeddings yet: run the pipeline (or `python -m curation embed WS`) first.")
+    return emb

@@ -1,0 +1,1 @@
+"""Structure found in the embeddings: clusters, their names and pockets."""
