@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from curation.ui import jobpanel, loaders, overview, setup, state, widgets
+from curation.ui import beyond, jobpanel, loaders, overview, setup, state, widgets
 
 st.set_page_config(page_title="Curation studio", page_icon="🗂️", layout="wide")
 st.title("Curation studio")
@@ -51,6 +51,9 @@ if st.button("Run pipeline (embed → map → clusters → suggestions → issue
              disabled=s.samples == 0):
     jobpanel.submit(ws, "pipeline", {})
 jobpanel.jobs_panel(ws, key="home_jobs")
+if s.labelled:
+    with st.expander("Which encoder fits your labels?"):
+        beyond.transfer_panel(ws)
 
 st.subheader("Next")
 links = st.columns(6)

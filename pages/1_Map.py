@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import actions, jobpanel, labels, loaders, mapview, selection, state, widgets
+from curation.ui import actions, beyond, jobpanel, labels, loaders, mapview, selection, state, widgets
 
 st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", layout="wide")
 st.title("Map")
@@ -129,4 +129,6 @@ with st.container(border=True):
     with b4:
         widgets.undo_last_button(ws, key="map_undo")
 
+with st.expander("What sets the selection apart"):
+    beyond.contrast_panel(ws, picked, key="map_apart", what_a="the selection", what_b="the other images")
 widgets.image_grid(ws, picked, [text_of[int(i)] for i in picked], key="map_grid_page")

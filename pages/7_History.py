@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from curation.ui import history, widgets
+from curation.ui import beyond, history, widgets
 
 st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
 st.title("History")
@@ -45,3 +45,8 @@ with st.form("export"):
             path = export(ws, fmt, Path(dest.strip()).expanduser() if dest.strip() else None,
                           drop_same_images=drop)
             st.success(f"Written to {path}")
+
+st.subheader("Cluster-balanced subset")
+st.caption("A training or labelling subset of a given budget: near-duplicates left out, then spread evenly over "
+           "clusters (optionally the hardest images first). Written as a manifest CSV or an id list under exports/.")
+beyond.subset_form(ws)

@@ -232,7 +232,8 @@ def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int) ->
     counts = ", ".join(f"{widgets.md_escape(k)} {v}" for k, v in row["label_counts"].items())
     st.subheader(f"Cluster {cluster}: {widgets.md_escape(row['name'])}", anchor=False)
     st.caption(card_caption(row) + (f" · labels: {counts}" if counts else ""))
-    images, split_tab, pocket_tab = st.tabs(["Images", "Split this cluster", "Pockets"])
+    images, split_tab, pocket_tab, apart_tab = st.tabs(["Images", "Split this cluster", "Pockets",
+                                                        "What sets it apart"])
     with images:
         label_panel(ws, ids, key=f"cl{cluster}")
         image_grid(ws, ids, key=f"cl{cluster}")
@@ -240,6 +241,10 @@ def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int) ->
         split_view(ws, clustering, cluster)
     with pocket_tab:
         pockets_view(ws, clustering, cluster)
+    with apart_tab:
+        from curation.ui.beyond import contrast_panel
+
+        contrast_panel(ws, ids, key=f"cl{cluster}_apart", what_a="this cluster", what_b="the other images")
 
 
 def _on_demand(ws: Workspace, clustering: Any, cluster: int, *, label: str, state_key: str, hint: str,
