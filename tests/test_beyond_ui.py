@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import open_page
+from test_evaluate_page import single, templates  # noqa: F401 (fixtures)
 from test_ui import CLASSES, embedded, workspace  # noqa: F401 (fixtures)
 
 from curation.cli import main
@@ -90,3 +90,14 @@ def test_cli_commands(clustered, tmp_path, capsys, cheap_encoders):
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {r["encoder"] for r in rows} == {"precomputed:user", transfer.PIXELS}
     assert main(["contrast", ws, "1,2", "--sources", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_evaluate_cell_says_what_sets_it_apart(single):  # noqa: F811
+    from test_evaluate_page import _click_a_mistake
+
+    ws, run_id, _ = single
+    at, i, j = _click_a_mistake(ws, run_id)
+    next(b for b in at.button if b.key == "eval_apart_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("AUROC" in t.value for t in at.text)

@@ -55,7 +55,7 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
         proj = v.T @ (f.T @ Y)  # (D, K): coordinates of F^T y in the eigenbasis
         fv = f @ v  # (N, D)
     else:
-        u, sv, vh = np.linalg.svd(f, full_matrices=False)  # f = u diag(sv) vh, rank r <= N
+        _, sv, vh = np.linalg.svd(f, full_matrices=False)  # f = u diag(sv) vh, rank r <= N
         s = sv ** 2
         proj = (vh @ f.T) @ Y  # (r, K)
         fv = f @ vh.T  # (N, r)
