@@ -145,15 +145,15 @@ def bench_subsets(d: dict, seeds: int = 5, test: int = 500) -> None:
     print(f"pool {len(pool)}, test {len(te)}; {dup} pool images have a neighbour at cosine >= 0.95")
     full = _probe(X[pool], y[pool], X[te], y[te])
     print(f"linear head on the whole pool: {full:.3f}")
-    print("| budget | random | balanced (typical) | balanced (random within) |")
-    print("|---|---|---|---|")
+    print("| budget | random | balanced (auto, default) | balanced (typical) | balanced (random within) |")
+    print("|---|---|---|---|---|")
     for frac in (0.05, 0.10, 0.20, 0.50):
         b = int(round(frac * len(pool)))
-        res = {"random": [], "typical": [], "random within": []}
+        res = {"random": [], "auto": [], "typical": [], "random within": []}
         for seed in range(seeds):
             r = random_subset(pool, b, seed=seed)
             res["random"].append(_probe(X[r], y[r], X[te], y[te]))
-            for within, name in (("typical", "typical"), ("random", "random within")):
+            for within, name in (("auto", "auto"), ("typical", "typical"), ("random", "random within")):
                 s = balanced_subset(X[pool], b, knn_idx=idx, knn_sims=sims, within=within, seed=seed)
                 res[name].append(_probe(X[pool][s.ids], y[pool][s.ids], X[te], y[te]))
         cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in res.values()]

@@ -167,7 +167,8 @@ def register(add: Add) -> None:
     sp.add_argument("--dedup", type=float, default=0.95, help="near-duplicate cosine similarity (default 0.95)")
     sp.add_argument("--no-dedup", action="store_true")
     sp.add_argument("--k", type=int, default=None, help="clusters (default: from the budget)")
-    sp.add_argument("--within", choices=("typical", "random"), default="typical")
+    sp.add_argument("--within", choices=("auto", "typical", "random"), default="auto",
+                    help="how a cluster's share is filled: auto = its most typical image, then random")
     sp.add_argument("--seed", type=int, default=0)
     sp = add("transfer", cmd_transfer, "which encoder fits your labels (LogME, kNN, linear probe)")
     sp.add_argument("workspace", type=Path)

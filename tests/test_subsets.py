@@ -45,6 +45,14 @@ def test_balanced_subset_covers_clusters_evenly_and_drops_duplicates(blobs):
     assert counts.min() >= 4, counts  # random would give class 0 about 19 of 30
     rand = np.bincount(ys[S.random_subset(np.arange(len(xs)), 30, seed=0)], minlength=6)
     assert counts.std() < rand.std()
+    # one image per cluster: "auto" takes each cluster's most typical image, like "typical"
+    lab = np.repeat(np.arange(6), 40)[: len(xs)]
+    lab = np.r_[lab, np.full(len(xs) - len(lab), 5)]
+    t = S.balanced_subset(xs, 6, clusters=lab, within="typical", dedup_threshold=None)
+    a = S.balanced_subset(xs, 6, clusters=lab, within="auto", dedup_threshold=None, seed=3)
+    assert sorted(t.ids.tolist()) == sorted(a.ids.tolist())
+    r = S.balanced_subset(xs, 60, clusters=lab, within="auto", dedup_threshold=None, seed=3)
+    assert set(t.ids.tolist()) <= set(r.ids.tolist()) and np.bincount(lab[r.ids]).tolist() == [10] * 6
     hard = np.full(len(xs), np.nan)
     hard[[200, 201, 202]] = [0.01, 0.02, 0.03]
     sub = S.balanced_subset(xs, 10, k=6, hard_scores=hard, hard_fraction=0.3, within="random", seed=1)

@@ -12,8 +12,10 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-WITHIN = ("typical", "random")
-"""How a cluster's share is filled: ``typical`` = the members nearest its centroid first, ``random`` = seeded draw."""
+WITHIN = ("auto", "typical", "random")
+"""How a cluster's share is filled: ``typical`` = the members nearest its centroid first, ``random`` = seeded draw,
+``auto`` = the most typical member first, then seeded draw (prototypes where the budget is small, spread where
+it is large)."""
 DEDUP_THRESHOLD = 0.95
 """Cosine similarity at or above which two images count as near-duplicates (SemDeDup's epsilon = 1 - 0.95)."""
 SUBSET_KIND = "subsets"
@@ -116,7 +118,7 @@ def default_k(budget: int, n: int) -> int:
 def balanced_subset(vectors: np.ndarray, budget: int, *, ids: np.ndarray | None = None,
                     knn_idx: np.ndarray | None = None, knn_sims: np.ndarray | None = None,
                     dedup_threshold: float | None = DEDUP_THRESHOLD, k: int | None = None,
-                    clusters: np.ndarray | None = None, within: str = "typical",
+                    clusters: np.ndarray | None = None, within: str = "auto",
                     hard_scores: np.ndarray | None = None, hard_fraction: float = 0.0,
                     seed: int = 0) -> Subset:
     """Choose ``budget`` images spread evenly over clusters, after near-duplicate removal.
@@ -204,13 +206,19 @@ def _fill(x: np.ndarray, cand: np.ndarray, lab: np.ndarray, budget: int, *, with
     uniq, inv = np.unique(cl, return_inverse=True)
     sizes = np.bincount(inv, minlength=len(uniq))
     alloc = even_allocation(sizes, budget)
-    if within == "typical":
+    key = rng.random(len(cand))
+    if within in ("typical", "auto"):
         sums = np.zeros((len(uniq), x.shape[1]), np.float64)
         np.add.at(sums, inv, x[cand])
         cents = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        key = -np.einsum("ij,ij->i", x[cand], cents[inv].astype(np.float32))  # nearest the centroid first
-    else:
-        key = rng.random(len(cand))
+        near = -np.einsum("ij,ij->i", x[cand], cents[inv].astype(np.float32))  # nearest the centroid first
+        if within == "typical":
+            key = near
+        else:  # each cluster's most typical member first, the rest in random order
+            first = np.zeros(len(cand), bool)
+            order = np.lexsort((near, inv))
+            first[order[np.r_[0, np.cumsum(sizes)][:-1]]] = True
+            key = np.where(first, -np.inf, key)
     order = np.lexsort((key, inv))  # by cluster, then by key
     pos_in_cluster = np.arange(len(cand)) - np.r_[0, np.cumsum(sizes)][:-1][inv[order]]
     take = order[pos_in_cluster < alloc[inv[order]]]
@@ -225,7 +233,7 @@ def random_subset(ids: np.ndarray, budget: int, *, seed: int = 0) -> np.ndarray:
 
 def workspace_subset(ws: Any, emb: Any, budget: int | float, *, scope: str = "all", hard_fraction: float = 0.0,
                      hard_source: str = "issues", dedup_threshold: float | None = DEDUP_THRESHOLD,
-                     k: int | None = None, within: str = "typical", seed: int = 0) -> Subset:
+                     k: int | None = None, within: str = "auto", seed: int = 0) -> Subset:
     """A cluster-balanced subset of a workspace's embedded images.
 
     Parameters

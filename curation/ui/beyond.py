@@ -106,8 +106,9 @@ def subset_form(ws: Workspace) -> None:
         scope = c2.selectbox("From", ["all", "labelled", "unlabelled"], key="subset_scope")
         hard = c3.number_input("Hard examples (% of the budget)", 0, 100, 0, key="subset_hard",
                                help="Filled first with the lowest label-quality scores (run issues first).")
-        within = c4.selectbox("Within a cluster", ["typical", "random"], key="subset_within",
-                              help="typical: the images nearest each cluster's centre first")
+        within = c4.selectbox("Within a cluster", ["auto", "typical", "random"], key="subset_within",
+                              help="auto: each cluster's most typical image, then random ones; typical: the "
+                                   "images nearest each cluster's centre first")
         fmt = st.radio("Write", ["manifest CSV", "id list (.txt)"], horizontal=True, key="subset_fmt")
         if st.form_submit_button("Write subset"):
             emb = loaders.embeddings(ws)
