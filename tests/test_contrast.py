@@ -68,9 +68,13 @@ def test_attributes_are_cached_and_find_the_brighter_class(embedded):  # noqa: F
     from curation.features.embed import load_embeddings
 
     ws = embedded
+    ids = ws.store.sample_ids()
+    part = C.image_attributes(ws, ids[:10])  # measured on first need only
+    assert part["measured"].sum() == 10 and part["brightness"].notna().sum() == 10
     attrs = C.image_attributes(ws)
     assert {"brightness", "colourfulness", "file type", "folder", "split"} <= set(attrs.columns)
     assert len(attrs) == 60 and attrs["brightness"].notna().all()
+    assert attrs.loc[ids[:10]].equals(part.loc[ids[:10]])
     keys = ws.artifacts.list()
     assert (keys["kind"] == C.ATTRIBUTES_KIND).sum() == 1
     assert C.image_attributes(ws).equals(attrs)  # from the cache
