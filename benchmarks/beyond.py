@@ -36,7 +36,9 @@ PAIRS = [(0, 6), (2, 4), (5, 7), (7, 9), (0, 3), (2, 6), (4, 6), (8, 2)]
 
 def _load(n: int, shifted: int, random_init: int) -> dict:
     d = dict(np.load(CACHE / f"fmnist-{n}.npz"))
-    d.update({f"shift_{k}": v for k, v in np.load(CACHE / f"fmnist-{n}-shifted-{shifted}.npz").items()})
+    sp = CACHE / f"fmnist-{n}-shifted-{shifted}.npz"
+    if sp.exists():
+        d.update({f"shift_{k}": v for k, v in np.load(sp).items()})
     rp = CACHE / f"fmnist-{n}-random-{random_init}.npz"
     if rp.exists():
         d["random_final"] = np.load(rp)["final"]
@@ -129,7 +131,7 @@ def bench_contrast(d: dict, shifted: int, seeds: int = 5) -> None:
 def _probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=10.0, max_iter=500).fit(xtr, ytr)
+    clf = LogisticRegression(C=1.0, max_iter=300).fit(xtr, ytr)
     return float((clf.predict(xte) == yte).mean())
 
 
@@ -137,25 +139,32 @@ def bench_subsets(d: dict, seeds: int = 5, test: int = 500) -> None:
     from curation.features.neighbors import knn
     from curation.labels.subsets import balanced_subset, random_subset
 
+    from sklearn.decomposition import PCA
+
     X = _unit(d["final"])
     y = d["y"]
     pool, te = np.arange(len(X) - test), np.arange(len(X) - test, len(X))
+    # the linear head trains on a standardised PCA-128 of the embeddings (fit on the pool, no labels): ten
+    # times faster on the shared CPU; selection uses the full 1280-d vectors
+    Z = PCA(128, random_state=0).fit(X[pool]).transform(X)
+    Z = (Z / Z[pool].std(0)).astype(np.float32)
     idx, sims = knn(X[pool], k=10)
     dup = (sims[:, 0] >= 0.95).sum()
     print(f"pool {len(pool)}, test {len(te)}; {dup} pool images have a neighbour at cosine >= 0.95")
-    full = _probe(X[pool], y[pool], X[te], y[te])
+    full = _probe(Z[pool], y[pool], Z[te], y[te])
     print(f"linear head on the whole pool: {full:.3f}")
-    print("| budget | random | balanced (auto, default) | balanced (typical) | balanced (random within) |")
-    print("|---|---|---|---|---|")
+    print("| budget | random | balanced (auto, default) | balanced (random within) |")
+    print("|---|---|---|---|")
     for frac in (0.05, 0.10, 0.20, 0.50):
         b = int(round(frac * len(pool)))
-        res = {"random": [], "auto": [], "typical": [], "random within": []}
+        res = {"random": [], "auto": [], "random within": []}
         for seed in range(seeds):
             r = random_subset(pool, b, seed=seed)
-            res["random"].append(_probe(X[r], y[r], X[te], y[te]))
-            for within, name in (("auto", "auto"), ("typical", "typical"), ("random", "random within")):
+            res["random"].append(_probe(Z[r], y[r], Z[te], y[te]))
+            for within, name in (("auto", "auto"), ("random", "random within")):
                 s = balanced_subset(X[pool], b, knn_idx=idx, knn_sims=sims, within=within, seed=seed)
-                res[name].append(_probe(X[pool][s.ids], y[pool][s.ids], X[te], y[te]))
+                res[name].append(_probe(Z[pool][s.ids], y[pool][s.ids], Z[te], y[te]))
+            print(f"  {frac:.0%} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in res.items()), flush=True)
         cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in res.values()]
         print(f"| {frac:.0%} ({b}) | " + " | ".join(cells) + " |")
 
