@@ -234,7 +234,7 @@ def load_image(path: Path | str, *, max_pixels: int = MAX_PIXELS, draft: int | N
 
 
 # ---------------------------------------------------------------------- thumbnails
-def _thumb_candidates(ws: "Workspace", sample_id: int, size: int) -> tuple[Path, Path]:
+def _thumb_candidates(ws: Workspace, sample_id: int, size: int) -> tuple[Path, Path]:
     d = ws.thumbs / str(int(size))
     return d / f"{int(sample_id)}.jpg", d / f"{int(sample_id)}.png"
 
@@ -259,7 +259,7 @@ def render_thumbnail(im: Image.Image, size: int = THUMB_SIZE) -> tuple[Image.Ima
     return im, False
 
 
-def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> Path:
+def thumbnail_path(ws: Workspace, sample_id: int, size: int = THUMB_SIZE) -> Path:
     """The cached thumbnail of a sample, created on demand under ``ws.thumbs/<size>/``.
 
     Parameters
@@ -304,7 +304,7 @@ def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> P
     return dest
 
 
-def make_thumbnails(ws: "Workspace", sample_ids: Iterable[int], *, size: int = THUMB_SIZE,
+def make_thumbnails(ws: Workspace, sample_ids: Iterable[int], *, size: int = THUMB_SIZE,
                     progress: ProgressFn | None = None, workers: int | None = None) -> dict[int, Path]:
     """Create (or reuse) the thumbnails of many samples in parallel threads.
 

@@ -7,11 +7,14 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from curation.core.progress import ProgressFn, null_progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +213,7 @@ def _method(kind: str) -> str:
     return {"flat": "exact", "hnsw": f"hnsw{HNSW_M}", "ivf": "ivf"}[kind]
 
 
-def embedding_index(ws: Any, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any:
+def embedding_index(ws: Workspace, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any:
     """The one faiss index of an embeddings artifact, built once per process and reused by every search.
 
     Exact (``IndexFlatIP``) up to ``exact_limit`` vectors, approximate above (saved as artifact kind
@@ -256,7 +259,7 @@ def embedding_index(ws: Any, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any
     return index
 
 
-def knn_graph(ws: Any, emb: Any, *, k: int = 15, exact_limit: int = EXACT_LIMIT,
+def knn_graph(ws: Workspace, emb: Any, *, k: int = 15, exact_limit: int = EXACT_LIMIT,
               progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The kNN graph of a workspace's embeddings, cached as artifact kind ``knn`` (searched in :func:`embedding_index`).
 
