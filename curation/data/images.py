@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.data.atomic import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -293,12 +294,8 @@ def thumbnail_path(ws: Workspace, sample_id: int, size: int = THUMB_SIZE) -> Pat
     thumb, upscaled = render_thumbnail(im, size)
     dest = png if upscaled or thumb.size[0] * thumb.size[1] <= 64 * 64 else jpg
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(thumb)}.tmp")
-    if dest.suffix == ".png":
-        thumb.save(tmp, format="PNG", optimize=False)
-    else:
-        thumb.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, dest)
+    fmt = {"format": "PNG", "optimize": False} if dest.suffix == ".png" else {"format": "JPEG", "quality": 85}
+    atomic_write(dest, lambda tmp: thumb.save(tmp, **fmt), durable=False)  # a cache: rebuilt when lost
     other = jpg if dest == png else png
     other.unlink(missing_ok=True)
     return dest

@@ -32,6 +32,7 @@ from curation.core.vocab import (
     VERDICTS,
     check_choice,
 )
+from curation.data.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -659,10 +660,7 @@ class Store:
         if dest.is_dir():
             raise StoreError(f"{dest} is a folder; give a file name for the backup (e.g. {dest / 'curation.db'}).")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        copy_database(self._con(), tmp)
-        os.replace(tmp, dest)
-        return dest
+        return atomic_write(dest, lambda tmp: copy_database(self._con(), tmp))
 
     # ------------------------------------------------------------------ runs
     def add_run(self, kind: str, config: dict, *, last_event_id: int, encoder: str = "", device: str = "",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.data.atomic import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -248,9 +249,7 @@ def embedding_index(ws: Workspace, emb: Any, *, exact_limit: int = EXACT_LIMIT) 
         index = build_index(emb.vectors, kind=kind)
         if saved:
             path = ws.artifacts.path("index", key, "faiss")
-            tmp = path.with_name(path.name + ".tmp")
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
             ws.artifacts.register_file("index", key, "faiss", config=config)
     with _index_lock:
         _indexes[key] = index
