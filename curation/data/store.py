@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from curation.core.validate import check_choice
 from curation.core.vocab import (
     POSITIVE,
     QUEUES,
@@ -30,7 +31,6 @@ from curation.core.vocab import (
     TASKS,
     UNKNOWN,
     VERDICTS,
-    check_choice,
 )
 from curation.data.atomic import atomic_write
 
