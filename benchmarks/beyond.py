@@ -136,10 +136,10 @@ def _probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -
 
 
 def bench_subsets(d: dict, seeds: int = 5, test: int = 500) -> None:
+    from sklearn.decomposition import PCA
+
     from curation.features.neighbors import knn
     from curation.labels.subsets import balanced_subset, random_subset
-
-    from sklearn.decomposition import PCA
 
     X = _unit(d["final"])
     y = d["y"]
@@ -173,8 +173,8 @@ def bench_subsets(d: dict, seeds: int = 5, test: int = 500) -> None:
 def bench_transfer(d: dict, n: int = 600, sample: int = 200, seeds: int = 3) -> None:
     from scipy.stats import spearmanr
     from sklearn.decomposition import PCA
-    from sklearn.model_selection import cross_val_score
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

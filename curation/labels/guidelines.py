@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 
 NOTE_PREFIX = "guideline_note:"
 """Store meta key of a class's note: ``guideline_note:<class id>`` (the id survives a rename)."""
-WORKED_VERDICTS = ("both_valid", "ambiguous", "out_of_vocabulary", "label_wrong", "model_wrong")
-"""Review verdicts shown as worked examples, in this order."""
+WORKED_VERDICTS = ("both_valid", "ambiguous", "out_of_vocabulary", "label_wrong", "model_wrong", "both_wrong")
+"""Review verdicts (``curation.core.vocab.VERDICTS``) shown as worked examples, in this order."""
 VERDICT_TEXT = {"both_valid": "Both labels are valid", "ambiguous": "Ambiguous: fits more than one class or none",
                 "out_of_vocabulary": "Out of vocabulary: none of the classes", "label_wrong": "The label was wrong",
-                "model_wrong": "The model was wrong; the label stands", "accepted": "Accepted", "rejected": "Rejected"}
+                "model_wrong": "The model was wrong; the label stands",
+                "both_wrong": "Both the label and the model were wrong"}
 FORMATS = ("html", "markdown")
 MAX_NOTE = 20_000
 PAIR_CAP = 4000
