@@ -31,6 +31,19 @@ def test_even_allocation_water_fills():
     assert a.sum() == 10 and (a <= [5, 3, 7, 1]).all() and a.max() - a[a < [5, 3, 7, 1]].min() <= 1
 
 
+def test_weighted_allocation_one_each_then_by_size():
+    sizes = np.array([100, 10, 10, 0])
+    assert S.weighted_allocation(sizes, 2).tolist() == [1, 1, 0, 0]  # fewer picks than groups: the largest
+    assert S.weighted_allocation(sizes, 24, balance=0.0).tolist() == [18, 3, 3, 0]  # 3 + 21 by size
+    even = S.weighted_allocation(sizes, 24, balance=1.0)
+    assert even.tolist() == [8, 8, 8, 0] and S.even_allocation(sizes, 24).tolist() == [8, 8, 8, 0]
+    assert S.weighted_allocation(sizes, 500, balance=0.5).tolist() == [100, 10, 10, 0]
+    a = S.weighted_allocation(np.array([3, 50, 7]), 30, balance=0.5)
+    assert a.sum() == 30 and a[0] <= 3 and a[1] > a[2]
+    with pytest.raises(S.SubsetError, match="balance"):
+        S.weighted_allocation(sizes, 5, balance=2.0)
+
+
 def test_balanced_subset_covers_clusters_evenly_and_drops_duplicates(blobs):
     x, y = blobs
     # an imbalanced pool: class 0 keeps 100 images, the others 20; plus 50 exact copies of class-0 images
@@ -38,7 +51,7 @@ def test_balanced_subset_covers_clusters_evenly_and_drops_duplicates(blobs):
     xs, ys = x[rows], y[rows]
     xs = np.concatenate([xs, xs[:50]])
     ys = np.concatenate([ys, ys[:50]])
-    sub = S.balanced_subset(xs, 30, k=6, seed=0)
+    sub = S.balanced_subset(xs, 30, k=6, balance=1.0, seed=0)
     assert len(sub.ids) == 30 and len(np.unique(sub.ids)) == 30
     assert sub.duplicates_removed >= 50
     counts = np.bincount(ys[sub.ids], minlength=6)
@@ -51,7 +64,7 @@ def test_balanced_subset_covers_clusters_evenly_and_drops_duplicates(blobs):
     t = S.balanced_subset(xs, 6, clusters=lab, within="typical", dedup_threshold=None)
     a = S.balanced_subset(xs, 6, clusters=lab, within="auto", dedup_threshold=None, seed=3)
     assert sorted(t.ids.tolist()) == sorted(a.ids.tolist())
-    r = S.balanced_subset(xs, 60, clusters=lab, within="auto", dedup_threshold=None, seed=3)
+    r = S.balanced_subset(xs, 60, clusters=lab, within="auto", dedup_threshold=None, balance=1.0, seed=3)
     assert set(t.ids.tolist()) <= set(r.ids.tolist()) and np.bincount(lab[r.ids]).tolist() == [10] * 6
     hard = np.full(len(xs), np.nan)
     hard[[200, 201, 202]] = [0.01, 0.02, 0.03]

@@ -16,6 +16,9 @@ WITHIN = ("auto", "typical", "random")
 """How a cluster's share is filled: ``typical`` = the members nearest its centroid first, ``random`` = seeded draw,
 ``auto`` = the most typical member first, then seeded draw (prototypes where the budget is small, spread where
 it is large)."""
+BALANCE = 0.0
+"""Default :func:`weighted_allocation` balance: one image per cluster, then the rest in proportion to cluster size
+(measured: as good as random at 50 % budgets, where an even spread over-samples small clusters; docs/beyond.md)."""
 DEDUP_THRESHOLD = 0.95
 """Cosine similarity at or above which two images count as near-duplicates (SemDeDup's epsilon = 1 - 0.95)."""
 SUBSET_KIND = "subsets"
@@ -90,6 +93,47 @@ def even_allocation(sizes: np.ndarray, budget: int) -> np.ndarray:
     return alloc
 
 
+def weighted_allocation(sizes: np.ndarray, budget: int, *, balance: float = 1.0) -> np.ndarray:
+    """Spread ``budget`` over groups: one image per non-empty group first (the largest groups when the budget is
+    smaller than their number), the rest in proportion to ``size ** (1 - balance)`` (water-filling: a full group
+    hands its share on; largest remainder). ``balance=1``: even; ``balance=0``: proportional to size (stratified).
+
+    Returns
+    -------
+    (G,) int64 counts, each <= its size, summing to min(budget, sizes.sum()).
+    """
+    sizes = np.asarray(sizes, np.int64)
+    if not 0.0 <= balance <= 1.0:
+        raise SubsetError(f"balance must be in [0, 1], got {balance}.")
+    budget = int(min(budget, sizes.sum()))
+    alloc = np.zeros(len(sizes), np.int64)
+    nonempty = np.flatnonzero(sizes > 0)
+    if budget <= 0:
+        return alloc
+    if budget <= len(nonempty):
+        alloc[nonempty[np.argsort(-sizes[nonempty], kind="stable")[:budget]]] = 1
+        return alloc
+    alloc[nonempty] = 1
+    free = budget - len(nonempty)
+    w = np.where(sizes > 0, sizes.astype(np.float64) ** (1.0 - balance), 0.0)
+    open_ = alloc < sizes
+    while free > 0 and open_.any():  # at most G rounds: each one fills a group or ends
+        q = free * np.where(open_, w, 0.0) / max(float(w[open_].sum()), 1e-12)
+        full = open_ & (alloc + q >= sizes)
+        if full.any():
+            free -= int((sizes - alloc)[full].sum())
+            alloc[full] = sizes[full]
+            open_ &= ~full
+            continue
+        fl = np.floor(q).astype(np.int64)
+        alloc += fl
+        free -= int(fl.sum())
+        order = np.argsort(-(q - fl), kind="stable")[:free]
+        alloc[order] += 1
+        free = 0
+    return alloc
+
+
 @dataclass
 class Subset:
     """A drawn subset.
@@ -120,7 +164,7 @@ def balanced_subset(vectors: np.ndarray, budget: int, *, ids: np.ndarray | None 
                     dedup_threshold: float | None = DEDUP_THRESHOLD, k: int | None = None,
                     clusters: np.ndarray | None = None, within: str = "auto",
                     hard_scores: np.ndarray | None = None, hard_fraction: float = 0.0,
-                    seed: int = 0) -> Subset:
+                    balance: float = BALANCE, seed: int = 0) -> Subset:
     """Choose ``budget`` images spread evenly over clusters, after near-duplicate removal.
 
     Parameters
@@ -135,6 +179,8 @@ def balanced_subset(vectors: np.ndarray, budget: int, *, ids: np.ndarray | None 
     within : :data:`WITHIN`, how each cluster's share is filled.
     hard_scores : (N,) float, lower = harder (label-quality or confidence scores); NaN = unknown.
     hard_fraction : share of the budget filled first with the hardest images (0..1).
+    balance : how evenly the clusters share the budget after one image each (:func:`weighted_allocation`):
+        1 = evenly, 0 = in proportion to their sizes.
 
     Returns
     -------
@@ -185,27 +231,27 @@ def balanced_subset(vectors: np.ndarray, budget: int, *, ids: np.ndarray | None 
 
             fit = hkmeans if kk >= 256 else kmeans
             lab[cand] = fit(x[cand], kk, seed=seed)[0]
-    chosen_b = _fill(x, cand, lab, left, within=within, rng=rng)
+    chosen_b = _fill(x, cand, lab, left, within=within, rng=rng, balance=balance)
     picked.append(chosen_b), reason.append(np.full(len(chosen_b), "balanced"))
     rows = np.concatenate(picked).astype(np.int64)
     table = pd.DataFrame({"cluster": lab[rows], "reason": np.concatenate(reason),
                           "hard_score": hard[rows] if hard is not None else np.nan},
                          index=pd.Index(ids[rows], name="id"))
     config = {"budget": int(budget), "dedup_threshold": dedup_threshold, "k": int(len(np.unique(lab[cand])))
-              if len(cand) else 0, "within": within, "hard_fraction": hard_fraction, "seed": seed}
+              if len(cand) else 0, "within": within, "hard_fraction": hard_fraction, "balance": balance, "seed": seed}
     return Subset(ids=ids[rows], table=table, duplicates_removed=int(n - keep.sum()),
                   n_clusters=int(len(np.unique(lab[cand]))) if len(cand) else 0, config=config)
 
 
 def _fill(x: np.ndarray, cand: np.ndarray, lab: np.ndarray, budget: int, *, within: str,
-          rng: np.random.Generator) -> np.ndarray:
+          rng: np.random.Generator, balance: float) -> np.ndarray:
     """Pick ``budget`` rows of ``cand`` spread evenly over their clusters ``lab[cand]``."""
     if budget <= 0 or len(cand) == 0:
         return np.zeros(0, np.int64)
     cl = lab[cand]
     uniq, inv = np.unique(cl, return_inverse=True)
     sizes = np.bincount(inv, minlength=len(uniq))
-    alloc = even_allocation(sizes, budget)
+    alloc = weighted_allocation(sizes, budget, balance=balance)
     key = rng.random(len(cand))
     if within in ("typical", "auto"):
         sums = np.zeros((len(uniq), x.shape[1]), np.float64)
@@ -233,7 +279,8 @@ def random_subset(ids: np.ndarray, budget: int, *, seed: int = 0) -> np.ndarray:
 
 def workspace_subset(ws: Any, emb: Any, budget: int | float, *, scope: str = "all", hard_fraction: float = 0.0,
                      hard_source: str = "issues", dedup_threshold: float | None = DEDUP_THRESHOLD,
-                     k: int | None = None, within: str = "auto", seed: int = 0) -> Subset:
+                     k: int | None = None, within: str = "auto", balance: float = BALANCE,
+                     seed: int = 0) -> Subset:
     """A cluster-balanced subset of a workspace's embedded images.
 
     Parameters
@@ -274,7 +321,7 @@ def workspace_subset(ws: Any, emb: Any, budget: int | float, *, scope: str = "al
             sims = np.where(idx >= 0, gs[rows], -1.0).astype(np.float32)
     hard = _hard_scores(ws, emb, hard_source) if hard_fraction > 0 else None
     res = balanced_subset(np.asarray(emb.vectors[rows], np.float32), count, ids=ids[rows], knn_idx=idx,
-                          knn_sims=sims, dedup_threshold=dedup_threshold, k=k, within=within,
+                          knn_sims=sims, dedup_threshold=dedup_threshold, k=k, within=within, balance=balance,
                           hard_scores=None if hard is None else hard[rows], hard_fraction=hard_fraction, seed=seed)
     res.config.update({"scope": scope, "hard_source": hard_source, "encoder": emb.encoder_name})
     return res
