@@ -111,7 +111,7 @@ def cmd_subset(a: argparse.Namespace) -> None:
     budget: int | float = float(a.budget) if "." in a.budget else int(a.budget)
     sub = workspace_subset(ws, _emb(ws), budget, scope=a.scope, hard_fraction=a.hard,
                            hard_source=a.hard_source, dedup_threshold=None if a.no_dedup else a.dedup,
-                           k=a.k, within=a.within, seed=a.seed)
+                           k=a.k, within=a.within, balance=a.balance, seed=a.seed)
     dest = a.dest or ws.root / "exports" / f"subset-{len(sub.ids)}.csv"
     write_subset(sub, dest, ws=ws)
     print(f"{len(sub.ids)} images over {sub.n_clusters} clusters ({sub.duplicates_removed} near-duplicates left "
@@ -169,6 +169,8 @@ def register(add: Add) -> None:
     sp.add_argument("--k", type=int, default=None, help="clusters (default: from the budget)")
     sp.add_argument("--within", choices=("auto", "typical", "random"), default="auto",
                     help="how a cluster's share is filled: auto = its most typical image, then random")
+    sp.add_argument("--balance", type=float, default=0.0,
+                    help="after one image per cluster: 0 = the rest by cluster size (default), 1 = evenly")
     sp.add_argument("--seed", type=int, default=0)
     sp = add("transfer", cmd_transfer, "which encoder fits your labels (LogME, kNN, linear probe)")
     sp.add_argument("workspace", type=Path)
