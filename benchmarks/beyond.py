@@ -146,7 +146,8 @@ def _probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -
     return float((clf.predict(xte) == yte).mean())
 
 
-def bench_subsets(d: dict, seeds: int = 5, test: int = 500) -> None:
+def bench_subsets(d: dict, seeds: int = 5, test: int = 500, budgets: tuple[float, ...] = (0.05, 0.10, 0.20, 0.50),
+                  balances: tuple[float, ...] = (0.0, 0.5, 1.0)) -> None:
     from sklearn.decomposition import PCA
 
     from curation.features.neighbors import knn
@@ -164,17 +165,17 @@ def bench_subsets(d: dict, seeds: int = 5, test: int = 500) -> None:
     print(f"pool {len(pool)}, test {len(te)}; {dup} pool images have a neighbour at cosine >= 0.95")
     full = _probe(Z[pool], y[pool], Z[te], y[te])
     print(f"linear head on the whole pool: {full:.3f}")
-    print("| budget | random | clusters, proportional after one each (balance 0, default) | clusters, sqrt (balance 0.5) |"
-          " | clusters, even (balance 1) |")
+    print("| budget | random | clusters, proportional after one each (balance 0, default) | clusters, sqrt (balance 0.5) "
+          "| clusters, even (balance 1) |")
     print("|---|---|---|---|---|")
-    for frac in (0.05, 0.10, 0.20, 0.50):
+    for frac in budgets:
         b = int(round(frac * len(pool)))
         res = {"random": [], "b0": [], "b0.5": [], "b1": []}
         for seed in range(seeds):
             r = random_subset(pool, b, seed=seed)
             res["random"].append(_probe(Z[r], y[r], Z[te], y[te]))
             for bal, name in ((0.0, "b0"), (0.5, "b0.5"), (1.0, "b1")):
-                if frac >= 0.5 and bal == 1.0:
+                if bal not in balances or (frac >= 0.5 and bal == 1.0):
                     res[name].append(np.nan)  # measured before: 0.807 ± 0.015 (docs/beyond.md)
                     continue
                 s = balanced_subset(X[pool], b, knn_idx=idx, knn_sims=sims, balance=bal, seed=seed)
@@ -238,12 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shifted", type=int, default=200)
     ap.add_argument("--random-init", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.10, 0.20, 0.50])
+    ap.add_argument("--balances", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="subset balance settings")
     a = ap.parse_args(argv)
     d = _load(a.n, a.shifted, a.random_init)
     if a.what in ("contrast", "all"):
         bench_contrast(d, a.shifted, seeds=a.seeds)
     if a.what in ("subsets", "all"):
-        bench_subsets(d, seeds=a.seeds)
+        bench_subsets(d, seeds=a.seeds, budgets=tuple(a.budgets), balances=tuple(a.balances))
     if a.what in ("transfer", "all"):
         bench_transfer(d, n=min(a.random_init or 600, len(d["y"])))
 

@@ -64,8 +64,12 @@ def test_balanced_subset_covers_clusters_evenly_and_drops_duplicates(blobs):
     t = S.balanced_subset(xs, 6, clusters=lab, within="typical", dedup_threshold=None)
     a = S.balanced_subset(xs, 6, clusters=lab, within="auto", dedup_threshold=None, seed=3)
     assert sorted(t.ids.tolist()) == sorted(a.ids.tolist())
-    r = S.balanced_subset(xs, 60, clusters=lab, within="auto", dedup_threshold=None, balance=1.0, seed=3)
-    assert set(t.ids.tolist()) <= set(r.ids.tolist()) and np.bincount(lab[r.ids]).tolist() == [10] * 6
+    r = S.balanced_subset(xs, 48, clusters=lab, within="auto", dedup_threshold=None, balance=1.0, seed=3)
+    assert set(t.ids.tolist()) <= set(r.ids.tolist()) and np.bincount(lab[r.ids]).tolist() == [8] * 6
+    # above TYPICAL_SHARE of the candidates "auto" is a plain stratified draw: the typical ones are not forced in
+    big = S.balanced_subset(xs, 120, clusters=lab, within="auto", dedup_threshold=None, balance=1.0, seed=3)
+    rand = S.balanced_subset(xs, 120, clusters=lab, within="random", dedup_threshold=None, balance=1.0, seed=3)
+    assert sorted(big.ids.tolist()) == sorted(rand.ids.tolist())
     hard = np.full(len(xs), np.nan)
     hard[[200, 201, 202]] = [0.01, 0.02, 0.03]
     sub = S.balanced_subset(xs, 10, k=6, hard_scores=hard, hard_fraction=0.3, within="random", seed=1)
