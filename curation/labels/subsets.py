@@ -1,4 +1,4 @@
-"""Cluster-balanced subsets: near-duplicates removed (SemDeDup on the kNN graph), then even sampling across clusters."""
+"""Cluster-balanced subsets: near-duplicates removed (SemDeDup on the kNN graph), then sampling spread over clusters."""
 
 from __future__ import annotations
 
@@ -97,9 +97,12 @@ def even_allocation(sizes: np.ndarray, budget: int) -> np.ndarray:
 
 
 def weighted_allocation(sizes: np.ndarray, budget: int, *, balance: float = 1.0) -> np.ndarray:
-    """Spread ``budget`` over groups: one image per non-empty group first (the largest groups when the budget is
-    smaller than their number), the rest in proportion to ``size ** (1 - balance)`` (water-filling: a full group
-    hands its share on; largest remainder). ``balance=1``: even; ``balance=0``: proportional to size (stratified).
+    """Spread ``budget`` over groups in proportion to ``size ** (1 - balance)``, each non-empty group getting at
+    least one image when the budget allows (else the largest groups get one each).
+
+    Quotas are water-filled (a group never gets more than its size; what it cannot take goes to the others),
+    rounded by largest remainder; the groups lifted to one image are paid for by the groups most above their
+    quota. ``balance=1``: even; ``balance=0``: proportional to size (stratified sampling).
 
     Returns
     -------
@@ -116,24 +119,30 @@ def weighted_allocation(sizes: np.ndarray, budget: int, *, balance: float = 1.0)
     if budget <= len(nonempty):
         alloc[nonempty[np.argsort(-sizes[nonempty], kind="stable")[:budget]]] = 1
         return alloc
-    alloc[nonempty] = 1
-    free = budget - len(nonempty)
     w = np.where(sizes > 0, sizes.astype(np.float64) ** (1.0 - balance), 0.0)
-    open_ = alloc < sizes
-    while free > 0 and open_.any():  # at most G rounds: each one fills a group or ends
+    quota = np.zeros(len(sizes))
+    open_ = sizes > 0
+    free = float(budget)
+    while open_.any():  # water-filling: at most G rounds, each one fills a group or ends
         q = free * np.where(open_, w, 0.0) / max(float(w[open_].sum()), 1e-12)
-        full = open_ & (alloc + q >= sizes)
-        if full.any():
-            free -= int((sizes - alloc)[full].sum())
-            alloc[full] = sizes[full]
-            open_ &= ~full
-            continue
-        fl = np.floor(q).astype(np.int64)
-        alloc += fl
-        free -= int(fl.sum())
-        order = np.argsort(-(q - fl), kind="stable")[:free]
-        alloc[order] += 1
-        free = 0
+        full = open_ & (q >= sizes)
+        if not full.any():
+            quota[open_] = q[open_]
+            break
+        quota[full] = sizes[full]
+        free -= float(sizes[full].sum())
+        open_ &= ~full
+    alloc = np.floor(quota).astype(np.int64)
+    rest = budget - int(alloc.sum())
+    if rest > 0:
+        room = np.flatnonzero(alloc < sizes)
+        alloc[room[np.argsort(-(quota - alloc)[room], kind="stable")[:rest]]] += 1
+    lift = np.flatnonzero((alloc == 0) & (sizes > 0))
+    if len(lift):  # one image per group, paid by the groups most above their quota
+        alloc[lift] = 1
+        for _ in range(len(lift)):  # over lifted groups (bounded by G)
+            surplus = np.where(alloc > 1, alloc - quota, -np.inf)
+            alloc[int(np.argmax(surplus))] -= 1
     return alloc
 
 
