@@ -199,7 +199,8 @@ def test_multilabel_report_hand_computed_with_per_class_thresholds():
                       [0.3, 0.5, 0.4],
                       [0.9, 0.2, 0.3],
                       [0.4, 0.45, 0.5]])
-    r = multilabel_report(Y, probs, ["a", "b", "c"], thresholds=np.array([0.5, 0.55, 0.35]))
+    r = multilabel_report(Y, probs, ["a", "b", "c"], thresholds=np.array([0.5, 0.55, 0.35]),
+                          unknown="ignore")
     pc = r["per_class"]
     # a: known rows 0,1,2,4 ranked .7+ .4+ .3- .2+ -> AP = (1 + 1 + 3/4) / 3; predicted rows 1 (and 3, unknown)
     #    -> tp 1, fp 0, fn 2
