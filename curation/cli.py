@@ -116,11 +116,16 @@ def cmd_issues(a: argparse.Namespace) -> None:
     fit = "refitted" if res["refitted"] else "fit reused"
     print(f"{res['n']} samples, {res['label_issues']} likely label errors ({fit}; {res['changed']} samples changed "
           f"label since the fit, {res['threshold']} allowed before the next refit)")
+    from curation.labels.issues import issue_summary
+
+    print(issue_summary(df).to_string())
     names = np.array([*ws.store.class_names(), ""], object)  # index -1 (none) → ""
     errors = df[df["is_label_issue"]].nsmallest(a.top, "label_score")
     errors = errors.assign(given=names[errors["given"].to_numpy()], suggested=names[errors["suggested"].to_numpy()],
-                           path=ws.store.samples().loc[errors.index, "path"])
+                           doubted=names[errors["doubted"].to_numpy()], path=ws.store.samples().loc[errors.index, "path"])
     cols = ["given", "label_score", "suggested", "suggested_prob", "path"]
+    if ws.store.task == "multi":                 # the doubted label, and the label the model believes is missing
+        cols = ["doubted", "label_score", "suggested", "suggested_prob", "path"]
     print("\nlikely label errors:\n" + errors[cols].to_string())
     print("\noutliers:\n" + df.nsmallest(a.top, "outlier_score")[["outlier_score", "cluster_noise"]].to_string())
     print(f"\nnear-duplicates with conflicting labels: {int(df['duplicate_conflict'].sum())}")
@@ -160,8 +165,16 @@ def cmd_train(a: argparse.Namespace) -> None:
         run_id = _with_bar("train", run_training, ws, config)
     run = ws.store.run(run_id)
     m = run["metrics"]
-    print(f"run {run_id} {run['status']} on {run['device']}: "
-          f"accuracy {m.get('accuracy', float('nan')):.4f}, macro-F1 {m.get('macro_f1', float('nan')):.4f}")
+    if "mAP" in m:                               # multi-label: no single accuracy
+        print(f"run {run_id} {run['status']} on {run['device']}: mAP {_num(m.get('mAP'))}, micro-F1 "
+              f"{_num(m.get('micro_f1'))}, ReaL accuracy {_num(m.get('real_accuracy'))} ({m.get('assumption', '')})")
+    else:
+        print(f"run {run_id} {run['status']} on {run['device']}: "
+              f"accuracy {_num(m.get('accuracy'))}, macro-F1 {_num(m.get('macro_f1'))}")
+
+
+def _num(x: object) -> str:
+    return "n/a" if x is None else f"{float(x):.4f}"
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -172,11 +185,14 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if run is None:
         raise StoreError("No finished training run: run `python -m curation train WS` first.")
     m = run["metrics"]
-    keys = ("accuracy", "balanced_accuracy", "macro_f1", "top_k", "ece", "pinned_accuracy")
+    keys = ("accuracy", "balanced_accuracy", "macro_f1", "top_k", "ece", "pinned_accuracy", "mAP", "micro_f1",
+            "micro_precision", "micro_recall", "real_accuracy", "labels_per_image", "labels_per_image_given")
     print(f"run {run['id']} ({run['kind']}, labels up to event {run['last_event_id']}, {run['device']})")
     for k in keys:
         if k in m and m[k] is not None:
             print(f"  {k:>18}: {m[k]:.4f}")
+    if m.get("assumption"):
+        print(f"  ({m['assumption']})")
     if m.get("per_class"):
         import pandas as pd
 

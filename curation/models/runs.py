@@ -171,7 +171,8 @@ def run_metrics(ws: "Workspace", data: RunData, probs: np.ndarray, head: Trained
     headline_split = "val" if metrics["val"] else "test" if metrics["test"] else ""
     if headline_split:
         rep = metrics[headline_split]
-        metrics.update({k: v for k, v in rep.items() if isinstance(v, (int, float)) or v is None})
+        metrics.update({k: v for k, v in rep.items()
+                        if isinstance(v, (int, float)) or v is None or k in ("assumption", "unknown_as")})
         metrics["per_class"] = rep["per_class"]
     metrics["headline_split"] = headline_split
     metrics["pinned_accuracy"] = metrics["pinned"]["accuracy"]
