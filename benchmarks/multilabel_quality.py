@@ -13,7 +13,7 @@ Reported per setting:
 
 * extra-label AP over the given (image, label) cells: ours (``curation.labels.multilabel.multilabel_label_scores``,
   ensemble and without the kNN graph) against every cleanlab ``multilabel_classification`` per-class score
-  (self_confidence, normalized_margin, confidence_weighted_entropy, each with and without adjust_pred_probs) on
+  (self_confidence, normalized_margin, confidence_weighted_entropy; the first two also with adjust_pred_probs, which cleanlab refuses for the third) on
   the *same* out-of-fold probabilities (positive-unlabelled heads), plus ours on heads that mask unknown cells
   (the old behaviour); a bootstrap 95 % interval over images on ours − the best cleanlab method;
 * the estimated number of wrong labels (``estimate_wrong_labels``) against the truth;
@@ -112,13 +112,17 @@ def run_set(name: str, X: np.ndarray, T: np.ndarray, seeds: list[int], boot: int
                     "ours, no kNN": multilabel_label_scores(Y, p, method="normalized")[r, c],
                     "ours, masked heads (old)": multilabel_label_scores(Y, p_masked, knn_idx=idx, knn_sims=sims)[r, c]}
             for m in CL_METHODS:
-                for adj in (False, True):
-                    s = np.stack(cl_per_class(labels, p, method=m, adjust_pred_probs=adj), 1)
+                for adj in (False, True) if m != "confidence_weighted_entropy" else (False,):
+                    s = np.asarray(cl_per_class(labels, p, method=m, adjust_pred_probs=adj))
+                    s = s if s.shape == p.shape else s.T
                     rows[f"cleanlab {m}{' adj' if adj else ''}"] = s[r, c]
             aps = {k: _ap(truth, v) for k, v in rows.items()}
             best_cl = max((k for k in aps if k.startswith("cleanlab")), key=lambda k: aps[k])
             lo, hi = _boot_diff(r, truth, rows["ours"], rows[best_cl], boot, seed)
-            est = estimate_wrong_labels(multilabel_label_scores(Y, p, knn_idx=idx, knn_sims=sims), Y).sum()
+            cell = multilabel_label_scores(Y, p, knn_idx=idx, knn_sims=sims)
+            est = estimate_wrong_labels(cell, Y).sum()
+            below = int(((cell < 0.5) & pos).sum())
+            flagged = int(((cell < 0.25) & pos).sum())
             # missing-label queue, as the app builds it (probabilities mixed with the neighbour share)
             pm = multilabel_mixed_probs(Y, p, knn_idx=idx, knn_sims=sims)
             t = tune_thresholds(Y, pm, weights=pu_cell_weights(Y))
@@ -140,7 +144,8 @@ def run_set(name: str, X: np.ndarray, T: np.ndarray, seeds: list[int], boot: int
             print(f"   ours - best cleanlab ({best_cl}): {aps['ours'] - aps[best_cl]:+.3f} "
                   f"[95% CI {lo:+.3f}, {hi:+.3f}]")
             print(f"   estimated wrong labels {est:7.1f} vs true {int(is_extra.sum())} "
-                  f"(error {100 * (est - is_extra.sum()) / max(is_extra.sum(), 1):+.0f} %)")
+                  f"(error {100 * (est - is_extra.sum()) / max(is_extra.sum(), 1):+.0f} %); below threshold {below}, "
+                  f"flagged {flagged}")
             print(f"   missing queue: {len(cand)} items for {k} gaps; precision top-{k} "
                   f"{hit[:k].mean() if len(hit) else float('nan'):.3f}; precision whole queue "
                   f"{hit.mean() if len(hit) else float('nan'):.3f}; recall {hit.sum() / max(k, 1):.3f}")

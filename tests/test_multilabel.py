@@ -91,3 +91,26 @@ def test_cli_train_and_evaluate_print_multilabel_metrics(tmp_path, blobs, monkey
     for key in ("mAP", "micro_f1", "real_accuracy", "labels_per_image"):
         assert key in out
     assert REJECTED not in np.unique(Y)                          # (the data had no rejection at all)
+
+
+def test_remove_label_records_a_rejection_and_clear_forgets(tmp_path):
+    """Issue #20: the Map / cluster "Remove label" keeps the user's "no" (rejected), "Clear" only forgets."""
+    import pandas as pd
+
+    from curation.data.workspace import Workspace
+    from curation.ui.actions import bulk_label
+
+    ws = Workspace.create(tmp_path / "ws", task="multi")
+    ws.store.add_classes(["arrow", "love"])
+    rec = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "sha1": [f"{i:040x}" for i in range(3)], "bytes": 1,
+                        "width": 1, "height": 1})
+    ids, _ = ws.store.add_samples(ws.store.root_id(tmp_path), rec, labels=[["arrow", "love"]] * 3)
+    ids = np.sort(np.asarray(ids, np.int64))
+    bulk_label(ws, ids[:2], "arrow", "remove")
+    bulk_label(ws, ids[2:], "arrow", "clear")
+    m = ws.store.label_matrix(ids)
+    a = ws.store.classes().index.get_loc(ws.store.class_id("arrow"))
+    assert m[0, a] == REJECTED and m[1, a] == REJECTED and m[2, a] == UNKNOWN
+    assert (m[:, 1 - a] == POSITIVE).all()                      # the other label is untouched
+    with pytest.raises(ValueError, match="assign"):
+        bulk_label(ws, ids, "arrow", "delete")

@@ -11,8 +11,11 @@ from curation.data.workspace import Workspace
 BULK_ACTIONS = {
     "assign": "Assign label (replaces in single-label)",
     "add": "Add label (keep others)",
-    "remove": "Remove label",
+    "remove": "Remove label (records a rejection)",
+    "clear": "Clear label (back to unknown)",
 }
+"""Removing records that a person said no (``rejected``): the "no" is learned from and never proposed again;
+clearing only forgets the label (``unknown``)."""
 VERDICTS = {
     "label_wrong": "Label wrong",
     "model_wrong": "Model wrong",
@@ -22,7 +25,7 @@ VERDICTS = {
 
 
 def bulk_label(ws: Workspace, ids: np.ndarray, class_name: str, action: str) -> int | None:
-    """Assign, add or remove one class on many samples as one ``bulk`` batch.
+    """Assign, add, remove (reject) or clear one class on many samples as one ``bulk`` batch.
 
     Assigning or adding a class name that does not exist yet creates the class.
 
@@ -31,15 +34,17 @@ def bulk_label(ws: Workspace, ids: np.ndarray, class_name: str, action: str) -> 
     The batch id, or None when no label changed.
     """
     ids = np.asarray(ids, np.int64)
-    cid = ws.store.class_id(class_name) if action == "remove" else ws.store.add_classes([class_name])[0]
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"Unknown bulk action {action!r}; use one of {list(BULK_ACTIONS)}.")
+    cid = ws.store.class_id(class_name) if action in ("remove", "clear") else ws.store.add_classes([class_name])[0]
     note = f"{action} {class_name!r} on {len(ids)} samples"
     if action == "assign":
         return ws.store.set_label(ids, cid, source="bulk", note=note)
     if action == "add":
         return ws.store.add_label(ids, cid, source="bulk", note=note)
     if action == "remove":
-        return ws.store.clear_label(ids, cid, source="bulk", note=note)
-    raise ValueError(f"Unknown bulk action {action!r}; use one of {list(BULK_ACTIONS)}.")
+        return ws.store.reject_label(ids, cid, source="bulk", note=note)
+    return ws.store.clear_label(ids, cid, source="bulk", note=note)
 
 
 def suggestions_to_accept(ws: Workspace, ids: np.ndarray, sugg: pd.DataFrame, *,
