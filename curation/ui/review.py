@@ -196,6 +196,17 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
 
 
 # ---------------------------------------------------------------------- self-measurement
+def error_estimate(issues: pd.DataFrame | None) -> None:
+    """How many label errors the data probably holds (``curation.labels.issues.issue_summary``'s estimate),
+    beside how many the queue flags: plan a review of about that many."""
+    est = None if issues is None else issues.attrs.get("label_error_estimate")
+    if est is None:
+        return
+    st.caption(f"About {est:,.0f} label errors expected in the labelled data (estimate from the noise model); "
+               f"{int(issues['is_label_issue'].sum()):,} flagged. Reviewing about 1.5 × the estimate down this "
+               "queue finds most of them.")
+
+
 def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *, queue: str,
                 correct: np.ndarray) -> None:
     """This queue's hit rate (overall, last 20, by class), the diminishing-returns notice, and per-class
