@@ -218,7 +218,7 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
         doubted = ms["worst_class"].to_numpy(np.int64)
         suggested, suggested_prob = _multilabel_suggestion(lm, np.asarray(state.probs, np.float64),
                                                            state.info.get("thresholds"))
-        estimate = float(np.clip(0.5 - label_score, 0.0, None).sum() * 2.0)
+        estimate = float(is_issue.sum())               # rough in multi-label: see estimate_wrong_labels
     ambiguity, amb_with = np.ones(n), np.full(n, -1, np.int64)
     if K >= 2:
         amb = ambiguous_scores(state.probs, ids=ids).reindex(ids)
