@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
-POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 
 
 class IssuesError(ValueError):
@@ -20,8 +21,12 @@ class IssuesError(ValueError):
 # ---------------------------------------------------------------------- validation helpers
 def _check_choice(what: str, value: object, valid: tuple) -> None:
     """Raise :class:`IssuesError` (a ValueError) when ``value`` is not one of ``valid``, listing them."""
-    if value not in valid:
-        raise IssuesError(f"Unknown {what} {value!r}; use one of: {', '.join(map(str, valid))}.")
+    from curation.core.validate import check_choice
+
+    try:
+        check_choice(what, value, valid)
+    except ValueError as exc:
+        raise IssuesError(str(exc)) from None
 
 
 def _ids(ids: np.ndarray | None, n: int) -> pd.Index:
