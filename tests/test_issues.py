@@ -402,6 +402,7 @@ def positive_only(blobs):
     return Xm, Y, np.c_[extra_rows, extra_cls], np.c_[miss_rows, miss_cls]
 
 
+@pytest.mark.slow
 def test_multilabel_wrong_labels_found_from_positive_only_labels(positive_only):
     """Issue #20: with no rejections, masking unknown cells makes every given label score ~1; positive-unlabelled
     heads (unknown = weak negative) rank the planted extra labels first."""
@@ -427,6 +428,7 @@ def test_multilabel_wrong_labels_found_from_positive_only_labels(positive_only):
     assert rows["is_issue"].sum() <= 3 * len(extra)
 
 
+@pytest.mark.slow
 def test_a_rejection_is_never_an_error(positive_only):
     """A person's "no" stays a "no": a rejected cell the model believes in is not a label error."""
     Xm, Y, extra, missing = positive_only
