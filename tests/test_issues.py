@@ -12,15 +12,15 @@ from curation.features.neighbors import knn
 from curation.labels.issues import (
     ISSUE_TYPES,
     IssuesError,
-    duplicate_scores,
-    issue_summary,
-    multilabel_label_scores,
     ambiguous_scores,
     compute_issues,
+    duplicate_scores,
     find_label_issues,
+    issue_summary,
     label_quality_scores,
     missing_label_candidates,
     multilabel_issue_scores,
+    multilabel_label_scores,
     near_duplicates,
     outlier_scores,
 )

@@ -32,8 +32,14 @@ from curation.labels.multilabel import (
     multilabel_issue_scores,
     multilabel_label_scores,
 )
-from curation.labels.outliers import NOISE_FACTOR, OUTLIER_MAX, _gaussian_distances, _noise_mask, _outlier_frame, \
-    outlier_scores
+from curation.labels.outliers import (
+    NOISE_FACTOR,
+    OUTLIER_MAX,
+    _gaussian_distances,
+    _noise_mask,
+    _outlier_frame,
+    outlier_scores,
+)
 from curation.labels.validate import POSITIVE, REJECTED, UNKNOWN, IssuesError
 
 __all__ = ["ISSUE_TYPES", "IssuesError", "METHODS", "NOISE_FACTOR", "POSITIVE", "REJECTED", "UNKNOWN",

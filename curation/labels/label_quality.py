@@ -202,7 +202,6 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx: np
     index = _ids(ids, len(y))
     score, pm = _label_quality(y, p, idx, sims, method, knn_weight)
     score = np.where(y >= 0, np.clip(score, 0.0, 1.0), 1.0)
-    K = p.shape[1]
     t = class_thresholds(y, pm)
     true = _confident_assignment(y, pm, t)
     lab = y >= 0

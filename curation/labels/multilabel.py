@@ -15,8 +15,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from curation.labels.validate import POSITIVE, REJECTED, UNKNOWN, _check_choice, _check_knn, _check_matrix, _ids
-
+from curation.labels.validate import POSITIVE, UNKNOWN, _check_choice, _check_knn, _check_matrix, _ids
 from curation.models.heads import pu_cell_weights, unknown_weights  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
