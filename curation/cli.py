@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Callable
 
 from curation.core.progress import TqdmProgress
-from curation.data.store import StoreError
+from curation.data.store import ReadOnlyStore, StoreError
 from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,12 @@ def _run_pipeline(ws: Workspace, *, encoder: str | None = None) -> None:
 def cmd_embed(a: argparse.Namespace) -> None:
     from curation.features.embed import embed_workspace
     ws = Workspace.open(a.workspace)
-    emb = _with_bar("embed", embed_workspace, ws, a.encoder)
+    emb = _with_bar("embed", embed_workspace, ws, a.encoder, retry_failed=a.retry_failed)
     print(f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}")
+    if len(emb.skipped):
+        print(f"{len(emb.skipped)} images could not be embedded (e.g. {emb.skipped['path'].iloc[0]}: "
+              f"{emb.skipped['reason'].iloc[0]}); `doctor` lists them; they are retried when their file changes, "
+              "or now with `embed --retry-failed`")
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
@@ -297,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
+    sp.add_argument("--retry-failed", action="store_true",
+                    help="embed again every image that failed before (changed files are always retried)")
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("file", type=Path)
@@ -379,14 +386,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+READ_ONLY_COMMANDS = frozenset({"doctor", "export", "evaluate", "list", "jobs", "backup"})
+"""Commands that only read the workspace: they run on a read-only one (``doctor --repair`` excepted)."""
+
+
+def _read_only_refusal(a: argparse.Namespace) -> str:
+    """The one line refusing a writing command on a workspace that cannot be written, or ""."""
+    root = getattr(a, "workspace", None)
+    if root is None or (a.command in READ_ONLY_COMMANDS and not getattr(a, "repair", False)):
+        return ""
+    from curation.data.store import unwritable_reason
+    from curation.data.workspace import DB_NAME
+
+    db = Path(root).expanduser() / DB_NAME
+    why = unwritable_reason(db) if db.exists() else ""
+    if not why:
+        return ""
+    return (f"workspace is read-only: {why}; nothing was written. Copy it to a writable folder to change it "
+            f"(read-only commands work here: {', '.join(sorted(READ_ONLY_COMMANDS))}).")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        ro = _read_only_refusal(args)
+        if ro:
+            print(ro, file=sys.stderr)
+            return 1
         args.func(args)
+    except ReadOnlyStore as exc:
+        print(f"workspace is read-only: {exc}", file=sys.stderr)
+        return 1
     except (StoreError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.Error, OSError) as exc:  # a disk or database problem, said in one line (no traceback)
+        from curation.data.store import write_problem
+
+        kind = write_problem(exc)
+        if kind == "read-only":
+            print(f"workspace is read-only: {exc}; nothing was written.", file=sys.stderr)
+            return 1
+        hint = " The disk is full: free some space and retry." if kind == "full" else ""
+        print(f"error: {exc}.{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and the next run resumes from it", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -116,11 +117,60 @@ CREATE TABLE IF NOT EXISTS reviews (
 CREATE INDEX IF NOT EXISTS reviews_sample ON reviews(sample_id);
 """
 
+_SCHEMA_OBJECTS = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
 
 class StoreError(RuntimeError):
     """A problem with the label store that the user can act on (the message says how)."""
+
+
+class ReadOnlyStore(StoreError):
+    """A write to a store that cannot be written (read-only file, folder or mount); nothing was written."""
+
+
+class StoreFull(StoreError):
+    """A write refused because the disk is full; nothing was written."""
+
+
+def write_problem(exc: BaseException) -> str:
+    """``"full"``, ``"read-only"`` or ``""``: what an SQLite or OS error says about writing."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only",
+                errno.EACCES: "read-only", errno.EPERM: "read-only"}.get(exc.errno or 0, "")
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc).lower()
+    if name == "SQLITE_FULL" or "database or disk is full" in text:
+        return "full"
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text or name == "SQLITE_CANTOPEN" \
+            or "unable to open database file" in text:
+        return "read-only"
+    return ""
+
+
+def unwritable_reason(db: Path) -> str:
+    """Why the store file ``db`` or its folder cannot be written (SQLite writes its WAL beside it), or ""."""
+    folder = db.parent
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is read-only"
+    if db.exists() and not os.access(db, os.W_OK):
+        return f"the file {db} is read-only"
+    return ""
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; ``immutable`` when SQLite cannot even create its shared-memory file beside it."""
+    uri = path.resolve().as_uri()
+    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return con
+    except sqlite3.OperationalError:
+        con.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
 
 class Store:
@@ -138,35 +188,86 @@ class Store:
         Create the database when missing.
     """
 
-    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+    def __init__(self, path: Path | str, *, create: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists() and not create:
             raise StoreError(f"No label store at {self.path}: run `python -m curation init {self.path.parent}`.")
         self._local = threading.local()
+        self.read_only_reason = "" if not read_only else "opened read-only on request"
+        if not read_only and self.path.exists():
+            self.read_only_reason = unwritable_reason(self.path)
         try:
-            self._con().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-            with self._write() as con:
-                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
-                else:
-                    _migrate(con, int(row[0]), self.path)
-        except sqlite3.OperationalError:  # locked, unreadable folder...: not damage, say it as it is
-            raise
+            if not self.read_only:
+                self._prepare()
+            else:
+                self._check_version()
+        except sqlite3.OperationalError as exc:
+            self.close()
+            problem = write_problem(exc)
+            if problem == "full":
+                raise StoreFull(f"{self.path} could not be opened: the disk is full ({exc}); nothing was written. "
+                                "Free some space and retry.") from exc
+            if problem == "read-only" and self.path.exists() and not create:
+                self.read_only_reason = f"{exc}"
+                self._check_version()
+            else:
+                raise StoreError(f"{self.path} cannot be opened ({exc}); nothing was written. Check that the "
+                                 "folder exists and is readable, then retry.") from exc
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             self.close()
             raise StoreError(f"{self.path} cannot be opened as a label store ({exc}): restore a backup with "
                              f"`python -m curation restore BACKUP_FILE {self.path.parent}`.") from exc
 
+    @property
+    def read_only(self) -> bool:
+        """True when the store cannot be written (its file or folder is read-only): reads work, writes raise
+        :class:`ReadOnlyStore`."""
+        return bool(self.read_only_reason)
+
+    def _prepare(self) -> None:
+        """Create or migrate the schema, writing only when something is missing or the version changes (so
+        opening a current store on a full disk or a read-only mount writes nothing)."""
+        con = self._con()
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+        version = None
+        if "meta" in have:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            _migrate(con, version, self.path)  # raises: written by a newer curation
+        if version == SCHEMA_VERSION and _SCHEMA_OBJECTS <= have:
+            return
+        con.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+            else:
+                _migrate(con, int(row[0]), self.path)
+
+    def _check_version(self) -> None:
+        """A read-only store must already have the current schema (it cannot be migrated)."""
+        row = self._con().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                _migrate(self._con(), version, self.path)  # raises with what to do
+            raise ReadOnlyStore(f"{self.path} is read-only ({self.read_only_reason}) and uses the older schema "
+                                f"{version}; open it once where it can be written to upgrade it.")
+
     # ------------------------------------------------------------------ connection
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None or getattr(self._local, "pid", None) != os.getpid():
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
+            if self.read_only:
+                con = _connect_read_only(self.path)
+            else:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
             con.execute("PRAGMA busy_timeout=30000")
             con.execute("PRAGMA foreign_keys=ON")
             self._local.con, self._local.pid = con, os.getpid()
@@ -175,6 +276,10 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, retried while another writer holds the lock."""
+        if self.read_only:
+            raise ReadOnlyStore(f"{self.path.parent} cannot be written ({self.read_only_reason}); nothing was "
+                                "written. Browse, search and export elsewhere work; to change labels, copy the "
+                                "workspace to a writable folder.")
         con = self._con()
         for attempt in range(200):
             try:
@@ -182,12 +287,25 @@ class Store:
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
+                    if write_problem(exc) == "full":
+                        raise StoreFull(f"Could not save the change to {self.path}: the disk is full ({exc}); "
+                                        "nothing was written. Free some space and retry.") from exc
+                    if write_problem(exc) == "read-only":
+                        raise ReadOnlyStore(f"{self.path.parent} cannot be written ({exc}); nothing was "
+                                            "written.") from exc
                     raise
                 time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * (0.5 + random.random()))
         else:
             raise StoreError(f"{self.path} stayed locked by another process for minutes; close it and retry.")
         try:
             yield con
+        except sqlite3.OperationalError as exc:
+            if con.in_transaction:  # a failed statement may have rolled back already
+                con.execute("ROLLBACK")
+            if write_problem(exc) == "full":
+                raise StoreFull(f"Could not save the change to {self.path}: the disk is full ({exc}); nothing "
+                                "was written. Free some space and retry.") from exc
+            raise
         except BaseException:
             if con.in_transaction:  # a failed statement may have rolled back already
                 con.execute("ROLLBACK")
@@ -803,7 +921,8 @@ def _migrate(con: sqlite3.Connection, version: int, path: Path) -> None:
     if version < 2:  # runs remember the pid of the process running them
         if "pid" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
             con.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
-    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+    if version != SCHEMA_VERSION:  # write only when the schema actually changes
+        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _live_undos(con: sqlite3.Connection) -> dict[int, int]:

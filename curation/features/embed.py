@@ -409,6 +409,8 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     embedded = np.intersect1d(_embedded_ids(d, done), present)
     failed = _read_failures(d, done, embedded)
     failed = failed[failed.index.isin(present)]
+    ws.store.set_meta("encoder", enc.name)
+    ws.store.set_meta("embeddings_store", key)
     if len(present) and not len(embedded):
         ex = failed.iloc[0] if len(failed) else None
         example = f" (e.g. {ex['path']}: {ex['reason']})" if ex is not None else ""
@@ -423,9 +425,6 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     else:
         progress(1.0, f"all {len(present):,} samples already planned; {len(embedded):,} embedded ({enc.name}){note}"
                  if note else f"all {len(present):,} samples already embedded ({enc.name})")
-
-    ws.store.set_meta("encoder", enc.name)
-    ws.store.set_meta("embeddings_store", key)
     emb = load_embeddings(ws, enc)
     if emb is None:
         raise EmbeddingError(f"No vectors could be loaded for {enc.name}; run embed again.")
@@ -566,10 +565,16 @@ def load_embeddings(ws: Any, encoder: None | str | Encoder = None) -> Embeddings
         out_ids, out_vecs = sorted_ids[sel], np.asarray(all_vecs[order[sel]], np.float32)
         config = {"store": key, "ids": _ids_hash(keep_ids), "encoder": info.get("name"),
                   "encoder_id": info.get("id"), "fingerprint": info.get("fingerprint"), "n": int(len(out_ids))}
-        ws.artifacts.save_arrays(KIND, ckey, {"ids": out_ids, "vectors": out_vecs}, config=config)
-        _prune_consolidated(ws, key, keep=ckey)
-        ids = ws.artifacts.load_array(KIND, ckey, name="ids")
-        vecs = ws.artifacts.load_array(KIND, ckey, name="vectors")
+        try:
+            ws.artifacts.save_arrays(KIND, ckey, {"ids": out_ids, "vectors": out_vecs}, config=config)
+        except OSError as exc:  # a read-only or full workspace: serve the vectors from memory
+            log.warning("could not cache the consolidated embeddings (%s); using them from memory", exc)
+            out_vecs.setflags(write=False)
+            ids, vecs = out_ids, out_vecs
+        else:
+            _prune_consolidated(ws, key, keep=ckey)
+            ids = ws.artifacts.load_array(KIND, ckey, name="ids")
+            vecs = ws.artifacts.load_array(KIND, ckey, name="vectors")
     devices = info.get("devices") or (["precomputed"] if str(info.get("name", "")).startswith("precomputed:") else [])
     return Embeddings(ids=ids, vectors=vecs, key=ckey, encoder_id=str(info.get("id", "")),
                       encoder_name=str(info.get("name", "")), device="+".join(devices) or "unknown",

@@ -32,8 +32,10 @@ def _embed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     from curation.features.embed import embed_workspace
     options = {k: int(params[k]) for k in ("chunk_size", "batch_size", "num_workers")
                if params.get(k) is not None}
-    emb = embed_workspace(ws, params.get("encoder"), progress=progress, **options)
-    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key}
+    emb = embed_workspace(ws, params.get("encoder"), retry_failed=bool(params.get("retry_failed")),
+                          progress=progress, **options)
+    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key,
+            "failed": int(len(emb.skipped))}
 
 
 @job("map")
