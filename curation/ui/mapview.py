@@ -12,6 +12,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from curation.data.workspace import Workspace
+from curation.ui.text import plain
 
 COLOUR_MODES = ("label", "suggestion", "confidence", "label issue", "outlier", "cluster", "split")
 SCALES = {"confidence": ("confidence", "Viridis"),
@@ -223,7 +224,7 @@ def point_panel(ws: Workspace, sample_id: int, *, labels: str, sugg: pd.DataFram
     try:
         st.image(str(thumbnail_path(ws, sid, size=PREVIEW_SIZE)), width="stretch")
     except Exception as exc:  # a vanished or broken file must not break the page
-        st.caption(f"The image cannot be shown: {exc}")
+        st.caption(f"The image cannot be shown: {plain(exc)}")
     facts = {"labels": labels}
     if sugg is not None and sid in sugg.index and isinstance(sugg.at[sid, "class_name"], str):
         facts["suggestion"] = f"{sugg.at[sid, 'class_name']} ({float(sugg.at[sid, 'confidence']):.2f})"

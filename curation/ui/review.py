@@ -13,6 +13,7 @@ from curation.data.store import REJECTED
 from curation.data.workspace import Workspace
 from curation.labels import queues
 from curation.ui import actions, labels, state, widgets
+from curation.ui.text import plain
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
              "label_right": "K", "duplicate": "D", "skipped": "S"}
@@ -117,7 +118,7 @@ def queue_picker(built: dict[str, pd.DataFrame]) -> str:
 
 def _image(ws: Workspace, sample_id: int, caption: str, width: int) -> None:
     with widgets.guard("showing the image"):
-        st.image(str(ws.resolve_image(int(sample_id))), width=width, caption=caption)
+        st.image(str(ws.resolve_image(int(sample_id))), width=width, caption=plain(caption))
 
 
 def _labels_text(matrix_row: np.ndarray, names: Sequence[str]) -> str:
@@ -161,7 +162,7 @@ def card(ws: Workspace, item: pd.Series, a: queues.Aligned, *, queue: str, vecto
         st.text(proposal)
         by_source = labels.sources_text(item)
         if by_source:
-            st.caption(f"Per source: {by_source}")
+            st.caption(f"Per source: {plain(by_source)}")
         st.caption(f"{queues.SCORES[queue]}: {item['score']:.2f} · value of a look {item['value']:.2f}"
                    + (" · the two labels conflict" if bool(item.get("conflict", False)) else ""))
         action_bar(ws, item, queue=queue, names=names)
@@ -275,7 +276,7 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
 def prompt_editor(ws: Workspace, emb: Any) -> None:
     """Edit each class's zero-shot prompt (only when the encoder has a text tower; otherwise say why it is off)."""
     if not getattr(emb, "has_text", False):
-        st.caption(f"Zero-shot prompts are off: the encoder in use ({getattr(emb, 'encoder_name', 'unknown')}) has "
+        st.caption(f"Zero-shot prompts are off: the encoder in use ({plain(getattr(emb, 'encoder_name', 'unknown'))}) has "
                    "no text tower.")
         return
     with st.expander("Zero-shot prompts"):

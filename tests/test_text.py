@@ -1,0 +1,60 @@
+"""The one rendering rule for user text (curation.ui.text) and the confinement checks (curation.ui.confine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curation.ui.confine import PathRefused, confine, host_allowed, parse_roots
+from curation.ui.text import clean, plain
+
+HOSTILE = ["![x](http://127.0.0.1:8765/beacon.png)", "[click](https://evil.example)", "https://evil%2Eexample/login",
+           "www.evil.example", "mail@evil.example", "<img src=x onerror=alert(1)>", "&#58;&lt;b&gt;",
+           ":material/home: :red[alarm] $x^2$", "**bold** _it_ `code`", "# heading", "javascript:alert(1)",
+           "abc\u202egpj.exe", "line\nbreak\rmore"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_plain_leaves_no_markup_character_unescaped(text: str) -> None:
+    out = plain(text)
+    bare = out.replace("\\\\", "")  # drop escaped backslashes, then every punctuation must follow a backslash
+    for i, ch in enumerate(bare):
+        if ch in "!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~":
+            assert i > 0 and bare[i - 1] == "\\", (text, out, i)
+    assert "\u202e" not in out and "\n" not in out and "\r" not in out
+
+
+def test_plain_escapes_every_scheme_and_escape_character() -> None:
+    for ch in ":%@&/.<>[]()!*_`#$~|\\":
+        assert plain(ch) == "\\" + ch
+    assert "https\\:\\/\\/evil\\%2Eexample" in plain("https://evil%2Eexample")
+    assert plain("abc\u202egpj") == "abc⟨U\\+202E⟩gpj" and clean("a\u2066b") == "a⟨U+2066⟩b"
+    assert "\n" not in plain("a\nb") and clean("a\x00b") == "a b"
+    assert plain("tabby cat") == "tabby cat"  # ordinary text is untouched
+
+
+def test_confine_paths(tmp_path: Path) -> None:
+    ws = tmp_path / "projects" / "ws"
+    roots = parse_roots([], {}, ws)
+    assert roots == [(tmp_path / "projects").resolve(), Path.home().resolve()]
+    assert confine(tmp_path / "projects" / "other", roots, what="open") == (tmp_path / "projects" / "other").resolve()
+    escape = tmp_path / "projects" / ".." / "secret"
+    with pytest.raises(PathRefused, match="outside the folders this app may use"):
+        confine(escape, [(tmp_path / "projects").resolve()], what="open")
+    link = tmp_path / "projects" / "link"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("/etc")
+    with pytest.raises(PathRefused, match="Refusing to export to /etc"):
+        confine(link, [(tmp_path / "projects").resolve()], what="export to")
+    listed = parse_roots(["--allow-root", "/data", "--other"], {"CURATION_ALLOWED_ROOTS": "/srv:/mnt"}, ws)
+    assert listed == [Path("/data"), Path("/srv"), Path("/mnt")]
+
+
+def test_hosts() -> None:
+    for ok in ("localhost:8501", "127.0.0.1:8501", "[::1]:8501", "LOCALHOST", "localhost."):
+        assert host_allowed(ok), ok
+    for bad in ("evil.example:8621", "127.0.0.1.evil.example", "localhost@evil.example", "", None, "evil:port"):
+        assert not host_allowed(bad), bad
+    assert host_allowed("studio.lab:80", ["studio.lab"]) and host_allowed("a.lab", ["*.lab"])
+    assert host_allowed("anything", ["*"]) and not host_allowed("lab", ["*.lab"])
