@@ -14,6 +14,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from curation.data.csvsafe import guard_frame
 from curation.data.store import POSITIVE, REJECTED, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,7 +159,7 @@ def _export_manifest(ws: "Workspace", table: pd.DataFrame, fmt: str, dest: Path,
         as_json = _needs_lists(ws.store.class_names())
         join = (lambda xs: json.dumps(xs, ensure_ascii=False) if xs else "") if as_json else "|".join
         csv_out = out.assign(labels=out["labels"].map(join), rejected=out["rejected"].map(join))
-        csv_out.to_csv(tmp, index=False, encoding="utf-8")
+        guard_frame(csv_out).to_csv(tmp, index=False, encoding="utf-8")  # no cell runs as a formula
     elif fmt == "jsonl":
         with open(tmp, "w", encoding="utf-8") as f:
             for rec in out.to_dict("records"):

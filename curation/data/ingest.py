@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.data.csvsafe import sniff_encoding, unguard_frame
 from curation.data.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image
 from curation.data.store import StoreError, class_name_problem
 
@@ -248,6 +249,7 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
         notes.append(f"{path.name} has no label column ({', '.join(LABEL_COLUMNS)}): its images were added "
                      "unlabelled; name the column holding class names one of those to import labels.")
     n_empty_labels = 0
+    n_path_problems = 0
     unknown_splits: set[str] = set()
     out_path, out_labels, out_split, out_line = [], [], [], []
     first_line = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
@@ -263,6 +265,7 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
         rel, why = _safe_relative(pv.strip(), root)
         if why:
             skipped.append((pv, why))
+            n_path_problems += 1
             continue
         try:
             names, n_empty = parse_labels(lv)
@@ -295,10 +298,15 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
     frame = pd.DataFrame({"path": out_path, "labels": out_labels, "split": out_split, "line": out_line})
     frame = _merge_duplicate_rows(frame, path.name, notes)
     if frame.empty:
-        reasons = pd.Series([r for _, r in skipped]).map(lambda r: str(r).split(":")[0]).value_counts()
-        detail = "; ".join(f"{n} {r}" for r, n in reasons.head(3).items()) if len(reasons) else "it has no rows"
-        raise IngestError(f"No usable rows in {path} ({detail}). Paths must be relative to {root} (or absolute "
-                          "inside it): pass image_root= the folder the paths start from.")
+        row_prefix = re.compile(rf"^{re.escape(path.name)} row \d+: ")
+        reasons = pd.Series([row_prefix.sub("", str(r)) for _, r in skipped], dtype=object).value_counts()
+        detail = "; ".join(f"{n} × {r}" if n > 1 else r for r, n in reasons.head(3).items()) if len(reasons) \
+            else "it has no rows"
+        if len(skipped) == 1:
+            detail = f"{skipped[0][0]}: {reasons.index[0]}"
+        hint = (f" Paths must be relative to {root} (or absolute inside it): pass image_root= the folder the paths "
+                "start from." if n_path_problems else "")
+        raise IngestError(f"No usable rows in {path} ({detail}).{hint}")
     return _ingest_rows(ws, root, frame.drop(columns="line"), source=str(path), skipped=skipped, notes=notes,
                         split=split, progress=progress, manifest=path)
 
@@ -313,15 +321,17 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise IngestError(f"{path} is empty: write a header line (path,label) and one row per image.")
     try:
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                               sep="\t" if suffix == ".tsv" else ",")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=sniff_encoding(path),
+                             sep="\t" if suffix == ".tsv" else ",")
+            return unguard_frame(df)  # cells our CSV export guarded against formulas
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise IngestError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8, e.g. "
-                          f"`iconv -f latin1 -t utf-8 {path.name} > fixed{suffix}`.") from None
+        raise IngestError(f"{path} is not valid {exc.encoding.upper()} text (byte {exc.start}): re-save it as "
+                          "UTF-8 (in a spreadsheet: Save as, CSV UTF-8), or convert it from its real encoding, "
+                          f"e.g. `iconv -f cp1252 -t utf-8 {path.name} > fixed{suffix}`.") from None
     except IngestError:
         raise
     except pd.errors.EmptyDataError:
@@ -338,7 +348,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     records = []
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding=sniff_encoding(path)) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
