@@ -55,7 +55,7 @@ class Workspace:
         return self.store.read_only_reason
 
     @classmethod
-    def create(cls, root: Path | str, *, task: str = "single", exist_ok: bool = True) -> "Workspace":
+    def create(cls, root: Path | str, *, task: str = "single", exist_ok: bool = True) -> Workspace:
         """Create (or open, when ``exist_ok``) a workspace folder."""
         root = Path(root).expanduser().resolve()
         if root.exists() and not root.is_dir():
@@ -73,7 +73,7 @@ class Workspace:
         return cls(root, store)
 
     @classmethod
-    def open(cls, root: Path | str, *, read_only: bool = False) -> "Workspace":
+    def open(cls, root: Path | str, *, read_only: bool = False) -> Workspace:
         """Open an existing workspace, migrating an older schema; errors say what to do.
 
         A workspace that cannot be written (read-only folder, file or mount) opens read-only (see

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.data.store import POSITIVE
+from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.ui import loaders
 from curation.ui.text import clean, plain
