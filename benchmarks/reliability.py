@@ -85,24 +85,34 @@ def image_workspace(dest: Path, n: int, *, size: int = 32, n_classes: int = 3) -
     return ws
 
 
-def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0) -> dict:
-    """Start a writer process, SIGKILL it at a random moment, then check the store.
+def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0, min_acks: int = 1) -> dict:
+    """Start a writer process, let it acknowledge ``min_acks`` batches, SIGKILL it at a random moment after
+    that (while it keeps writing), then check the store.
 
     Returns
     -------
-    dict with ``ok`` (store check passed), ``acked`` (batches the writer confirmed), ``acked_events`` (their
-    events), ``lost`` and ``lost_events`` (confirmed batches, and their events, missing or incomplete after
-    the kill) and ``half`` (batches whose event count differs from the one recorded).
+    dict with ``ok`` (store check passed), ``acked`` (batches the writer confirmed), ``acked_before_kill``
+    (confirmations read before the kill was sent: at least ``min_acks``, so the trial always has something
+    to lose), ``alive_at_kill`` (the writer was still writing: the kill landed mid-work), ``acked_events``
+    (their events), ``lost`` and ``lost_events`` (confirmed batches, and their events, missing or incomplete
+    after the kill) and ``half`` (batches whose event count differs from the one recorded).
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), mode, str(seed)], stdout=subprocess.PIPE,
                             text=True, env=env)
     assert proc.stdout is not None
     proc.stdout.readline()  # "ready"
-    time.sleep(random.Random(seed).uniform(0.05, max_wait))
+    early = []
+    while len(early) < min_acks:  # the writer prints one line per committed batch
+        line = proc.stdout.readline()
+        if not line:
+            break
+        early.append(line)
+    time.sleep(random.Random(seed).uniform(0.0, max_wait))
+    alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in [*early, *out.splitlines()] if line.startswith("{")]
     acked = {r["ack"]: r["events"] for r in records if r["ack"] is not None}
     store = Store(db)
     problems = store.check()
@@ -111,6 +121,7 @@ def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0) -> dict
     lost = {b: n for b, n in acked.items() if have.get(b, 0) != n}
     store.close()
     return {"ok": not problems, "problems": problems, "acked": len(acked), "acked_events": sum(acked.values()),
+            "acked_before_kill": sum(line.startswith("{") for line in early), "alive_at_kill": alive,
             "lost": len(lost), "lost_events": sum(lost.values()),
             "half": sum("number of events" in p for p in problems)}
 
@@ -149,6 +160,74 @@ print(json.dumps(want), flush=True)
     cids = np.array(store.classes().index.tolist())
     landed = int((cids[got[got >= 0]] == np.array([want[i] for i in ids])[got >= 0]).sum())
     return {"sent": writers * actions, "landed": landed, "errors": len(errors), "ok": not store.check()}
+
+
+def _sample_count(db: Path) -> int:
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(con.execute("SELECT count(*) FROM samples").fetchone()[0])
+    finally:
+        con.close()
+
+
+def ingest_kill(dest: Path, *, n: int = 1200, at: str = "checking", timeout: float = 300.0) -> dict:
+    """Ingest ``n`` images with the CLI and SIGKILL it ``at`` a known point, then ingest again.
+
+    ``at``: ``"checking"`` (images are being decoded: the progress bar passed 1%) or ``"writing"`` (the bar says
+    "writing samples": the one write transaction is about to run or running). The process is frozen
+    (SIGSTOP) once the point is seen, its state recorded, then killed, so the kill provably lands mid-ingest.
+
+    Returns
+    -------
+    dict with ``alive_at_kill``, ``seen`` (the point was reached), ``samples_at_kill`` and ``samples_after``
+    (rows in the store; all or nothing), ``labels_with_samples`` (every sample carries its imported label),
+    ``check`` (store problems after the kill), ``reingested`` (a second ingest ends with exactly ``n``
+    samples, each labelled once, and a clean store).
+    """
+    if at not in ("checking", "writing"):
+        raise ValueError(f"at must be 'checking' or 'writing', not {at!r}")
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    folder = dest / "imgs"
+    for i in range(n):
+        (folder / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"class{i % 3}" / f"{i}.png")
+    ws_dir = dest / "ws"
+    Workspace.create(ws_dir).store.close()
+    db = ws_dir / "curation.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    buf, seen, end = b"", False, time.monotonic() + timeout
+    want = re.compile(rb"writing samples") if at == "writing" else re.compile(rb"\b([1-9]\d?)%")
+    while time.monotonic() < end:
+        ch = proc.stderr.read(1)  # tqdm redraws with carriage returns: read what it prints as it prints it
+        if not ch:
+            break
+        buf = buf[-400:] + ch
+        if want.search(buf):
+            seen = True
+            break
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGSTOP)  # frozen: nothing more is written between the look and the kill
+    at_kill = _sample_count(db)
+    proc.kill()
+    proc.wait()
+    store = Store(db)
+    problems = store.check()
+    after = len(store.sample_ids())
+    labelled = bool((store.label_matrix() == 1).any(1).all()) if after else True
+    subprocess.run([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ids = store.sample_ids()
+    again = bool(len(ids) == n and store.check() == [] and int((store.label_matrix(ids) == 1).sum()) == n)
+    store.close()
+    return {"alive_at_kill": alive, "seen": seen, "samples_at_kill": at_kill, "samples_after": after,
+            "labels_with_samples": labelled, "check": problems, "reingested": again,
+            "ok": alive and seen and after in (0, n) and labelled and not problems and again}
 
 
 # ---------------------------------------------------------------------- the app server
