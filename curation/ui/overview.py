@@ -11,7 +11,7 @@ import streamlit as st
 from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.ui import loaders
-from curation.ui.text import clean, plain
+from curation.ui.text import clean
 
 FAILURES_SHOWN = 200
 """Embedding failures listed on Home (the rest are counted; ``python -m curation doctor`` lists them all)."""

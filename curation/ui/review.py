@@ -13,7 +13,7 @@ from curation.core.vocab import REJECTED
 from curation.data.workspace import Workspace
 from curation.labels import queues
 from curation.ui import actions, labels, state, widgets
-from curation.ui.text import plain
+from curation.ui.text import clean, plain
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
              "label_right": "K", "duplicate": "D", "skipped": "S"}
@@ -155,11 +155,11 @@ def card(ws: Workspace, item: pd.Series, a: queues.Aligned, *, queue: str, vecto
             _image(ws, sid, f"#{sid}", IMAGE_WIDTH)
     with info_col:
         st.markdown("**Current labels**")
-        st.text(_labels_text(a.matrix[row], names))
+        st.text(clean(_labels_text(a.matrix[row], names)))
         st.markdown("**Proposed**")
         proposal = (f"{item['class_name']}  ·  confidence {item['confidence']:.2f}  ·  {item['source']}"
                     if item["class_name"] else "(no proposal)")
-        st.text(proposal)
+        st.text(clean(proposal))
         by_source = labels.sources_text(item)
         if by_source:
             st.caption(f"Per source: {plain(by_source)}")
@@ -192,7 +192,7 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
     st.checkbox("M / O also reject the proposal", key=reject_key, disabled=not name,
                 help="Ambiguous (M) and Out of vocabulary (O) also record that the proposed class does not apply.")
     key = f"review_fix_{queue}_{sid}"
-    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key,
+    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key, format_func=clean,
                  placeholder="Type a class…", on_change=_correct, args=(ws, sid, queue, key))
 
 
@@ -253,7 +253,7 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
             in_scope = member == picked
         else:
             picked = st.selectbox("Class", range(len(a.names) - 1), key="bulk_accept_class",
-                                  format_func=lambda k: str(a.names[k]))
+                                  format_func=lambda k: clean(a.names[k]))
             in_scope = a.cls == picked
         x = st.slider("Confidence X", 0.0, 1.0, 0.9, 0.01, key="bulk_accept_x")
         plan = queues.accept_plan(a, threshold=x, scope=in_scope, reviews=reviews, correct=correct)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
-from curation.ui.text import plain
+from curation.ui.text import plain_lines
 from curation.ui.widgets import guard
 
 LABEL_MODES = {"auto": "Automatic (folder names or manifest column)", "folders": "Folder names", "none": "No labels"}
@@ -75,7 +75,7 @@ def ingest_form(ws: Workspace) -> None:
 
 def show_report(report) -> None:
     """The ingest report: counts, and every skipped file with its reason."""
-    st.success(plain(report.summary()))
+    st.success(plain_lines(report.summary()))
     skipped: pd.DataFrame = report.skipped
     if len(skipped):
         st.warning(f"{len(skipped)} files were skipped:")

@@ -41,6 +41,11 @@ def plain(text: Any) -> str:
     return _ASCII_PUNCT.sub(r"\\\1", s)
 
 
+def plain_lines(text: Any) -> str:
+    """:func:`plain` of each line of ``text``, joined by Markdown line breaks (a report of several lines)."""
+    return "  \n".join(plain(line) for line in str(text).splitlines())
+
+
 def plain_all(texts: Any) -> list[str]:
     """:func:`plain` of every item (captions of an image grid, radio options, tab labels)."""
     return [plain(t) for t in texts]

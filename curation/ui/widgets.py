@@ -11,7 +11,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
-from curation.ui.text import plain
+from curation.ui.text import clean, plain, plain_lines  # noqa: F401 - clean re-exported for pages
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def guard(what: str = "") -> Iterator[None]:
                  f"available here ({plain(exc)}).")
     except Exception as exc:  # engine errors carry user-facing messages; st.stop/rerun are BaseExceptions
         log.exception("error while %s", what)
-        st.error(f"{plain(what) + ': ' if what else ''}{plain(exc)}")
+        st.error(f"{plain(what) + ': ' if what else ''}{plain_lines(exc)}")
 
 
 PAGES = [("app.py", "Home", ":material/home:"), ("pages/1_Map.py", "Map", ":material/scatter_plot:"),
