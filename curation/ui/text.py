@@ -22,6 +22,12 @@ emphasis, code, HTML, entities ``&#58;``, icons and colours ``:name:``, maths ``
 BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """Bidirectional formatting characters (embeddings, overrides, isolates, marks): shown, never obeyed."""
 
+_LINK_BREAKS = re.compile(r"(\\[:@.])")
+WORD_JOINER = "\u2060"
+"""Invisible and not a space: placed after every ``:``, ``@`` and ``.`` of user text, it stops GitHub-flavoured
+Markdown's autolinker, which looks for ``http://``, ``www.`` and ``name@host.tld`` in the text *after* escapes are
+decoded (so escaping alone leaves ``https://host`` a live link)."""
+
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _NEWLINES = re.compile(r"[\r\n\t]+")
 
@@ -36,9 +42,13 @@ def clean(text: Any) -> str:
 
 def plain(text: Any) -> str:
     """``text`` for anything Streamlit renders as Markdown: shown character for character, never as a link,
-    image, emphasis, icon or HTML, on one line, with bidi controls made visible (see :func:`clean`)."""
+    image, emphasis, icon or HTML, on one line, with bidi controls made visible (see :func:`clean`).
+
+    Every ASCII punctuation character is backslash-escaped, and an invisible word joiner (U+2060) follows each
+    ``:``, ``@`` and ``.`` (see :data:`WORD_JOINER`)."""
     s = _NEWLINES.sub(" ", clean(text))
-    return _ASCII_PUNCT.sub(r"\\\1", s)
+    s = _ASCII_PUNCT.sub(r"\\\1", s)
+    return _LINK_BREAKS.sub("\\1" + WORD_JOINER, s)
 
 
 def plain_lines(text: Any) -> str:
