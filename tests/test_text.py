@@ -28,8 +28,9 @@ def test_plain_leaves_no_markup_character_unescaped(text: str) -> None:
 def test_plain_escapes_every_scheme_and_escape_character() -> None:
     for ch in "%&/<>[]()!*_`#$~|\\":
         assert plain(ch) == "\\" + ch
-    for ch in ":@.":  # also followed by a word joiner: no autolink finds http://, www. or a@b.c in the text
+    for ch in ":@":  # also a word joiner after : and @, before .: no autolink finds http://, www. or a@b.c
         assert plain(ch) == "\\" + ch + "\u2060"
+    assert plain(".") == "\u2060\\."
     assert "https\\:\u2060\\/\\/evil\\%2Eexample" in plain("https://evil%2Eexample")
     assert plain("abc\u202egpj") == "abc⟨U\\+202E⟩gpj" and clean("a\u2066b") == "a⟨U+2066⟩b"
     assert "\n" not in plain("a\nb") and clean("a\x00b") == "a b"

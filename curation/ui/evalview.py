@@ -198,7 +198,7 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], *,
     classes = shown_classes(c)
     n = len(classes)
     sub = c[np.ix_(classes, classes)]
-    names = [escape(str(class_names[k])) for k in classes.tolist()]
+    names = [escape(clean(class_names[k])) for k in classes.tolist()]
     share = sub / np.maximum(c.sum(1)[classes], 1)[:, None]
     height = max(320, 28 * n + 120)
     rows, cols = np.nonzero(sub)

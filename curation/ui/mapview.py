@@ -12,7 +12,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from curation.data.workspace import Workspace
-from curation.ui.text import plain
+from curation.ui.text import clean, plain
 
 COLOUR_MODES = ("label", "suggestion", "confidence", "label issue", "outlier", "cluster", "split")
 SCALES = {"confidence": ("confidence", "Viridis"),
@@ -177,12 +177,12 @@ def hover_text(ids: np.ndarray, label_text: Sequence[str], sugg: pd.DataFrame | 
     label_text : (N,) their label text.
     sugg : suggestions indexed by sample id (class_name, confidence).
     """
-    out = [escape(t) for t in label_text]
+    out = [escape(clean(t)) for t in label_text]
     if sugg is None:
         return out
     s = sugg.reindex(np.asarray(ids, np.int64))
     names, conf = s["class_name"].tolist(), s["confidence"].to_numpy(float)
-    return [f"{line}<br>suggests {escape(n)} ({c:.2f})" if isinstance(n, str) else line
+    return [f"{line}<br>suggests {escape(clean(n))} ({c:.2f})" if isinstance(n, str) else line
             for line, n, c in zip(out, names, conf)]
 
 

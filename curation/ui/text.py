@@ -22,9 +22,9 @@ emphasis, code, HTML, entities ``&#58;``, icons and colours ``:name:``, maths ``
 BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """Bidirectional formatting characters (embeddings, overrides, isolates, marks): shown, never obeyed."""
 
-_LINK_BREAKS = re.compile(r"(\\[:@.])")
+_LINK_BREAKS = re.compile(r"(\\[:@])|(\\\.)")
 WORD_JOINER = "\u2060"
-"""Invisible and not a space: placed after every ``:``, ``@`` and ``.`` of user text, it stops GitHub-flavoured
+"""Invisible and not a space: placed after every ``:`` and ``@`` and before every ``.`` of user text, it stops GitHub-flavoured
 Markdown's autolinker, which looks for ``http://``, ``www.`` and ``name@host.tld`` in the text *after* escapes are
 decoded (so escaping alone leaves ``https://host`` a live link)."""
 
@@ -45,10 +45,10 @@ def plain(text: Any) -> str:
     image, emphasis, icon or HTML, on one line, with bidi controls made visible (see :func:`clean`).
 
     Every ASCII punctuation character is backslash-escaped, and an invisible word joiner (U+2060) follows each
-    ``:``, ``@`` and ``.`` (see :data:`WORD_JOINER`)."""
+    ``:`` and ``@`` and precedes each ``.`` (see :data:`WORD_JOINER`)."""
     s = _NEWLINES.sub(" ", clean(text))
     s = _ASCII_PUNCT.sub(r"\\\1", s)
-    return _LINK_BREAKS.sub("\\1" + WORD_JOINER, s)
+    return _LINK_BREAKS.sub(lambda m: m.group(1) + WORD_JOINER if m.group(1) else WORD_JOINER + m.group(2), s)
 
 
 def plain_lines(text: Any) -> str:
