@@ -149,3 +149,24 @@ def test_full_disk_open_and_commit_say_nothing_was_written(full_disk: Path) -> N
         Workspace.open(old)
     (full_disk / "filler").unlink()
     assert Workspace.open(old).store.meta("schema_version") == "2"
+
+
+def test_app_on_read_only_workspace_shows_a_banner(read_only_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import open_page
+
+    monkeypatch.setenv("CURATION_WORKSPACE", str(read_only_ws))
+    at = open_page(no_errors=True)
+    assert any("Read-only workspace" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not any(b.label == "Create / open" for b in at.button)
+
+
+def test_app_on_an_unopenable_workspace_offers_no_create_form(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import open_page
+
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / DB_NAME).write_bytes(b"this is not a database, but it is someone's file" * 100)
+    monkeypatch.setenv("CURATION_WORKSPACE", str(tmp_path / "ws"))
+    at = open_page(no_errors=False)
+    assert at.error and "cannot be opened" in at.error[0].value
+    assert not any(b.label == "Create / open" for b in at.button) and not at.info
