@@ -39,7 +39,8 @@ def guard_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in _text_columns(out):
         text = out[col].astype(str)
-        hit = out[col].map(type).eq(str) & text.str.match(_FORMULA.pattern) & ~text.str.fullmatch(_NUMBER.pattern)
+        is_text = out[col].map(lambda v: isinstance(v, str)).astype(bool)
+        hit = is_text & text.str.match(_FORMULA.pattern) & ~text.str.fullmatch(_NUMBER.pattern)
         if hit.any():
             out[col] = out[col].astype(object)
             out.loc[hit, col] = "'" + text[hit]
@@ -52,8 +53,8 @@ def unguard_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in _text_columns(out):
         text = out[col].astype(str)
-        hit = out[col].map(type).eq(str) & text.str.match(_GUARDED.pattern) \
-            & ~text.str[1:].str.fullmatch(_NUMBER.pattern)
+        is_text = out[col].map(lambda v: isinstance(v, str)).astype(bool)
+        hit = is_text & text.str.match(_GUARDED.pattern) & ~text.str[1:].str.fullmatch(_NUMBER.pattern)
         if hit.any():
             out[col] = out[col].astype(object)
             out.loc[hit, col] = text[hit].str[1:]

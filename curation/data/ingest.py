@@ -303,7 +303,7 @@ def ingest_manifest(ws: Workspace, manifest: Path | str, *, labels: str = "auto"
     if frame.empty:
         row_prefix = re.compile(rf"^{re.escape(path.name)} row \d+: ")
         reasons = pd.Series([row_prefix.sub("", str(r)) for _, r in skipped], dtype=object).value_counts()
-        detail = "; ".join(f"{n} × {r}" if n > 1 else r for r, n in reasons.head(3).items()) if len(reasons) \
+        detail = "; ".join(f"{n} {r}" if n > 1 else r for r, n in reasons.head(3).items()) if len(reasons) \
             else "it has no rows"
         if len(skipped) == 1:
             detail = f"{skipped[0][0]}: {reasons.index[0]}"
@@ -332,7 +332,8 @@ def read_manifest(path: Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise IngestError(f"{path} is not valid {exc.encoding.upper()} text (byte {exc.start}): re-save it as "
+        name = "UTF-8" if exc.encoding.lower().startswith("utf-8") else exc.encoding.upper()
+        raise IngestError(f"{path} is not {name} text (byte {exc.start}): re-save it as "
                           "UTF-8 (in a spreadsheet: Save as, CSV UTF-8), or convert it from its real encoding, "
                           f"e.g. `iconv -f cp1252 -t utf-8 {path.name} > fixed{suffix}`.") from None
     except IngestError:
