@@ -108,3 +108,23 @@ def test_cli_retry_failed_and_doctor_listing(tmp_path: Path, tiny: ENC.Encoder) 
     r = subprocess.run([sys.executable, "-m", "curation", "embed", "--help"], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=120)
     assert "--retry-failed" in r.stdout
+
+
+def test_home_lists_failures_and_retries_them(tmp_path: Path, tiny: ENC.Encoder,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import open_page
+
+    ws, folder, names = _make(tmp_path, 3)
+    (folder / names[0]).write_bytes(b"broken")
+    E.embed_workspace(ws, tiny, num_workers=0)
+    monkeypatch.setenv("CURATION_WORKSPACE", str(ws.root))
+    submitted: list[tuple[str, dict]] = []
+    from curation.ui import jobpanel
+
+    monkeypatch.setattr(jobpanel, "submit", lambda w, kind, params=None: submitted.append((kind, params)))
+    at = open_page(no_errors=True)
+    assert any("1 images could not be embedded" in w.value for w in at.warning), [w.value for w in at.warning]
+    table = next(df for df in at.dataframe if "reason" in df.value.columns).value
+    assert table["file"].str.endswith(names[0]).all() and table["reason"].str.len().gt(0).all()
+    next(b for b in at.button if b.label == "Retry them all").click().run()
+    assert submitted == [("embed", {"retry_failed": True})]

@@ -61,3 +61,27 @@ def test_hosts() -> None:
         assert not host_allowed(bad), bad
     assert host_allowed("studio.lab:80", ["studio.lab"]) and host_allowed("a.lab", ["*.lab"])
     assert host_allowed("anything", ["*"]) and not host_allowed("lab", ["*.lab"])
+
+
+def test_app_refuses_paths_outside_its_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidebar's "open another workspace" and the Home ingest form refuse folders outside the launch roots."""
+    from conftest import open_page
+
+    from curation.data.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "projects" / "ws")
+    ws.store.close()
+    monkeypatch.setenv("CURATION_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("CURATION_ALLOWED_ROOTS", str(tmp_path / "projects"))
+    at = open_page(no_errors=True)
+    at.sidebar.text_input[0].set_value("/etc")
+    at.sidebar.button[0].click().run()
+    assert any("Refusing to open the workspace /etc" in e.value.replace("\\", "").replace("\u2060", "")
+               for e in at.error), [e.value for e in at.error]
+    at = open_page(no_errors=True)
+    ingest_box = next(t for t in at.text_input if t.label == "Image folder or manifest file")
+    ingest_box.set_value("/etc")
+    next(b for b in at.button if b.label == "Ingest").click().run()
+    assert any("Refusing to read images from /etc" in e.value.replace("\\", "").replace("\u2060", "")
+               for e in at.error), [e.value for e in at.error]
+    assert len(ws.store.sample_ids()) == 0
