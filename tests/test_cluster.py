@@ -84,7 +84,7 @@ def test_user_k_hdbscan_and_noise_ids(blobs):
     s = pd.Series(lab, index=np.arange(100, 100 + len(lab)))
     np.testing.assert_array_equal(C.noise_ids(s), np.flatnonzero(lab == -1) + 100)
     assert C.noise_ids(s.to_frame("cluster")).dtype == np.int64
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="use one of"):
         C.cluster(x, method="nope")
 
 

@@ -6,8 +6,6 @@ queue or verdict is refused with the list of valid ones), so a typo can never re
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
-
 # ---------------------------------------------------------------------- label states (one per (sample, class))
 POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 """A class applies (positive), nobody said (unknown), or a person said it does not (rejected)."""
@@ -75,17 +73,3 @@ VERDICTS = {**QUEUE_VERDICTS, **MISTAKE_VERDICTS, **BOOKKEEPING_VERDICTS}
 # ---------------------------------------------------------------------- jobs
 JOB_STATES = ("queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted")
 ACTIVE_JOB_STATES = ("queued", "running", "cancelling")
-
-
-def check_choice(what: str, value: object, valid: Iterable[object] | Mapping[object, object]) -> None:
-    """Raise ValueError when ``value`` is not one of ``valid``, naming the valid choices.
-
-    Parameters
-    ----------
-    what : what the value is, for the message ("queue", "verdict", "method", ...).
-    value : the value given.
-    valid : the allowed values (a mapping's keys).
-    """
-    choices = list(valid)
-    if value not in choices:
-        raise ValueError(f"Unknown {what} {value!r}; use one of: {', '.join(map(str, choices))}.")

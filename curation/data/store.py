@@ -22,17 +22,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from curation.core.vocab import (
-    POSITIVE,
-    QUEUES,
-    REJECTED,
-    SOURCES,
-    STATES,
-    TASKS,
-    UNKNOWN,
-    VERDICTS,
-    check_choice,
-)
+from curation.core.validate import check_choice
+from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
 from curation.data.atomic import atomic_write
 
 log = logging.getLogger(__name__)

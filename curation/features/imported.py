@@ -23,10 +23,7 @@ from curation.features.embed import (
     write_chunk,
     write_store_info,
 )
-from curation.features.encoders import (
-    PrecomputedEncoder,
-    register_encoder,
-)
+from curation.features.encoders import PrecomputedEncoder, register_encoder
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.core.validate import check_choice
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -271,8 +272,7 @@ def umap_map(vectors: np.ndarray, *, idx: np.ndarray | None = None, sims: np.nda
 
 # ---------------------------------------------------------------------- workspace API
 def _params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    if method not in METHODS:
-        raise ValueError(f"Unknown map method {method!r}; choose one of {METHODS}.")
+    check_choice("map method", method, METHODS)
     bad = set(params) - set(DEFAULTS)
     if bad:
         raise TypeError(f"Unknown map parameters {sorted(bad)}; known: {sorted(DEFAULTS)}.")

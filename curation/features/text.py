@@ -9,12 +9,7 @@ import numpy as np
 
 from curation.data.artifacts import make_key
 from curation.features.embed import TEXT_KIND, EmbeddingError, Embeddings
-from curation.features.encoders import (
-    DEFAULT_ENCODER,
-    Encoder,
-    NoTextTower,
-    get_encoder,
-)
+from curation.features.encoders import DEFAULT_ENCODER, Encoder, NoTextTower, get_encoder
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from curation.core.vocab import TASKS, check_choice
+from curation.core.validate import check_choice
+from curation.core.vocab import TASKS
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from curation.core.vocab import MISTAKE_VERDICTS, POSITIVE, QUEUE_VERDICTS, QUEUES, REJECTED, UNKNOWN, check_choice
+from curation.core.validate import check_choice
+from curation.core.vocab import MISTAKE_VERDICTS, POSITIVE, QUEUE_VERDICTS, QUEUES, REJECTED, UNKNOWN
 from curation.data.store import Review, StoreError
 from curation.data.workspace import Workspace
 

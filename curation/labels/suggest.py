@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.core.validate import check_choice
 from curation.core.vocab import SUGGESTION_SOURCES
 from curation.data.store import single_from_matrix
 from curation.labels.calibrate import has_prediction
@@ -478,8 +479,7 @@ def label_state(ws: Workspace, emb: Any, *, refit: str = "auto", folds: int = 5,
     """
     from curation.data.artifacts import make_key
 
-    if refit not in ("auto", "never", "always"):
-        raise ValueError(f"refit must be 'auto', 'never' or 'always', not {refit!r}.")
+    check_choice("refit", refit, ("auto", "never", "always"))
     progress = progress or null_progress
     C = _default_C(C)
     status = fit_status(ws, emb, folds=folds, seed=seed, C=C)

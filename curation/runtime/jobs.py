@@ -20,6 +20,7 @@ from typing import IO, Iterator
 import pandas as pd
 
 from curation.core.progress import Cancelled, ProgressFn
+from curation.core.validate import check_choice
 from curation.data.atomic import atomic_write
 from curation.data.workspace import Workspace
 from curation.runtime.liveness import ACTIVE, WORKER_LOCK, WORKER_PID, process_alive, refresh, worker_pid
@@ -49,8 +50,7 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int:
     -------
     The job id; follow it with ``ws.store.job(job_id)``.
     """
-    if kind not in JOBS:
-        raise ValueError(f"Unknown job kind {kind!r}; known: {', '.join(sorted(JOBS))}.")
+    check_choice("job kind", kind, sorted(JOBS))
     job_id = ws.store.submit_job(kind, params or {})
     with open(ws.root / WORKER_START_LOCK, "a+") as starting:  # two pages submitting at once start one worker
         fcntl.flock(starting, fcntl.LOCK_EX)

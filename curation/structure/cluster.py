@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.core.validate import check_choice
 from curation.structure.naming import PROFILE_KIND, compute_names, load_names, unique_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -259,8 +260,7 @@ def choose_k(vectors: np.ndarray, *, k_grid: Sequence[int] = K_GRID, sample: int
 
 def resolve_method(method: str, n: int, k: int | None = None) -> str:
     """The concrete method behind ``method`` for ``n`` vectors: ``auto`` → ``kmeans`` or ``hkmeans``."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown clustering method {method!r}; choose one of {METHODS}.")
+    check_choice("clustering method", method, METHODS)
     if method != "auto":
         return method
     return "hkmeans" if n > HKMEANS_MIN_N or (k or 0) >= HKMEANS_MIN_K else "kmeans"
