@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-from pathlib import Path
 
 import pytest
 from appserver import AppServer
