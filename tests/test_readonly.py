@@ -70,12 +70,30 @@ def read_only_ws(labelled: Workspace, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_opening_a_current_store_writes_nothing(labelled: Workspace) -> None:
+    """Opening never takes the write lock (so it works on read-only media and a full disk, and does not wait
+    behind another process's long write): it opens while another connection holds that lock."""
+    import threading
+
     root = labelled.root
     labelled.store.close()
-    before = _db_state(root)
-    for _ in range(3):
+    writer = sqlite3.connect(root / DB_NAME, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the write lock, held by "another process"
+    opened: list[list[str]] = []
+
+    def open_twice() -> None:
         Store(root / DB_NAME).close()
-    assert _db_state(root) == before  # no schema_version rewrite, nothing in the WAL
+        ws = Workspace.open(root)
+        opened.append(ws.store.class_names())
+        ws.store.close()
+
+    t = threading.Thread(target=open_twice, daemon=True)
+    t.start()
+    t.join(10)
+    while_locked = list(opened)
+    writer.execute("ROLLBACK")
+    writer.close()
+    t.join(60)
+    assert while_locked == [["cat", "dog"]], opened
 
 
 def test_read_only_workspace_opens_for_reading(read_only_ws: Path) -> None:
