@@ -174,9 +174,11 @@ def _sample_count(db: Path) -> int:
 def ingest_kill(dest: Path, *, n: int = 1200, at: str = "checking", timeout: float = 300.0) -> dict:
     """Ingest ``n`` images with the CLI and SIGKILL it ``at`` a known point, then ingest again.
 
-    ``at``: ``"checking"`` (images are being decoded: the progress bar passed 1%) or ``"writing"`` (the bar says
-    "writing samples": the one write transaction is about to run or running). The process is frozen
-    (SIGSTOP) once the point is seen, its state recorded, then killed, so the kill provably lands mid-ingest.
+    ``at``: ``"checking"`` (the ingest has started: its progress bar is drawn below 100%, images are being
+    listed or decoded, nothing is written yet) or ``"writing"`` (its one write transaction is open: another
+    connection sees the write lock held; polled every 2 ms, so a very short transaction can be missed, which
+    the result says with ``seen``). The process is frozen (SIGSTOP) once the point is seen, its state
+    recorded, then killed, so the kill provably lands mid-ingest.
 
     Returns
     -------
@@ -202,15 +204,21 @@ def ingest_kill(dest: Path, *, n: int = 1200, at: str = "checking", timeout: flo
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
     buf, seen, end = b"", False, time.monotonic() + timeout
-    want = re.compile(rb"writing samples") if at == "writing" else re.compile(rb"\b([1-9]\d?)%")
-    while time.monotonic() < end:
-        ch = proc.stderr.read(1)  # tqdm redraws with carriage returns: read what it prints as it prints it
+    while time.monotonic() < end and not seen:
+        ch = proc.stderr.read(1)  # tqdm draws the bar at 0% when the ingest starts
         if not ch:
             break
         buf = buf[-400:] + ch
-        if want.search(buf):
-            seen = True
-            break
+        seen = re.search(rb"ingest: +\d{1,2}%", buf) is not None
+    if at == "writing":
+        seen = False
+        while time.monotonic() < end and proc.poll() is None and not seen:
+            try:
+                seen = write_locked(db)
+            except sqlite3.OperationalError:
+                pass
+            if not seen:
+                time.sleep(0.002)
     alive = proc.poll() is None
     if alive:
         os.kill(proc.pid, signal.SIGSTOP)  # frozen: nothing more is written between the look and the kill

@@ -40,15 +40,13 @@ def test_three_concurrent_writers(tmp_path: Path) -> None:
     assert res == {"sent": 600, "landed": 600, "errors": 0, "ok": True}
 
 
-@pytest.mark.parametrize("at", ["checking", "writing"])
-def test_kill_during_ingest_then_reingest(tmp_path: Path, at: str) -> None:
-    """A kill -9 mid-ingest (seen mid-way, frozen, then killed) leaves a consistent store with all of the
-    ingest's rows or none; ingesting again completes without duplicates."""
-    res = ingest_kill(tmp_path, n=600, at=at)
+def test_kill_during_ingest_then_reingest(tmp_path: Path) -> None:
+    """A kill -9 mid-ingest (seen started, frozen, then killed) leaves a consistent store with none of the
+    ingest's rows; ingesting again completes without duplicates. (The benchmark also kills it while its write
+    transaction is open.)"""
+    res = ingest_kill(tmp_path, n=600, at="checking")
     assert res["seen"] and res["alive_at_kill"], res  # the kill landed while the ingest was running
-    assert res["samples_at_kill"] in (0, 600) and res["samples_after"] == res["samples_at_kill"], res
-    if at == "checking":
-        assert res["samples_after"] == 0, res  # still decoding images: nothing written yet
+    assert res["samples_at_kill"] == res["samples_after"] == 0, res  # before its one write: nothing written
     assert res["labels_with_samples"] and res["check"] == [] and res["reingested"], res
 
 
