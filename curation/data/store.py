@@ -338,8 +338,9 @@ class Store:
         except sqlite3.Error as exc:
             if con.in_transaction:
                 con.execute("ROLLBACK")
-            raise (StoreFull if write_problem(exc) == "full" else StoreError)(f"Could not save the change to {self.path} ({exc}); nothing was written. Check "
-                             "that the disk has free space and the folder is writable, then retry.") from exc
+            kind = StoreFull if write_problem(exc) == "full" else StoreError
+            raise kind(f"Could not save the change to {self.path} ({exc}); nothing was written. Check "
+                       "that the disk has free space and the folder is writable, then retry.") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con().execute(sql, params).fetchall()
