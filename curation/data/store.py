@@ -25,6 +25,8 @@ import pandas as pd
 from curation.core.validate import check_choice
 from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
 from curation.data.atomic import atomic_write
+from curation.data.disk import connect_read_only as _connect_read_only
+from curation.data.disk import unwritable_reason, write_problem  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -155,45 +157,6 @@ class ReadOnlyStore(StoreError):
 
 class StoreFull(StoreError):
     """A write refused because the disk is full; nothing was written."""
-
-
-def write_problem(exc: BaseException) -> str:
-    """``"full"``, ``"read-only"`` or ``""``: what an SQLite or OS error says about writing."""
-    import errno
-
-    if isinstance(exc, OSError):
-        return {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only",
-                errno.EACCES: "read-only", errno.EPERM: "read-only"}.get(exc.errno or 0, "")
-    name = str(getattr(exc, "sqlite_errorname", "") or "")
-    text = str(exc).lower()
-    if name == "SQLITE_FULL" or "database or disk is full" in text:
-        return "full"
-    if name.startswith("SQLITE_READONLY") or "readonly database" in text or name == "SQLITE_CANTOPEN" \
-            or "unable to open database file" in text:
-        return "read-only"
-    return ""
-
-
-def unwritable_reason(db: Path) -> str:
-    """Why the store file ``db`` or its folder cannot be written (SQLite writes its WAL beside it), or ""."""
-    folder = db.parent
-    if not os.access(folder, os.W_OK):
-        return f"the folder {folder} is read-only"
-    if db.exists() and not os.access(db, os.W_OK):
-        return f"the file {db} is read-only"
-    return ""
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection; ``immutable`` when SQLite cannot even create its shared-memory file beside it."""
-    uri = path.resolve().as_uri()
-    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
-    try:
-        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        return con
-    except sqlite3.OperationalError:
-        con.close()
-        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
 
 class Store:
