@@ -85,3 +85,27 @@ def test_app_refuses_paths_outside_its_roots(tmp_path: Path, monkeypatch: pytest
     assert any("Refusing to read images from /etc" in e.value.replace("\\", "").replace("\u2060", "")
                for e in at.error), [e.value for e in at.error]
     assert len(ws.store.sample_ids()) == 0
+
+
+def test_every_page_run_stops_for_a_foreign_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app-level check behind ``server.allowedHosts``: a page run under an unknown Host stops with a message."""
+    from types import SimpleNamespace
+
+    from curation.ui import state
+
+    class Stopped(Exception):
+        pass
+
+    def stop() -> None:
+        raise Stopped
+
+    shown: list[str] = []
+    fake = SimpleNamespace(context=SimpleNamespace(headers={"Host": "evil.example:8501"}), error=shown.append,
+                           stop=stop)
+    monkeypatch.setattr(state, "st", fake)
+    with pytest.raises(Stopped):
+        state.check_host()
+    assert shown and "does not answer for that host name" in shown[0]
+    for host in ("localhost:8501", "127.0.0.1:8501"):
+        fake.context.headers = {"Host": host}
+        state.check_host()  # no stop
