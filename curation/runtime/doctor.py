@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curation.data import sources
 from curation.data.artifacts import ArtifactError
 from curation.data.store import Store, StoreError, copy_database
 from curation.data.workspace import DB_NAME, Workspace
@@ -118,7 +119,7 @@ def _check_images(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
     if not len(samples):
         return
     paths = [Path(r) / p for r, p in zip(samples["root"], samples["path"])]
-    exists = np.array([p.exists() for p in paths])
+    exists = np.array([sources.exists(p) for p in paths])
     gone = (~exists) & (samples["missing"] == 0).to_numpy()
     vanished = samples.index[gone].to_numpy()
     back = samples.index[exists & (samples["missing"] == 1)].to_numpy()
