@@ -40,6 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+SIDECARS = ("classes.txt",)
+"""Files at the top of an image folder that belong to its layout (the class list an ImageFolder export writes)."""
+
 
 @dataclass
 class IngestReport:
@@ -265,7 +268,7 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
             keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or (dpath == root and name in SIDECARS):
                 continue
             rel = _rel(dpath / name, root)
             if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:

@@ -78,6 +78,11 @@ def _manifest_rows(path: Path, root: Path, *, labels: str, split_default: str = 
             skipped.append((f"<{where}>", "no path in this row"))
             continue
         rel, why = _safe_relative(pv.strip(), root)
+        if why and root != path.parent and not os.path.isabs(pv.strip()):
+            # relative to the manifest's folder (as export writes them) and inside the given image root
+            near = os.path.normpath(path.parent / pv.strip())
+            if Path(near).is_relative_to(root):
+                rel, why = _safe_relative(os.path.relpath(near, root), root)
         if why:
             target = _verified_outside(pv.strip(), root, sha) if sha else None
             if target is None:
