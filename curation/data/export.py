@@ -70,8 +70,9 @@ def export(ws: "Workspace", fmt: str, dest: Path | str | None = None, *, include
           class name contains ``|``. Embedded images are ``<file>.parquet#<row>``.
         * "hf": a Hugging Face imagefolder: ``train/``, ``validation/``, ``test/`` each with its images and a
           ``metadata.jsonl`` (``file_name``, ``label`` or ``labels`` lists in multi-label workspaces,
-          ``rejected``, ``split``), so ``datasets.load_dataset("imagefolder", data_dir=dest)`` gets labels and
-          splits. Unsplit images go to ``train/`` (their ``split`` column stays empty).
+          ``rejected`` text, ``split``), so ``datasets.load_dataset("imagefolder", data_dir=dest)`` gets labels
+          and splits (see :func:`_export_hf` for the typing rules). Unsplit images go to ``train/`` (their
+          ``split`` column stays empty).
         * "hf-parquet": ``dest/data/<split>-00000-of-00001.parquet`` with the images embedded and ``ClassLabel``
           features (``label``, -1 = unlabelled; ``labels`` = ``List(ClassLabel)`` when multi-label), read by
           ``datasets.load_dataset(dest)``.
@@ -283,17 +284,30 @@ def _place(ws: "Workspace", sid: int, src: Path, folder: Path, link: str) -> str
 
 
 def _export_hf(ws: "Workspace", table: pd.DataFrame, dest: Path, *, multi: bool, put: Any) -> None:
-    """One ``metadata.jsonl`` per split folder, as ``datasets``' imagefolder builder reads it."""
+    """One ``metadata.jsonl`` per split folder, as ``datasets``' imagefolder builder reads it.
+
+    ``datasets`` infers each file's column types and refuses files that differ, and a column holding only
+    nulls or empty lists infers as null: so ``rejected`` is text (names joined by ``|``, a JSON list when a
+    name holds ``|``), an unlabelled image in a split without any label gets ``""`` instead of null, and in
+    multi-label workspaces ``labels`` is written as such text when some split has no label at all.
+    """
     folders = table["split"].map(lambda s: HF_SPLIT_DIRS.get(s, "train"))
+    as_json = _needs_lists(ws.store.class_names())
+
+    def text(xs: list[str]) -> str:
+        return (json.dumps(xs, ensure_ascii=False) if xs else "") if as_json else "|".join(xs)
+
+    labelled = table["labels"].map(len) > 0
+    empty_split = {f for f in folders.unique() if not labelled[folders == f].any()}
     for folder in sorted(folders.unique()):
         lines = []
         for sid, row in table[folders == folder].iterrows():
             rec: dict[str, Any] = {"file_name": put(int(sid), row["file"], dest / folder)}
             if multi:
-                rec["labels"] = list(row["labels"])
+                rec["labels"] = text(row["labels"]) if empty_split else list(row["labels"])
             else:
-                rec["label"] = row["labels"][0] if row["labels"] else None
-            rec["rejected"] = list(row["rejected"])
+                rec["label"] = row["labels"][0] if row["labels"] else ("" if folder in empty_split else None)
+            rec["rejected"] = text(row["rejected"])
             rec["split"] = row["split"]
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
         atomic_write(dest / folder / "metadata.jsonl", "".join(lines))

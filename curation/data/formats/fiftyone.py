@@ -100,7 +100,8 @@ def _targets(target: Any, classes: list | None) -> list[str]:
 
 def write_fiftyone(table: pd.DataFrame, class_names: list[str], dest: Path, *, multi: bool,
                    put: Callable[[int, Any, Path], str]) -> dict[str, int]:
-    """Write FiftyOne image-classification datasets: ``dest/`` (no splits) or ``dest/<train|validation|test>/``,
+    """Write FiftyOne image-classification datasets: ``dest/`` (no splits) or ``dest/<train|validation|test|all>/``
+    (``all``: the unsplit images),
     each ``data/<uuid>.<ext>`` + ``labels.json`` with class indices (lists of them when ``multi``).
 
     Returns {folder: images written}.
@@ -109,7 +110,7 @@ def write_fiftyone(table: pd.DataFrame, class_names: list[str], dest: Path, *, m
 
     index = {n: i for i, n in enumerate(class_names)}
     by_split = bool((table["split"] != "").any())
-    folders = table["split"].map(lambda s: SPLIT_DIRS.get(s, "train")) if by_split else pd.Series(
+    folders = table["split"].map(lambda s: SPLIT_DIRS.get(s, "all")) if by_split else pd.Series(
         "", index=table.index)
     written: dict[str, int] = {}
     for folder in sorted(folders.unique()):

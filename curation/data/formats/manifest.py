@@ -101,13 +101,15 @@ def _manifest_rows(path: Path, root: Path, *, labels: str, split_default: str = 
             continue
         n_empty_labels += n_empty
         s = split_default
-        if sv is not None and not is_nan(sv) and str(sv).strip():
+        if isinstance(sv, str) and not sv.strip() and split_col is not None and hf:
+            s = ""  # an explicit empty split in HF metadata (export writes it for unsplit images in train/)
+        elif sv is not None and not is_nan(sv) and str(sv).strip():
             mapped = split_name(str(sv))
             if mapped is None:
                 unknown_splits.add(str(sv))
                 mapped = ""
             s = mapped
-        elif hf and not split_default:
+        elif hf and not split_default and split_col is None:
             first = PurePosixPath(rel).parts[0].lower() if len(PurePosixPath(rel).parts) > 1 else ""
             s = SPLIT_ALIASES.get(first, "")
         out_path.append(rel)
