@@ -323,3 +323,31 @@ def test_embedded_reference_parsing(tmp_path: Path) -> None:
     assert sources.split_ref("/a/b.png") is None and sources.split_ref("/a/b.parquet#x") is None
     real = _png(tmp_path / "odd.parquet#3", 1)  # a real file with that name stays a file
     assert sources.split_ref(real) is None and sources.exists(real)
+
+
+@pytest.mark.slow  # fits the out-of-fold heads (torch)
+def test_cleanlab_export_is_out_of_fold(tmp_path: Path) -> None:
+    """A flipped label is judged by a head that never saw it: its given class gets a low probability."""
+    from curation.features.imported import import_embeddings
+    from curation.labels.heldout import export_cleanlab
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        _png(tmp_path / "src" / f"{i}.png", 2000 + i)
+        rows.append({"path": f"{i}.png", "label": ["ant", "bee"][i % 2], "split": "train"})
+    rows[0]["label"] = "bee"  # flipped: sample 0 sits in the ant cluster
+    pd.DataFrame(rows).to_parquet(tmp_path / "src" / "m.parquet")
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, tmp_path / "src" / "m.parquet")
+    centres = np.eye(8, dtype=np.float32)[:2] * 4
+    vecs = centres[np.arange(60) % 2] + rng.normal(0, 0.3, (60, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vecs)
+    import_embeddings(ws, tmp_path / "v.npy")
+    out = export_cleanlab(ws, tmp_path / "cl.npz")
+    with np.load(out) as z:
+        names = list(z["class_names"])
+        first = int(np.flatnonzero(z["sample_ids"] == ws.store.sample_ids()[0])[0])
+        assert names[z["labels"][first]] == "bee"
+        assert z["pred_probs"][first, names.index("bee")] < 0.5  # out-of-fold: the head did not learn the flip
+        assert z["pred_probs"].shape == (60, 2)
