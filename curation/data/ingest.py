@@ -161,7 +161,7 @@ def _ingest_dir(ws: "Workspace", src: Path, *, image_root: Path | str | None, **
         return ingest_listing(ws, listing, source=str(src), split=kw["split"], progress=kw["progress"])
     jsons = [src / "annotations.json", src / "labels.json", src / "_annotations.coco.json",
              *sorted((src / "annotations").glob("*.json"))]
-    cocos = [j for j in jsons if j.is_file() and coco.looks_like_coco(coco.load_json(j))]
+    cocos = [j for j in jsons if j.is_file() and coco.is_coco_file(j)]
     if cocos:
         return ingest_json(ws, cocos[0], image_root=image_root, **kw)
     meta = next((src / m for m in HF_METADATA if (src / m).is_file()), None)

@@ -105,18 +105,19 @@ def hf_features(schema: Any) -> dict:
     return feats if isinstance(feats, dict) else {}
 
 
-def read_table(file: Path) -> Any:
-    """A whole Parquet or Arrow (IPC stream or file, memory-mapped) table."""
+def read_table(file: Path, columns: list[str] | None = None) -> Any:
+    """A Parquet or Arrow (IPC stream or file, memory-mapped) table, or only some of its ``columns``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if file.suffix.lower() != ".arrow":
-        return pq.read_table(file)
+        return pq.read_table(file, columns=columns)
     source = pa.memory_map(str(file), "r")
     try:
-        return pa.ipc.open_stream(source).read_all()
+        table = pa.ipc.open_stream(source).read_all()
     except pa.ArrowInvalid:
-        return pa.ipc.open_file(source).read_all()
+        table = pa.ipc.open_file(source).read_all()
+    return table.select(columns) if columns is not None else table
 
 
 def table_schema(file: Path) -> Any:

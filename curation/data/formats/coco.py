@@ -24,6 +24,14 @@ def looks_like_coco(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("images"), list) and isinstance(obj.get("categories"), list)
 
 
+def is_coco_file(path: Path) -> bool:
+    """Whether a file holds a COCO annotation document (False for unreadable or other JSON)."""
+    try:
+        return looks_like_coco(load_json(path))
+    except IngestError:
+        return False
+
+
 def load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))

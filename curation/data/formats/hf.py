@@ -108,16 +108,17 @@ def read_tables(root: Path, files: list[tuple[Path, str | None]], *, labels: str
     skipped: list[tuple[str, str]] = []
     readers: list[tuple[Path, str, int]] = []
     for file, file_split in files:
-        table = sources.read_table(file)
-        feats = _features(file, table.schema)
-        col = sources.image_column(table.schema, feats)
+        schema = sources.table_schema(file)
+        feats = _features(file, schema)
+        col = sources.image_column(schema, feats)
+        table = sources.read_table(file, columns=[c for c in schema.names if c != col])
         rel = file.relative_to(root).as_posix()
         if col is None:
             raise IngestError(f"{rel} has no image column (HF Image feature, binary, or {{bytes, path}}): give a "
                               "manifest of paths instead, or a table with the images embedded.")
         label_col = _label_column(table.schema.names, feats, labels, rel)
         names = _names_of(feats.get(label_col)) if label_col else None
-        n = table.num_rows
+        n = _num_rows(file, table)
         if label_col is None:
             lab += [[] for _ in range(n)]
         else:
@@ -153,6 +154,12 @@ def _iter_bytes(readers: list[tuple[Path, str, int]]) -> Iterator[list[bytes | N
             batches = pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS, columns=[col])
         for b in batches:
             yield [sources.cell_bytes(v) for v in b.column(0).to_pylist()]
+
+
+def _num_rows(file: Path, table: Any) -> int:
+    if table.num_columns:
+        return int(table.num_rows)
+    return int(sources.read_table(file).num_rows)  # only an image column: count its rows
 
 
 def _features(file: Path, schema: Any) -> dict:
