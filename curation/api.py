@@ -362,6 +362,9 @@ def _ingest_data(ws: Workspace, data: Any, *, label_column: str | None) -> Any:
                              f"{', '.join(map(str, data.columns))}.")
         files = [os.path.abspath(os.path.expanduser(str(p))) for p in data[pcol]]
         root = Path(os.path.commonpath([os.path.dirname(f) for f in files])) if files else Path.cwd()
+        if len(root.parts) < 3:
+            raise LabelError(f"The images share no folder narrower than {root}: the app would serve files from all "
+                             "of it. Ingest them per folder (curation.open(WS).ingest(...)).")
         df = data.assign(**{pcol: files})
         manifest = ws.root / "imports" / f"show-{stamp}.parquet"
         atomic_write(manifest, lambda tmp: df.to_parquet(tmp, index=False))

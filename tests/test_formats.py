@@ -351,3 +351,15 @@ def test_cleanlab_export_is_out_of_fold(tmp_path: Path) -> None:
         assert names[z["labels"][first]] == "bee"
         assert z["pred_probs"][first, names.index("bee")] < 0.5  # out-of-fold: the head did not learn the flip
         assert z["pred_probs"].shape == (60, 2)
+
+
+def test_embedded_images_round_trip_through_a_manifest(tmp_path: Path) -> None:
+    """A workspace of images embedded in Parquet exports manifests of ``file.parquet#row`` paths that ingest back."""
+    _hf_dataset(5).to_parquet(str(tmp_path / "hub" / "train.parquet"))
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, tmp_path / "hub")
+    for fmt in ("csv", "hf"):
+        out = export(ws, fmt, tmp_path / f"out-{fmt}" / ("m.csv" if fmt == "csv" else ""))
+        fresh = Workspace.create(tmp_path / f"fresh-{fmt}")
+        report = ingest(fresh, out)
+        assert len(report.skipped) == 0 and state(fresh) == state(ws)

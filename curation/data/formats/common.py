@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from curation.data import sources
 from curation.data.store import StoreError, class_name_problem
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -247,6 +248,6 @@ def _safe_relative(raw: str, root: Path) -> tuple[str, str | None]:
         return "", "path cannot be resolved (symlink loop?)"
     if not real.is_relative_to(root):
         return "", "symlink resolves outside the image root"
-    if not full.exists():
+    if not sources.exists(full):
         return "", "file not found"
     return rel, None

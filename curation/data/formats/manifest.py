@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.data import sources
 from curation.data.formats.common import (
     SPLIT_ALIASES,
     IngestError,
@@ -154,10 +155,16 @@ def _verified_outside(raw: str, root: Path, sha1: Any) -> Path | None:
         return None
     f = Path(raw) if Path(raw).is_absolute() else root / raw
     try:
-        f = f.resolve(strict=True)
-        if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
-            return None
-        return f if hashlib.sha1(f.read_bytes()).hexdigest() == sha1.lower() else None
+        ref = sources.split_ref(f)
+        if ref is not None:  # an image embedded in a table row
+            data = sources.read_bytes(f)
+            f = Path(sources.embedded_ref(ref[0].resolve(strict=True), ref[1]))
+        else:
+            f = f.resolve(strict=True)
+            if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
+                return None
+            data = f.read_bytes()
+        return f if hashlib.sha1(data).hexdigest() == sha1.lower() else None
     except (OSError, RuntimeError):
         return None
 
