@@ -316,7 +316,7 @@ def cmd_undo(a: argparse.Namespace) -> None:
 
 
 def cmd_labels(a: argparse.Namespace) -> None:
-    from curation.api import select, sample_frame
+    from curation.api import sample_frame, select
 
     ws = Workspace.open(a.workspace)
     df = sample_frame(ws).drop(columns=["file"])

@@ -13,16 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from curation.core.vocab import POSITIVE, REJECTED
 from curation.data import sources
 from curation.data.atomic import atomic_write
-from curation.data.formats.common import (  # noqa: F401 - ExportError re-exported
-    SPLIT_DIRS,
-    ExportError,
-    folder_name,
-    prepare_file,
-    prepare_folder,
-)
-from curation.data.store import POSITIVE, REJECTED
+from curation.data.formats.common import SPLIT_DIRS, ExportError, folder_name, prepare_file, prepare_folder  # noqa: F401 - ExportError re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -41,7 +35,7 @@ _MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b
           (b"MM\x00*", ".tif"))
 
 
-def default_destination(ws: "Workspace", fmt: str) -> Path:
+def default_destination(ws: Workspace, fmt: str) -> Path:
     """A new, dated place under the workspace's ``exports/`` folder: a file, or a folder for hf / imagefolder."""
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}.")
@@ -54,7 +48,7 @@ def default_destination(ws: "Workspace", fmt: str) -> Path:
     return path
 
 
-def export(ws: "Workspace", fmt: str, dest: Path | str | None = None, *, include_unlabelled: bool = True,
+def export(ws: Workspace, fmt: str, dest: Path | str | None = None, *, include_unlabelled: bool = True,
            link: str = "copy", overwrite: bool = False, drop_same_images: bool = False,
            pred_probs: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write the workspace's current labels in a format training code and other tools read.
@@ -148,7 +142,7 @@ def export(ws: "Workspace", fmt: str, dest: Path | str | None = None, *, include
     return dest
 
 
-def label_table(ws: "Workspace", *, include_unlabelled: bool = True, drop_same_images: bool = False
+def label_table(ws: Workspace, *, include_unlabelled: bool = True, drop_same_images: bool = False
                 ) -> pd.DataFrame:
     """Present samples with their current labels (without the ones marked "Same image" if ``drop_same_images``).
 
@@ -175,7 +169,7 @@ def label_table(ws: "Workspace", *, include_unlabelled: bool = True, drop_same_i
     return table
 
 
-def same_images(ws: "Workspace") -> np.ndarray:
+def same_images(ws: Workspace) -> np.ndarray:
     """(M,) int64 ids of samples whose latest verdict in the near-duplicates queue is "Same image" (an undo of
     that verdict, recorded as a later review, takes it back)."""
     reviews = ws.store.reviews(DUPLICATES_QUEUE)
@@ -194,7 +188,7 @@ def _manifest_path(file: Path, base: Path) -> str:
     return sources.embedded_ref(rel, ref[1]) if ref is not None else rel
 
 
-def _export_manifest(ws: "Workspace", table: pd.DataFrame, fmt: str, dest: Path, *, overwrite: bool) -> Path:
+def _export_manifest(ws: Workspace, table: pd.DataFrame, fmt: str, dest: Path, *, overwrite: bool) -> Path:
     prepare_file(dest, overwrite)
     base = dest.parent
     out = pd.DataFrame({"path": [_manifest_path(f, base) for f in table["file"]],
@@ -224,13 +218,13 @@ def _needs_lists(class_names: list[str]) -> bool:
     return any("|" in n or (n.strip().startswith("[") and n.strip().endswith("]")) for n in class_names)
 
 
-def _is_multi(ws: "Workspace", table: pd.DataFrame) -> bool:
+def _is_multi(ws: Workspace, table: pd.DataFrame) -> bool:
     return (ws.store.task == "multi" or bool((table["labels"].map(len) > 1).any())
             or _needs_lists(ws.store.class_names()))
 
 
 # ---------------------------------------------------------------------- folders
-def _read(ws: "Workspace", file: Path) -> bytes:
+def _read(ws: Workspace, file: Path) -> bytes:
     """The encoded bytes of a sample's image (a file, or an embedded row), inside the allowed roots."""
     ref = sources.split_ref(file)
     real = (ref[0] if ref is not None else file).resolve()
@@ -255,7 +249,7 @@ def _file_name(sample_id: int, file: Path, data: bytes | None = None) -> str:
     return f"{int(sample_id)}_{ref[0].stem}_{ref[1]}{_suffix(data or b'')}"
 
 
-def _place(ws: "Workspace", sid: int, src: Path, folder: Path, link: str) -> str:
+def _place(ws: Workspace, sid: int, src: Path, folder: Path, link: str) -> str:
     """Put a sample's image into ``folder`` (copy / link; embedded images are written out); returns its name."""
     if sources.split_ref(src) is not None:
         data = _read(ws, src)
@@ -283,7 +277,7 @@ def _place(ws: "Workspace", sid: int, src: Path, folder: Path, link: str) -> str
     return name
 
 
-def _export_hf(ws: "Workspace", table: pd.DataFrame, dest: Path, *, multi: bool, put: Any) -> None:
+def _export_hf(ws: Workspace, table: pd.DataFrame, dest: Path, *, multi: bool, put: Any) -> None:
     """One ``metadata.jsonl`` per split folder, as ``datasets``' imagefolder builder reads it.
 
     ``datasets`` infers each file's column types and refuses files that differ, and a column holding only
@@ -313,7 +307,7 @@ def _export_hf(ws: "Workspace", table: pd.DataFrame, dest: Path, *, multi: bool,
         atomic_write(dest / folder / "metadata.jsonl", "".join(lines))
 
 
-def _export_imagefolder(ws: "Workspace", table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
+def _export_imagefolder(ws: Workspace, table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
     n_multi = int((table["labels"].map(len) > 1).sum())
     if n_multi:
         raise ExportError(f"{n_multi} images carry several labels, which an ImageFolder tree cannot hold: export "
@@ -340,7 +334,7 @@ def _export_imagefolder(ws: "Workspace", table: pd.DataFrame, dest: Path, *, lin
 
 
 # ---------------------------------------------------------------------- cleanlab
-def _export_cleanlab(ws: "Workspace", dest: Path, *, pred_probs: tuple[np.ndarray, np.ndarray] | None,
+def _export_cleanlab(ws: Workspace, dest: Path, *, pred_probs: tuple[np.ndarray, np.ndarray] | None,
                      overwrite: bool) -> Path:
     if pred_probs is None:
         raise ExportError("The cleanlab export needs out-of-fold probabilities (a model's probabilities on its own "

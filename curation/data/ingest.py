@@ -19,10 +19,15 @@ from curation.data.formats.common import (  # noqa: F401 - IngestError, parse_la
     SPLIT_ALIASES,
     IngestError,
     Listing,
+    _folder_class,
+    _link_problem,
+    _rel,
+    _safe_relative,
+    _shown,
+    _text_problem,
     parse_labels,
     split_name,
 )
-from curation.data.formats.common import _folder_class, _link_problem, _rel, _safe_relative, _shown, _text_problem
 from curation.data.formats.manifest import (  # noqa: F401 - re-exported
     HF_METADATA,
     LABEL_COLUMNS,
@@ -105,7 +110,7 @@ class IngestReport:
 
 
 # ---------------------------------------------------------------------- public entry points
-def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
+def ingest(ws: Workspace, source: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
            split: str | None = None, progress: ProgressFn | None = None) -> IngestReport:
     """Add the images of a folder or a manifest to the workspace, with their labels.
 
@@ -151,7 +156,7 @@ def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_r
     return ingest_manifest(ws, src, image_root=image_root, **kw)
 
 
-def _ingest_dir(ws: "Workspace", src: Path, *, image_root: Path | str | None, **kw: Any) -> IngestReport:
+def _ingest_dir(ws: Workspace, src: Path, *, image_root: Path | str | None, **kw: Any) -> IngestReport:
     """A folder: FiftyOne, COCO, HF (save_to_disk, Parquet shards, imagefolder metadata) or an image tree."""
     from curation.data.formats import coco, fiftyone, hf
 
@@ -179,7 +184,7 @@ def _ingest_dir(ws: "Workspace", src: Path, *, image_root: Path | str | None, **
     return ingest_folder(ws, src, **kw)
 
 
-def ingest_json(ws: "Workspace", path: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
+def ingest_json(ws: Workspace, path: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
                 split: str | None = None, progress: ProgressFn | None = None) -> IngestReport:
     """Ingest a COCO annotation file, or a FiftyOne ``labels.json`` (its folder is read)."""
     from curation.data.formats import coco, fiftyone
@@ -198,7 +203,7 @@ def ingest_json(ws: "Workspace", path: Path | str, *, labels: str = "auto", imag
                       "manifest (.csv, .jsonl, .parquet).")
 
 
-def _ingest_split_metadata(ws: "Workspace", root: Path, per_split: list[tuple[Path, Path]], *, labels: str,
+def _ingest_split_metadata(ws: Workspace, root: Path, per_split: list[tuple[Path, Path]], *, labels: str,
                            split: str | None, progress: ProgressFn | None) -> IngestReport:
     """HF imagefolder with one ``metadata.jsonl`` per split folder (``train/metadata.jsonl``...)."""
     frames, skipped, notes = [], [], []
@@ -215,7 +220,7 @@ def _ingest_split_metadata(ws: "Workspace", root: Path, per_split: list[tuple[Pa
     return ingest_listing(ws, listing, source=str(root), split=split, progress=progress, checked_paths=True)
 
 
-def ingest_listing(ws: "Workspace", listing: Listing, *, source: str, split: str | None = None,
+def ingest_listing(ws: Workspace, listing: Listing, *, source: str, split: str | None = None,
                    progress: ProgressFn | None = None, checked_paths: bool = False) -> IngestReport:
     """Ingest the rows a format reader listed (``curation.data.formats``): paths are checked to stay inside
     ``listing.root`` (plain files), images are checked, then samples and labels are written in one batch."""
@@ -241,7 +246,7 @@ def ingest_listing(ws: "Workspace", listing: Listing, *, source: str, split: str
                         progress=progress, chunks=listing.chunks, extra=listing.extra, extra_key=listing.extra_key)
 
 
-def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", split: str | None = None,
+def ingest_folder(ws: Workspace, folder: Path | str, *, labels: str = "auto", split: str | None = None,
                   progress: ProgressFn | None = None) -> IngestReport:
     """Ingest an image folder: class sub-folders give labels, top-level split folders give splits.
 
@@ -333,7 +338,7 @@ def _check_layout(root: Path, parts: list[tuple[str, ...]], split_layout: bool) 
                           "give the folder that holds train/, val/ and test/ directly.")
 
 
-def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "auto",
+def ingest_manifest(ws: Workspace, manifest: Path | str, *, labels: str = "auto",
                     image_root: Path | str | None = None, split: str | None = None,
                     progress: ProgressFn | None = None) -> IngestReport:
     """Ingest the images listed in a manifest (.csv, .tsv, .jsonl, .parquet, HF ``metadata.jsonl``).
@@ -364,7 +369,7 @@ def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "aut
 
 
 # ---------------------------------------------------------------------- the common path
-def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: str,
+def _ingest_rows(ws: Workspace, root: Path, frame: pd.DataFrame, *, source: str,
                  skipped: list[tuple[str, str]], notes: list[str], split: str | None,
                  progress: ProgressFn | None, chunks: Any = None, extra: pd.DataFrame | None = None,
                  extra_key: str = "") -> IngestReport:
@@ -521,7 +526,7 @@ def check_embedded(chunks: Any, n: int, *, progress: ProgressFn | None = None,
     return infos, errors
 
 
-def _keep_extra(ws: "Workspace", extra: pd.DataFrame, ids: np.ndarray, key: str) -> None:
+def _keep_extra(ws: Workspace, extra: pd.DataFrame, ids: np.ndarray, key: str) -> None:
     """Per-image metadata of a format (COCO boxes) as artifact ``annotations/<key>``, merged by sample id."""
     from curation.data.formats.coco import ANNOTATIONS_KIND
 

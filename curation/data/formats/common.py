@@ -9,8 +9,8 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
 from typing import Any, Callable, Iterator
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
