@@ -19,9 +19,11 @@ from curation.data.workspace import Workspace
 log = logging.getLogger(__name__)
 
 ACTIONS = ("set", "add", "remove", "reject", "clear")
-"""Label actions: ``set`` (the class becomes the image's label; its other positives are cleared), ``add`` (one
-more positive, multi-label only), ``remove`` (the class goes back to unknown), ``reject`` (a person rules the
-class out), ``clear`` (every label of the image goes back to unknown)."""
+"""Label actions, in the app's words (:data:`curation.labels.review.BULK_ACTIONS`): ``set`` (the class becomes the
+image's label; its other positives are cleared), ``add`` (one more positive, multi-label only), ``remove`` (an image
+that carries the class loses it, recorded as a rejection so it is never proposed again), ``reject`` (a person rules
+the class out, whatever the image carries), ``clear`` (the class, or without a class every label of the image,
+goes back to unknown: forgotten, not rejected)."""
 APP = Path(__file__).resolve().parent.parent / "app.py"
 DEFAULT_PORT = 8501
 
@@ -99,15 +101,18 @@ def _cells(ws: Workspace, rows: list[tuple[int, str, str | None]], cid: dict[str
     s, c, st = [], [], []
     for sid, action, name in rows:
         r = cur[row_of[sid]]
-        live = all_classes[r != UNKNOWN] if action == "clear" else all_classes[r == POSITIVE] if action == "set" \
-            else all_classes[:0]
-        s += [sid] * len(live)
-        c += live.tolist()
-        st += [UNKNOWN] * len(live)
-        if action != "clear":
+        if action == "set" or (action == "clear" and name is None):
+            live = all_classes[r == POSITIVE] if action == "set" else all_classes[r != UNKNOWN]
+            s += [sid] * len(live)
+            c += live.tolist()
+            st += [UNKNOWN] * len(live)
+        if action == "remove" and r[np.searchsorted(all_classes, cid[name])] != POSITIVE:
+            continue  # remove acts on images that carry the class
+        if name is not None:
             s.append(sid)
             c.append(cid[name])
-            st.append({"set": POSITIVE, "add": POSITIVE, "remove": UNKNOWN, "reject": REJECTED}[action])
+            st.append({"set": POSITIVE, "add": POSITIVE, "remove": REJECTED, "reject": REJECTED,
+                       "clear": UNKNOWN}[action])
     return np.array(s, np.int64), np.array(c, np.int64), np.array(st, np.int64)
 
 
@@ -120,15 +125,15 @@ def apply_labels(ws: Workspace, action: str, class_name: str | None, sample_ids:
     if action not in ACTIONS:
         raise LabelError(f"Unknown label action {action!r}: use one of {', '.join(ACTIONS)}.")
     if action != "clear" and not class_name:
-        raise LabelError(f"The {action!r} action needs a class name.")
+        raise LabelError(f"The {action!r} action needs a class name (only 'clear' works without one).")
     if action == "add" and ws.store.task == "single":
         raise LabelError("This workspace is single-label, so an image keeps one label: use 'set', or switch the "
                          "workspace to multi-label (Home page) to add a second label.")
     ids = np.asarray(sample_ids, np.int64)
     if not len(ids):
         return None
-    cid = _class_ids(ws, [class_name] if class_name else [], create)
-    s, c, st = _cells(ws, [(int(i), action, class_name) for i in ids], cid)
+    cid = _class_ids(ws, [class_name] if class_name else [], create and action in ("set", "add"))
+    s, c, st = _cells(ws, [(int(i), action, class_name or None) for i in ids], cid)
     return ws.store.apply(s, c, st, source="human", actor=actor, exclusive=False,
                           note=note or f"{action} {class_name or 'all labels'} on {len(ids)} images")
 
@@ -138,7 +143,8 @@ def apply_corrections(ws: Workspace, table: pd.DataFrame | Path | str, *, create
     """Apply a corrections table (CSV path or DataFrame) as one undoable batch.
 
     Columns: ``sample_id`` or ``path`` (relative to its image root, or absolute), ``label`` (also ``class``;
-    empty with action ``set`` clears the image), optional ``action`` (default ``set``; one of :data:`ACTIONS`).
+    empty with action ``set`` or ``clear`` clears every label of the image), optional ``action`` (default
+    ``set``; one of :data:`ACTIONS`).
 
     Returns
     -------
@@ -196,7 +202,7 @@ def apply_corrections(ws: Workspace, table: pd.DataFrame | Path | str, *, create
         rows.append((sid, action, name))
     if not rows:
         return None, 0, pd.DataFrame(skipped, columns=["row", "reason"])
-    cid = _class_ids(ws, [n for _, a, n in rows if n is not None and a != "clear"], create)
+    cid = _class_ids(ws, [n for _, a, n in rows if n is not None], create)
     s, c, st = _cells(ws, rows, cid)
     batch = ws.store.apply(s, c, st, source="human", actor=actor, exclusive=False,
                            note=note or f"corrections: {len(rows)} rows")

@@ -111,3 +111,17 @@ def test_show_starts_the_app_on_localhost(frame: pd.DataFrame, tmp_path: Path) -
     finally:
         proj.close()
     assert proj.app is None
+
+
+def test_remove_rejects_where_the_label_was_and_clear_forgets(frame: pd.DataFrame, tmp_path: Path) -> None:
+    proj = curation.show(frame, workspace=tmp_path / "ws", launch=False)
+    lab = proj.labels()
+    ants, others = lab.index[lab["label"] == "ant"].tolist(), lab.index[lab["label"] != "ant"].tolist()
+    proj.set_label(ants + others, "ant", action="remove")
+    after = proj.labels()
+    assert all(after.loc[i, "rejected"] == ["ant"] and after.loc[i, "labels"] == [] for i in ants)
+    assert all("ant" not in after.loc[i, "rejected"] for i in others)  # only images that carried it
+    proj.set_label(ants, "ant", action="clear")
+    assert all(proj.labels().loc[i, "rejected"] == [] for i in ants)
+    proj.set_label(others[:1], action="clear")
+    assert proj.labels().loc[others[0], "labels"] == []
