@@ -363,3 +363,35 @@ def test_embedded_images_round_trip_through_a_manifest(tmp_path: Path) -> None:
         fresh = Workspace.create(tmp_path / f"fresh-{fmt}")
         report = ingest(fresh, out)
         assert len(report.skipped) == 0 and state(fresh) == state(ws)
+
+
+@pytest.mark.slow  # loads torch and the tiny OpenCLIP
+def test_embedding_reads_embedded_images_by_row(tmp_path: Path) -> None:
+    """The embedding DataLoader decodes images where they are (a Parquet row), with workers too."""
+    from curation.features.embed import embed_workspace
+
+    _hf_dataset(12).to_parquet(str(tmp_path / "hub" / "train.parquet"))
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, tmp_path / "hub")
+    emb = embed_workspace(ws, "openclip:tiny-test:random", device="cpu", num_workers=1, batch_size=4)
+    assert len(emb.ids) == 12 and np.isfinite(emb.vectors).all()
+    assert len(np.unique(np.round(emb.vectors, 5), axis=0)) == 12  # twelve different images, not blanks
+
+
+def test_hf_images_stored_by_reference_are_read_beside_the_table(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for i in range(3):
+        _png(tmp_path / "hub" / "img" / f"{i}.png", 40 + i)
+    image_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array([{"bytes": None, "path": f"img/{i}.png"} for i in range(3)]
+                                        + [{"bytes": None, "path": "../outside.png"}], image_t),
+                      "label": ["a", "b", "a", "b"]})
+    _png(tmp_path / "outside.png", 50)
+    pq.write_table(table, tmp_path / "hub" / "train.parquet")
+    ws = Workspace.create(tmp_path / "ws")
+    report = ingest(ws, tmp_path / "hub" / "train.parquet")
+    assert report.added == 3 and list(report.skipped["reason"]) == ["no image bytes in this row"]
+    sid = int(ws.store.sample_ids()[1])
+    assert load_image(ws.resolve_image(sid)).size == (10, 8)

@@ -117,12 +117,24 @@ def ingest(ws: Workspace, source: Path | str, *, labels: str = "auto", image_roo
     Parameters
     ----------
     ws : the workspace.
-    source : a folder (ImageFolder ``<class>/<file>``, optionally under ``train/``, ``val/``, ``test/``;
-        or flat = unlabelled; a folder holding an HF ``metadata.jsonl`` is read through it), or a manifest
-        file (.csv, .tsv, .jsonl, .parquet).
-    labels : "auto" (folder names / the label column), "folders" (folder names, also for the paths of a
-        manifest: the first folder of each path), "none" (ignore labels), or the name of the manifest column
-        holding labels.
+    source : a folder or a file, recognised in this order:
+
+        * a FiftyOne image-classification export (``data/`` + ``labels.json``, or one per split folder);
+        * a COCO annotation file (``.json`` with ``images`` and ``categories``; in a folder ``annotations.json``,
+          ``labels.json`` or ``annotations/*.json``): each image's categories are its labels (several =
+          multi-label), boxes are kept as artifact ``annotations/coco``;
+        * an HF imagefolder manifest (``metadata.jsonl`` / ``.csv`` / ``.parquet`` at the root, or one per split
+          folder);
+        * HF tables with embedded images: a ``save_to_disk`` folder, Parquet / Arrow shards or one such file,
+          ``ClassLabel`` and ``Sequence(ClassLabel)`` names decoded; images stay where they are (sample paths
+          ``<file>#<row>``, read by row through :mod:`curation.data.sources`);
+        * an image folder (torchvision ImageFolder ``<class>/<file>``, optionally under ``train/``, ``val/``,
+          ``test/``; flat = unlabelled). A tree whose class folders would be ``images``, ``data`` or a split
+          name is refused with the reason (``labels="none"`` adds its images unlabelled);
+        * a manifest file (.csv, .tsv, .jsonl, .parquet) with paths, labels, ``split`` and ``rejected``.
+    labels : "auto" (folder names / the label column / categories), "folders" (folder names, also for the paths
+        of a manifest: the first folder of each path), "none" (ignore labels), or the name of the manifest or
+        table column holding labels.
     image_root : folder that relative manifest paths start from (default: the manifest's folder).
     split : force this split ("train", "val", "test" or "") on every image listed.
     progress : ``progress(fraction, message)``; may raise ``Cancelled``.

@@ -134,11 +134,21 @@ def table_schema(file: Path) -> Any:
         return pa.ipc.open_file(source).schema
 
 
-def cell_bytes(value: Any) -> bytes | None:
-    """Encoded image bytes of one image cell (``bytes`` or ``{"bytes": ..., "path": ...}``), else None."""
+def cell_bytes(value: Any, base: Path | None = None) -> bytes | None:
+    """Encoded image bytes of one image cell (``bytes`` or ``{"bytes": ..., "path": ...}``), else None.
+
+    A ``{"bytes": None, "path": "img/1.jpg"}`` cell (an HF image stored by reference) is read from ``base / path``
+    when that file lies inside ``base`` (the table's folder)."""
+    ref = None
     if isinstance(value, dict):
-        value = value.get("bytes")
-    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) and len(value) else None
+        value, ref = value.get("bytes"), value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
+        return bytes(value)
+    if base is not None and isinstance(ref, str) and ref and not os.path.isabs(ref):
+        f = (base / ref).resolve()
+        if f.is_relative_to(base.resolve()) and f.is_file():
+            return f.read_bytes()
+    return None
 
 
 class _Table:
@@ -187,7 +197,7 @@ class _Table:
                 else:
                     self.groups.move_to_end(g)
             value = col[row - self.starts[g]].as_py()
-        data = cell_bytes(value)
+        data = cell_bytes(value, self.file.parent)
         if data is None:
             raise SourceError(f"row {row} of {self.file.name} holds no image bytes")
         return data

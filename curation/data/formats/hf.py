@@ -153,7 +153,7 @@ def _iter_bytes(readers: list[tuple[Path, str, int]]) -> Iterator[list[bytes | N
 
             batches = pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS, columns=[col])
         for b in batches:
-            yield [sources.cell_bytes(v) for v in b.column(0).to_pylist()]
+            yield [sources.cell_bytes(v, file.parent) for v in b.column(0).to_pylist()]
 
 
 def _num_rows(file: Path, table: Any) -> int:
