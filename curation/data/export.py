@@ -117,27 +117,29 @@ def export(ws: Workspace, fmt: str, dest: Path | str | None = None, *, include_u
     names = ws.store.class_names()
     multi = _is_multi(ws, table)
 
-    def put(sid: int, file: Path, folder: Path) -> str:
-        return _place(ws, sid, file, folder, link)
+    put = _Placer(ws, link)
+    try:
+        if fmt == "hf":
+            _export_hf(ws, table, dest, multi=multi, put=put)
+        elif fmt == "hf-parquet":
+            from curation.data.formats.hf import write_parquet
 
-    if fmt == "hf":
-        _export_hf(ws, table, dest, multi=multi, put=put)
-    elif fmt == "hf-parquet":
-        from curation.data.formats.hf import write_parquet
+            write_parquet(table, names, dest, multi=multi, read=lambda f: _read(ws, f, put.roots),
+                          file_name=lambda sid, f, d: _file_name(sid, f, d))
+        elif fmt == "fiftyone":
+            from curation.data.formats.fiftyone import write_fiftyone
 
-        write_parquet(table, names, dest, multi=multi, read=lambda f: _read(ws, f),
-                      file_name=lambda sid, f, d: _file_name(sid, f, d))
-    elif fmt == "fiftyone":
-        from curation.data.formats.fiftyone import write_fiftyone
+            write_fiftyone(table, names, dest, multi=multi, put=put)
+        else:
+            from curation.data.formats.coco import ANNOTATIONS_KIND, write_coco
 
-        write_fiftyone(table, names, dest, multi=multi, put=put)
-    else:
-        from curation.data.formats.coco import ANNOTATIONS_KIND, write_coco
-
-        kept = ws.artifacts.load_frame(ANNOTATIONS_KIND, "coco")
-        boxes = {} if kept is None else {int(s): json.loads(a).get("annotations", [])
-                                         for s, a in zip(kept["sample_id"], kept["annotations"])}
-        write_coco(table, names, dest, put=put, boxes=boxes)
+            kept = ws.artifacts.load_frame(ANNOTATIONS_KIND, "coco")
+            boxes = {} if kept is None else {int(s): json.loads(a).get("annotations", [])
+                                             for s, a in zip(kept["sample_id"], kept["annotations"])}
+            write_coco(table, names, dest, put=put, boxes=boxes)
+        put.finish()
+    finally:
+        put.close()
     log.info("exported %d samples as %s in %s", len(table), fmt, dest)
     return dest
 
@@ -224,11 +226,11 @@ def _is_multi(ws: Workspace, table: pd.DataFrame) -> bool:
 
 
 # ---------------------------------------------------------------------- folders
-def _read(ws: Workspace, file: Path) -> bytes:
-    """The encoded bytes of a sample's image (a file, or an embedded row), inside the allowed roots."""
+def _read(ws: Workspace, file: Path, roots: list[Path] | None = None) -> bytes:
+    """The encoded bytes of a sample's image (a file, or an embedded row), inside the allowed (resolved) roots."""
     ref = sources.split_ref(file)
     real = (ref[0] if ref is not None else file).resolve()
-    if not any(real.is_relative_to(r.resolve()) for r in ws.allowed_roots()):
+    if not any(real.is_relative_to(r) for r in roots or [r.resolve() for r in ws.allowed_roots()]):
         raise ExportError(f"Refusing to export {real}: it lies outside the workspace and its image folders.")
     if not real.exists():
         raise ExportError(f"{file} is gone: run ingest again to flag vanished images, then export.")
@@ -249,32 +251,55 @@ def _file_name(sample_id: int, file: Path, data: bytes | None = None) -> str:
     return f"{int(sample_id)}_{ref[0].stem}_{ref[1]}{_suffix(data or b'')}"
 
 
-def _place(ws: Workspace, sid: int, src: Path, folder: Path, link: str) -> str:
-    """Put a sample's image into ``folder`` (copy / link; embedded images are written out); returns its name."""
-    if sources.split_ref(src) is not None:
-        data = _read(ws, src)
-        name = _file_name(sid, src, data)
-        atomic_write(folder / name, data)
-        return name
-    name = _file_name(sid, src)
-    target = folder / name
-    real = src.resolve()
-    if not any(real.is_relative_to(r.resolve()) for r in ws.allowed_roots()):
-        raise ExportError(f"Refusing to export {real}: it lies outside the workspace and its image folders.")
-    if not real.exists():
-        raise ExportError(f"{src} is gone: run ingest again to flag vanished images, then export.")
-    folder.mkdir(parents=True, exist_ok=True)
-    if link == "symlink":
-        os.symlink(real, target)
-        return name
-    if link == "hardlink":
-        try:
-            os.link(real, target)
+class _Placer:
+    """Puts sample images into export folders: names are decided at once, the copies (or links) run in a few
+    threads (file copies wait on the disk, not the CPU); :meth:`finish` waits and raises the first failure."""
+
+    def __init__(self, ws: Workspace, link: str, workers: int = 8) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ws, self.link = ws, link
+        self.roots = [r.resolve() for r in ws.allowed_roots()]
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.futures: list[Any] = []
+        self.made: set[Path] = set()
+
+    def __call__(self, sid: int, src: Path, folder: Path) -> str:
+        if folder not in self.made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.made.add(folder)
+        if sources.split_ref(src) is not None:
+            data = _read(self.ws, src, self.roots)
+            name = _file_name(sid, src, data)
+            self.futures.append(self.pool.submit(atomic_write, folder / name, data))
             return name
-        except OSError as exc:
-            log.warning("hard link %s failed (%s); copying instead", target, exc)
-    shutil.copy2(real, target)
-    return name
+        real = src.resolve()
+        if not any(real.is_relative_to(r) for r in self.roots):
+            raise ExportError(f"Refusing to export {real}: it lies outside the workspace and its image folders.")
+        name = _file_name(sid, src)
+        self.futures.append(self.pool.submit(self._put_file, src, real, folder / name))
+        return name
+
+    def _put_file(self, src: Path, real: Path, target: Path) -> None:
+        if not real.exists():
+            raise ExportError(f"{src} is gone: run ingest again to flag vanished images, then export.")
+        if self.link == "symlink":
+            os.symlink(real, target)
+            return
+        if self.link == "hardlink":
+            try:
+                os.link(real, target)
+                return
+            except OSError as exc:
+                log.warning("hard link %s failed (%s); copying instead", target, exc)
+        shutil.copy2(real, target)
+
+    def finish(self) -> None:
+        for f in self.futures:
+            f.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _export_hf(ws: Workspace, table: pd.DataFrame, dest: Path, *, multi: bool, put: Any) -> None:
@@ -325,9 +350,14 @@ def _export_imagefolder(ws: Workspace, table: pd.DataFrame, dest: Path, *, link:
     for split in splits:
         for c in classes:
             (dest / split / folder_name(c)).mkdir(parents=True, exist_ok=True)
-    for sid, row in labelled.iterrows():
-        parts = [row["split"] or "all"] if by_split else []
-        _place(ws, int(sid), row["file"], dest.joinpath(*parts, folder_name(row["labels"][0])), link)
+    put = _Placer(ws, link)
+    try:
+        for sid, row in labelled.iterrows():
+            parts = [row["split"] or "all"] if by_split else []
+            put(int(sid), row["file"], dest.joinpath(*parts, folder_name(row["labels"][0])))
+        put.finish()
+    finally:
+        put.close()
     atomic_write(dest / "classes.txt", "".join(c + "\n" for c in classes))
     log.info("exported %d samples as an ImageFolder tree in %s", len(labelled), dest)
     return dest
