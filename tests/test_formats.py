@@ -395,3 +395,21 @@ def test_hf_images_stored_by_reference_are_read_beside_the_table(tmp_path: Path)
     assert report.added == 3 and list(report.skipped["reason"]) == ["no image bytes in this row"]
     sid = int(ws.store.sample_ids()[1])
     assert load_image(ws.resolve_image(sid)).size == (10, 8)
+
+
+def test_coco_annotation_files_per_split(tmp_path: Path) -> None:
+    """The 2017 layout: annotations/instances_{train,val}2017.json beside train2017/ and val2017/."""
+    src = tmp_path / "coco2017"
+    for split in ("train", "val"):
+        docs = {"images": [], "categories": [{"id": 3, "name": "car"}], "annotations": []}
+        for i in range(2):
+            _png(src / f"{split}2017" / f"{i}.png", 800 + 10 * len(split) + i)
+            docs["images"].append({"id": i, "file_name": f"{i}.png"})
+            docs["annotations"].append({"id": i, "image_id": i, "category_id": 3, "bbox": [0, 0, 2, 2]})
+        (src / "annotations").mkdir(parents=True, exist_ok=True)
+        (src / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(docs))
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, src)
+    s = ws.store.samples()
+    assert sorted(s["path"]) == ["train2017/0.png", "train2017/1.png", "val2017/0.png", "val2017/1.png"]
+    assert sorted(s["split"]) == ["train", "train", "val", "val"] and ws.store.class_names() == ["car"]

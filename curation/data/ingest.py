@@ -176,11 +176,13 @@ def _ingest_dir(ws: Workspace, src: Path, *, image_root: Path | str | None, **kw
     if fo is not None:
         listing = fiftyone.read_fiftyone(src, fo, labels=kw["labels"])
         return ingest_listing(ws, listing, source=str(src), split=kw["split"], progress=kw["progress"])
-    jsons = [src / "annotations.json", src / "labels.json", src / "_annotations.coco.json",
-             *sorted((src / "annotations").glob("*.json"))]
-    cocos = [j for j in jsons if j.is_file() and coco.is_coco_file(j)]
+    jsons = [src / "annotations.json", src / "labels.json", *sorted(src.glob("*coco*.json")),
+             *sorted(src.glob("instances*.json")), *sorted((src / "annotations").glob("*.json"))]
+    cocos = list(dict.fromkeys(j for j in jsons if j.is_file() and coco.is_coco_file(j)))
     if cocos:
-        return ingest_json(ws, cocos[0], image_root=image_root, **kw)
+        root = Path(image_root).expanduser() if image_root is not None else None
+        listing = coco.read_coco_files(cocos, image_root=root, labels=kw["labels"])
+        return ingest_listing(ws, listing, source=str(src), split=kw["split"], progress=kw["progress"])
     meta = next((src / m for m in HF_METADATA if (src / m).is_file()), None)
     if meta is not None:
         log.info("%s holds %s: reading it as a Hugging Face imagefolder manifest", src, meta.name)

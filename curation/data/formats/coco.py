@@ -47,8 +47,8 @@ def read_coco(path: Path, doc: dict, *, image_root: Path | None = None, labels: 
     ----------
     path : the JSON file; ``doc`` its parsed content.
     image_root : the folder ``file_name`` starts from; default: the first of the JSON's folder, its ``data/``,
-        ``images/`` (or the same next to its parent, for ``annotations/instances_*.json``) where the listed
-        files exist.
+        ``images/``, a folder named like a part of the file name (``train2017/`` for ``instances_train2017.json``),
+        or the same next to its parent (for ``annotations/*.json``) where the listed files exist.
     labels : "auto" (the categories of each image's annotations, several = multi-label) or "none".
 
     Returns
@@ -103,11 +103,30 @@ def read_coco(path: Path, doc: dict, *, image_root: Path | None = None, labels: 
                    extra=pd.DataFrame({"annotations": extra}), extra_key="coco")
 
 
+def read_coco_files(paths: list[Path], *, image_root: Path | None = None, labels: str = "auto") -> Listing:
+    """Several COCO files (``instances_train2017.json``, ``instances_val2017.json``...) as one Listing under the
+    folder that holds all their images; each file's split comes from its name."""
+    parts = [read_coco(p, load_json(p), image_root=image_root, labels=labels) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    import os
+
+    root = Path(os.path.commonpath([str(x.root) for x in parts]))
+    frames = [x.frame.assign(path=[(x.root / f).relative_to(root).as_posix() for f in x.frame["path"]])
+              for x in parts]
+    return Listing(root=root, frame=pd.concat(frames, ignore_index=True),
+                   notes=[n for x in parts for n in x.notes], skipped=[s for x in parts for s in x.skipped],
+                   extra=pd.concat([x.extra for x in parts], ignore_index=True), extra_key="coco")
+
+
 def _image_root(path: Path, files: list[str]) -> Path:
+    import re
+
     probe = files[:20]
     tried = []
+    named = [t for t in re.split(r"[-_. ]+", path.stem) if t]  # instances_train2017.json -> train2017/
     for base in (path.parent, path.parent.parent):
-        for sub in IMAGE_DIRS:
+        for sub in (*IMAGE_DIRS, *named):
             cand = (base / sub).resolve()
             tried.append(cand)
             if sum((cand / f).is_file() for f in probe) * 2 >= len(probe):
