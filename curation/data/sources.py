@@ -18,6 +18,8 @@ TABLE_SUFFIXES = (".parquet", ".pq", ".arrow")
 IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo", "pixel_values")
 _REF = re.compile(r"^(?P<file>.+\.(?:parquet|pq|arrow))#(?P<row>\d+)$", re.IGNORECASE)
 _CACHE_ENTRIES = 8
+GROUP_CACHE_BYTES = 64 * 1024 * 1024
+"""Decoded Parquet row groups kept per container file and process (the most recent first; at least one)."""
 _lock = threading.Lock()
 _tables: "OrderedDict[tuple[str, float], _Table]" = OrderedDict()
 
@@ -152,8 +154,8 @@ def cell_bytes(value: Any, base: Path | None = None) -> bytes | None:
 
 
 class _Table:
-    """Row access to the image column of one container file: Parquet row groups read on demand (the last
-    few kept), Arrow files memory-mapped."""
+    """Row access to the image column of one container file: Parquet row groups read on demand (the most
+    recent kept up to GROUP_CACHE_BYTES), Arrow files memory-mapped."""
 
     def __init__(self, file: Path) -> None:
         import pyarrow.parquet as pq
@@ -192,7 +194,7 @@ class _Table:
                 if col is None:
                     col = self.pf.read_row_group(g, columns=[self.column]).column(0)
                     self.groups[g] = col
-                    while len(self.groups) > 2:
+                    while len(self.groups) > 1 and sum(c.nbytes for c in self.groups.values()) > GROUP_CACHE_BYTES:
                         self.groups.popitem(last=False)
                 else:
                     self.groups.move_to_end(g)
