@@ -17,8 +17,8 @@ TABLE_SUFFIXES = (".parquet", ".pq", ".arrow")
 """Container files whose rows can hold images (HF Parquet shards, ``save_to_disk`` Arrow files)."""
 IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo", "pixel_values")
 _REF = re.compile(r"^(?P<file>.+\.(?:parquet|pq|arrow))#(?P<row>\d+)$", re.IGNORECASE)
-_CACHE_ENTRIES = 8
-GROUP_CACHE_BYTES = 64 * 1024 * 1024
+_CACHE_ENTRIES = 4
+GROUP_CACHE_BYTES = 32 * 1024 * 1024
 """Decoded Parquet row groups kept per container file and process (the most recent first; at least one)."""
 _lock = threading.Lock()
 _tables: "OrderedDict[tuple[str, float], _Table]" = OrderedDict()
