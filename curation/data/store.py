@@ -180,7 +180,7 @@ class Store:
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             self.close()
             raise StoreError(f"{self.path} cannot be opened as a label store ({exc}): restore a backup with "
-                             f"`python -m curation restore BACKUP_FILE {self.path.parent}`.") from exc
+                             f"`python -m curation restore {self.path.parent} BACKUP_FILE`.") from exc
 
     # ------------------------------------------------------------------ connection
     def _con(self) -> sqlite3.Connection:

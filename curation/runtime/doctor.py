@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600
 """Temporary files (``*.tmp``) older than this are leftovers of a killed write, never a write in progress."""
 
-RESTORE_HINT = "restore a backup: `python -m curation restore BACKUP_FILE WORKSPACE`"
+RESTORE_HINT = "restore a backup: `python -m curation restore WORKSPACE BACKUP_FILE`"
 
 
 @dataclass
