@@ -127,7 +127,7 @@ def _manifest_rows(path: Path, root: Path, *, labels: str, split_default: str = 
     if escaped:
         files = [Path(p) if i in set(escaped) else root / p for i, p in enumerate(out_path)]
         new_root = Path(os.path.commonpath([str(f.parent) for f in files] + [str(root)]))
-        if len(new_root.parts) < 3:
+        if len(new_root.parts) < 3 or new_root == Path.home():
             for i in sorted(escaped, reverse=True):
                 skipped.append((out_path[i], f"lies outside {root}, and the folder holding all images ({new_root}) "
                                 "is too broad to serve: pass image_root= a folder containing them"))
