@@ -48,6 +48,7 @@ def read_fiftyone(folder: Path, dirs: list[tuple[Path, str]], *, labels: str = "
     """
     paths, names, rejected, splits = [], [], [], []
     skipped: list[tuple[str, str]] = []
+    n_boxes = 0
     for d, split in dirs:
         doc = json.loads((d / "labels.json").read_text(encoding="utf-8-sig"))
         classes = doc.get("classes")
@@ -61,6 +62,8 @@ def read_fiftyone(folder: Path, dirs: list[tuple[Path, str]], *, labels: str = "
             if f is None:
                 skipped.append((f"{(rel_dir / 'data' / str(uuid)).as_posix()}.*", "file not found"))
                 continue
+            items = target if isinstance(target, list) else [target]
+            n_boxes += sum(1 for t in items if isinstance(t, dict) and "bounding_box" in t)
             try:
                 found = _targets(target, classes) if labels != "none" else []
             except ValueError as exc:
@@ -79,6 +82,9 @@ def read_fiftyone(folder: Path, dirs: list[tuple[Path, str]], *, labels: str = "
                 splits.append(split)
     notes = [f"FiftyOne image-classification dataset: {len(paths)} images in "
              f"{', '.join(d.relative_to(folder).as_posix() or '.' for d, _ in dirs)}."]
+    if n_boxes:
+        notes.append(f"{n_boxes} detections: their labels became image labels; their boxes were not kept (this "
+                     "studio labels whole images).")
     return Listing(root=folder, frame=frame_of(paths, names, splits, rejected), notes=notes, skipped=skipped)
 
 
