@@ -351,6 +351,11 @@ def test_cleanlab_export_is_out_of_fold(tmp_path: Path) -> None:
         assert names[z["labels"][first]] == "bee"
         assert z["pred_probs"][first, names.index("bee")] < 0.5  # out-of-fold: the head did not learn the flip
         assert z["pred_probs"].shape == (60, 2)
+    import curation
+
+    issues = curation.open(ws.root).issues()  # the same fit judges the labels in the notebook API
+    worst = issues.iloc[0]
+    assert worst.name == ws.store.sample_ids()[0] and worst["given_name"] == "bee" and worst["path"] == "0.png"
 
 
 def test_embedded_images_round_trip_through_a_manifest(tmp_path: Path) -> None:
