@@ -42,6 +42,16 @@ from curation.runtime import jobs, liveness  # noqa: E402
 
 TINY = "openclip:tiny-test:random"
 
+_INGESTER = r"""
+import sys
+from pathlib import Path
+from curation.data.ingest import ingest
+from curation.data.workspace import Workspace
+ws = Workspace.open(sys.argv[1])
+ingest(ws, Path(sys.argv[2]), progress=lambda f, m="": print(f"progress {f:.4f} {m}", flush=True))
+print("done", flush=True)
+"""
+
 _WRITER = r"""
 import sys, json, numpy as np
 from curation.data.store import Store
@@ -172,10 +182,11 @@ def _sample_count(db: Path) -> int:
 
 
 def ingest_kill(dest: Path, *, n: int = 1200, at: str = "checking", timeout: float = 300.0) -> dict:
-    """Ingest ``n`` images with the CLI and SIGKILL it ``at`` a known point, then ingest again.
+    """Ingest ``n`` images in a process that reports its progress, SIGKILL it ``at`` a known point, then ingest
+    again with the CLI.
 
-    ``at``: ``"checking"`` (the ingest has started: its progress bar is drawn below 100%, images are being
-    listed or decoded, nothing is written yet) or ``"writing"`` (its one write transaction is open: another
+    ``at``: ``"checking"`` (the ingest reports progress below 50%: images are being decoded, nothing is
+    written yet) or ``"writing"`` (its one write transaction is open: another
     connection sees the write lock held; polled every 2 ms, so a very short transaction can be missed, which
     the result says with ``seen``). The process is frozen (SIGSTOP) once the point is seen, its state
     recorded, then killed, so the kill provably lands mid-ingest.
@@ -200,16 +211,19 @@ def ingest_kill(dest: Path, *, n: int = 1200, at: str = "checking", timeout: flo
     Workspace.create(ws_dir).store.close()
     db = ws_dir / "curation.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    assert proc.stderr is not None
-    buf, seen, end = b"", False, time.monotonic() + timeout
-    while time.monotonic() < end and not seen:
-        ch = proc.stderr.read(1)  # tqdm draws the bar at 0% when the ingest starts
-        if not ch:
+    proc = subprocess.Popen([sys.executable, "-c", _INGESTER, str(ws_dir), str(folder)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    seen, end = False, time.monotonic() + timeout
+    while time.monotonic() < end and not seen:  # progress lines: "progress FRACTION MESSAGE"
+        line = proc.stdout.readline()
+        if not line:
             break
-        buf = buf[-400:] + ch
-        seen = re.search(rb"ingest: +\d{1,2}%", buf) is not None
+        parts = line.split()
+        seen = len(parts) > 1 and parts[0] == "progress" and 0.0 < float(parts[1]) < 0.5  # checking images
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep the pipe drained
     if at == "writing":
         seen = False
         while time.monotonic() < end and proc.poll() is None and not seen:
