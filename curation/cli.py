@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from curation.core.progress import TqdmProgress, null_progress
-from curation.data.store import ReadOnlyStore, StoreError
+from curation.data.disk import DISK_ERRORS, check_writable, disk_message
+from curation.data.store import StoreError
 from curation.data.workspace import DB_NAME, Workspace
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,8 @@ def cmd_embed(a: argparse.Namespace) -> None:
     from curation.features.embed import embed_workspace
     ws = Workspace.open(a.workspace)
     emb = _with_bar(a, "embed", embed_workspace, ws, a.encoder, retry_failed=a.retry_failed)
-    failed = emb.skipped
-    text = f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}"
-    if len(failed):
-        text += (f"\n{len(failed)} images could not be embedded (e.g. {failed['path'].iloc[0]}: "
-                 f"{failed['reason'].iloc[0]}); `doctor` lists them; they are retried when their file changes, "
-                 "or now with `embed --retry-failed`")
-    emit(a, text, {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "dim": int(emb.vectors.shape[1]),
-                   "device": emb.device, "failed": int(len(failed))})
+    emit(a, emb.summary(), {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "dim": int(emb.vectors.shape[1]),
+                            "device": emb.device, "failed": int(len(emb.skipped))})
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
@@ -463,8 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
-    sp.add_argument("--retry-failed", action="store_true",
-                    help="embed again every image that failed before (changed files are always retried)")
+    sp.add_argument("--retry-failed", action="store_true", help="embed every image that failed before again")
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("file", type=Path)
@@ -573,26 +566,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-READ_ONLY_COMMANDS = frozenset({"doctor", "export", "evaluate", "list", "jobs", "backup"})
-"""Commands that only read the workspace: they run on a read-only one (``doctor --repair`` excepted)."""
-
-
-def _read_only_refusal(a: argparse.Namespace) -> str:
-    """The one line refusing a writing command on a workspace that cannot be written, or ""."""
-    root = getattr(a, "workspace", None)
-    if root is None or (a.command in READ_ONLY_COMMANDS and not getattr(a, "repair", False)):
-        return ""
-    from curation.data.store import unwritable_reason
-    from curation.data.workspace import DB_NAME
-
-    db = Path(root).expanduser() / DB_NAME
-    why = unwritable_reason(db) if db.exists() else ""
-    if not why:
-        return ""
-    return (f"workspace is read-only: {why}; nothing was written. Copy it to a writable folder to change it "
-            f"(read-only commands work here: {', '.join(sorted(READ_ONLY_COMMANDS))}).")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code: 0 ok, 1 failure, 2 usage (argparse's too), 130 interrupted."""
     try:
@@ -603,10 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     as_json = getattr(args, "json", False)
     try:
-        ro = _read_only_refusal(args)
-        if ro:
-            print(ro, file=sys.stderr)
-            return 1
+        check_writable(args.command, getattr(args, "workspace", None), repair=getattr(args, "repair", False))
         args.func(args)
     except UsageError as exc:
         _error(as_json, exc, "usage")
@@ -614,21 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except ReadOnlyStore as exc:
-        print(f"workspace is read-only: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except (StoreError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        _error(as_json, exc, type(exc).__name__)
-        return EXIT_FAILURE
-    except (sqlite3.Error, OSError) as exc:  # a disk or database problem, said in one line (no traceback)
-        from curation.data.store import write_problem
-
-        kind = write_problem(exc)
-        if kind == "read-only":
-            print(f"workspace is read-only: {exc}; nothing was written.", file=sys.stderr)
-            return EXIT_FAILURE
-        hint = " The disk is full: free some space and retry." if kind == "full" else ""
-        _error(as_json, RuntimeError(f"{exc}.{hint}" if hint else str(exc)), type(exc).__name__)
+    except (StoreError, FileNotFoundError, ValueError, RuntimeError, *DISK_ERRORS) as exc:  # read-only, full: 1 line
+        print(said, file=sys.stderr) if (said := disk_message(exc)) else _error(as_json, exc, type(exc).__name__)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and the next run resumes from it", file=sys.stderr)

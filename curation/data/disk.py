@@ -43,3 +43,45 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError:
         con.close()
         return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+READ_ONLY_COMMANDS = frozenset({"doctor", "export", "evaluate", "list", "jobs", "backup"})
+"""CLI commands that only read a workspace: they run on a read-only one (``doctor --repair`` excepted)."""
+
+
+DISK_ERRORS = (OSError, sqlite3.Error)
+"""What a disk refusing a write raises below the store's own errors (see :func:`disk_message`)."""
+
+
+def check_writable(command: str, workspace: Path | str | None, *, repair: bool = False,
+                   db_name: str = "curation.db") -> None:
+    """Refuse a writing CLI command on a workspace that cannot be written, before it does any work.
+
+    Raises
+    ------
+    ReadOnlyStore saying why and which commands still work.
+    """
+    if workspace is None or (command in READ_ONLY_COMMANDS and not repair):
+        return
+    db = Path(workspace).expanduser() / db_name
+    why = unwritable_reason(db) if db.exists() else ""
+    if why:
+        from curation.data.store import ReadOnlyStore  # the store imports this module
+
+        raise ReadOnlyStore(f"{why}; nothing was written. Copy it to a writable folder to change it (read-only "
+                            f"commands work here: {', '.join(sorted(READ_ONLY_COMMANDS))}).")
+
+
+def disk_message(exc: BaseException) -> str:
+    """The one line the CLI prints for a write refused by the disk (read-only, full), or "" for other errors."""
+    from curation.data.store import ReadOnlyStore  # the store imports this module
+
+    if isinstance(exc, ReadOnlyStore):
+        return f"workspace is read-only: {exc}"
+    if isinstance(exc, (sqlite3.Error, OSError)) and not isinstance(exc, FileNotFoundError):
+        kind = write_problem(exc)
+        if kind == "read-only":
+            return f"workspace is read-only: {exc}; nothing was written."
+        if kind == "full":
+            return f"error: {exc}. The disk is full: nothing was written; free some space and retry."
+    return ""

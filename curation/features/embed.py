@@ -61,6 +61,15 @@ class Embeddings:
     store_key: str = ""
     skipped: pd.DataFrame = field(default_factory=lambda: _skipped_frame([]))
 
+    def summary(self) -> str:
+        """What was embedded, and the images that could not be (how many, one example, what to do)."""
+        text = f"{len(self.ids)} embeddings ({self.encoder_name}, {self.dim}-d) on {self.device}"
+        if len(self.skipped):
+            text += (f"\n{len(self.skipped)} images could not be embedded (e.g. {self.skipped['path'].iloc[0]}: "
+                     f"{self.skipped['reason'].iloc[0]}); `doctor` lists them; changed files are retried by the next "
+                     "embed, all of them with `embed --retry-failed`")
+        return text
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
