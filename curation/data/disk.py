@@ -1,4 +1,4 @@
-"""What a disk allows a SQLite store: whether an error means "full" or "read-only", and read-only connections."""
+"""What a disk allows the label store: its errors (read-only, full), what an error means, read-only connections."""
 
 from __future__ import annotations
 
@@ -6,6 +6,18 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+
+
+class StoreError(RuntimeError):
+    """A problem with the label store that the user can act on (the message says how)."""
+
+
+class ReadOnlyStore(StoreError):
+    """A write to a store that cannot be written (read-only file, folder or mount); nothing was written."""
+
+
+class StoreFull(StoreError):
+    """A write refused because the disk is full; nothing was written."""
 
 
 def write_problem(exc: BaseException) -> str:
@@ -66,16 +78,12 @@ def check_writable(command: str, workspace: Path | str | None, *, repair: bool =
     db = Path(workspace).expanduser() / db_name
     why = unwritable_reason(db) if db.exists() else ""
     if why:
-        from curation.data.store import ReadOnlyStore  # the store imports this module
-
         raise ReadOnlyStore(f"{why}; nothing was written. Copy it to a writable folder to change it (read-only "
                             f"commands work here: {', '.join(sorted(READ_ONLY_COMMANDS))}).")
 
 
 def disk_message(exc: BaseException) -> str:
     """The one line the CLI prints for a write refused by the disk (read-only, full), or "" for other errors."""
-    from curation.data.store import ReadOnlyStore  # the store imports this module
-
     if isinstance(exc, ReadOnlyStore):
         return f"workspace is read-only: {exc}"
     if isinstance(exc, (sqlite3.Error, OSError)) and not isinstance(exc, FileNotFoundError):

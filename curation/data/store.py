@@ -25,8 +25,14 @@ import pandas as pd
 from curation.core.validate import check_choice
 from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
 from curation.data.atomic import atomic_write
+from curation.data.disk import (  # noqa: F401 - the errors and checks are re-exported
+    ReadOnlyStore,
+    StoreError,
+    StoreFull,
+    unwritable_reason,
+    write_problem,
+)
 from curation.data.disk import connect_read_only as _connect_read_only
-from curation.data.disk import unwritable_reason, write_problem  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +151,6 @@ class Review:
 
 
 _SCHEMA_OBJECTS = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
-
-
-class StoreError(RuntimeError):
-    """A problem with the label store that the user can act on (the message says how)."""
-
-
-class ReadOnlyStore(StoreError):
-    """A write to a store that cannot be written (read-only file, folder or mount); nothing was written."""
-
-
-class StoreFull(StoreError):
-    """A write refused because the disk is full; nothing was written."""
 
 
 class Store:
