@@ -25,13 +25,7 @@ import pandas as pd
 from curation.core.validate import check_choice
 from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
 from curation.data.atomic import atomic_write
-from curation.data.disk import (  # noqa: F401 - the errors and checks are re-exported
-    ReadOnlyStore,
-    StoreError,
-    StoreFull,
-    unwritable_reason,
-    write_problem,
-)
+from curation.data.disk import ReadOnlyStore, StoreError, StoreFull, unwritable_reason, write_problem  # noqa: F401 - the errors and checks are re-exported
 from curation.data.disk import connect_read_only as _connect_read_only
 
 log = logging.getLogger(__name__)
