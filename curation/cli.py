@@ -55,17 +55,32 @@ def cmd_demo(a: argparse.Namespace) -> None:
         _run_pipeline(ws, encoder=a.encoder)
 
 
-def _run_pipeline(ws: Workspace, *, encoder: str | None = None) -> None:
+def _run_pipeline(ws: Workspace, *, encoder: str | None = None, engine: str = "local",
+                  address: str | None = None) -> None:
     from curation.runtime.tasks import JOBS
 
-    _with_bar("pipeline", JOBS["pipeline"], ws, {"encoder": encoder})
+    _with_bar("pipeline", JOBS["pipeline"], ws, {"encoder": encoder, "engine": engine, "address": address})
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
     from curation.features.embed import embed_workspace
     ws = Workspace.open(a.workspace)
-    emb = _with_bar("embed", embed_workspace, ws, a.encoder)
+    if a.engine == "ray":
+        from curation.runtime.ray_jobs import embed_on_ray
+
+        emb = _with_bar("embed on Ray", embed_on_ray, ws, a.encoder, address=a.address)
+    else:
+        emb = _with_bar("embed", embed_workspace, ws, a.encoder)
     print(f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}")
+
+
+def _add_engine(sp: argparse.ArgumentParser) -> None:
+    from curation.runtime.engines import ENGINES
+
+    sp.add_argument("--engine", choices=ENGINES, default="local",
+                    help="where embedding, the kNN graph and out-of-fold scoring run (default local)")
+    sp.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="Ray head node for --engine ray (default: a private Ray instance on this machine)")
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
@@ -132,7 +147,7 @@ def cmd_issues(a: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(a: argparse.Namespace) -> None:
-    _run_pipeline(Workspace.open(a.workspace), encoder=a.encoder)
+    _run_pipeline(Workspace.open(a.workspace), encoder=a.encoder, engine=a.engine, address=a.address)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -297,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
+    _add_engine(sp)
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("file", type=Path)
@@ -323,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("pipeline", cmd_pipeline, "embed → map → clusters → suggestions")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None)
+    _add_engine(sp)
     sp = add("train", cmd_train, "train a classifier head on the embeddings, or fine-tune the image tower")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--kind", choices=("linear", "mlp"), default=None, help="head on embeddings (default linear)")
