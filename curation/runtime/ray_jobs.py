@@ -20,6 +20,8 @@ BLOCK_BATCHES = 2
 """Batches of image paths per Ray Data input block (a block is the unit a decode task or an actor call takes)."""
 DECODE_CPUS = 0.25
 """CPU share a decode task reserves on a CPU-only cluster (the encoder actors hold the rest of each node)."""
+GPU_BATCH = 256
+"""Images per forward pass of a GPU actor when the job does not set one."""
 WAIT_S = 0.5
 """Longest the driver waits on Ray between progress ticks (how fast a cancel is seen)."""
 
@@ -147,6 +149,10 @@ def embed_on_ray(ws: Any, encoder: Any = None, *, address: str | None = None, wo
                  progress: ProgressFn | None = None) -> Any:
     """:func:`~curation.features.embed.embed_workspace` with its chunks computed on the Ray cluster at ``address``.
 
+    The driver (this process) plans the chunks and loads the encoder once on its CPU for the store key; the
+    chunk store is the local engine's (same key), so either engine resumes the other's run. Every node must
+    import this package (same checkout and environment) and read the image paths.
+
     Returns
     -------
     :class:`~curation.features.embed.Embeddings`, the same artifact (and vectors, within float tolerance) as local.
@@ -155,6 +161,8 @@ def embed_on_ray(ws: Any, encoder: Any = None, *, address: str | None = None, wo
 
     connect(address)
     runner = RayEmbedRunner(workers=workers, num_gpus=num_gpus)
+    if batch_size is None and num_gpus:
+        batch_size = GPU_BATCH  # the driver plans on its CPU, where the automatic batch would be 32
     return embed_workspace(ws, encoder, chunk_size=chunk_size, batch_size=batch_size, device="cpu",
                            progress=progress, runner=runner)
 
@@ -205,6 +213,8 @@ def knn_graph_on_ray(ws: Any, emb: Any, *, k: int = 15, shards: int | None = Non
     progress = progress or null_progress
     n = len(emb.ids)
     k = int(min(k, n - 1))
+    if k < 1:
+        raise ValueError(f"A kNN graph needs at least 2 embedded samples and k >= 1; got {n} samples, k={k}.")
     method = graph_method(n)
     key, config = graph_key(emb, k=k, method=method)
     if ws.artifacts.load_array("knn", key, name="idx", mmap=False) is not None:

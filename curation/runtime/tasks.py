@@ -111,8 +111,9 @@ def _issues(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 def _pipeline(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     """Embed → map → clusters → suggestions → issues, each reusing what its artifact key already holds.
 
-    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ...) at top level; ``map`` and ``clusters``
-    optional dicts of those jobs' params (default: seeded UMAP, automatic clusters).
+    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ..., ``engine``, ``address``) at top level; ``map``
+    and ``clusters`` optional dicts of those jobs' params (default: seeded UMAP, automatic clusters). With
+    ``engine="ray"`` the kNN graphs and the out-of-fold folds also run on the cluster.
     """
     from curation.runtime.engines import check_engine
 
