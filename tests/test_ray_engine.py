@@ -144,3 +144,10 @@ def test_embed_knn_oof_on_ray_equal_local(cluster, two_workspaces):
     assert fm.seconds > 0
     np.testing.assert_allclose(p_local, p_ray, atol=1e-4)
     assert (p_local.argmax(1) == p_ray.argmax(1)).all()
+
+    # the whole pipeline job with engine=ray: embedding reused, both kNN graphs and the label fit on Ray
+    out = JOBS["pipeline"](ws_r, {"encoder": name, "chunk_size": CHUNK, "engine": "ray", "address": cluster.address,
+                                  "map": {"method": "pca"}}, lambda *a: None)
+    assert out["engine"] == "ray" and out["embed"]["engine"] == "ray"
+    assert [r["recall"] >= 0.99 for r in out["knn"]] == [True, True]
+    assert out["issues"]["n"] == N_IMAGES and out["suggest"]["n"] > 0
