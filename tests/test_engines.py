@@ -13,7 +13,7 @@ def test_check_engine_lists_the_valid_ones():
     from curation.runtime.engines import check_engine
 
     assert check_engine(None) == "local" and check_engine("ray") == "ray"
-    with pytest.raises(ValueError, match="local, ray"):
+    with pytest.raises(ValueError, match="Unknown engine .*local, ray"):
         check_engine("spark")
 
 

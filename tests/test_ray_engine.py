@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FASHION_DIR
 
 pytestmark = pytest.mark.slow
@@ -71,13 +70,13 @@ def _embedder_pids() -> list[int]:
 
 def test_embed_knn_oof_on_ray_equal_local(cluster, two_workspaces):
     from curation.core.progress import Cancelled
+    from curation.data.store import single_from_matrix
     from curation.features.embed import embed_workspace, load_embeddings, store_key_of
     from curation.features.encoders import get_encoder, register_tiny_openclip
     from curation.features.neighbors import knn_graph
     from curation.labels.oof import out_of_fold_probs
     from curation.runtime.ray_jobs import RayEmbedRunner, knn_graph_on_ray, oof_on_ray
     from curation.runtime.tasks import JOBS
-    from curation.data.store import single_from_matrix
 
     ws_l, ws_r = two_workspaces
     name = register_tiny_openclip()

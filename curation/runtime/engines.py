@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from curation.core.validate import check_choice
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
@@ -26,8 +28,7 @@ class EngineError(RuntimeError):
 def check_engine(engine: str | None) -> str:
     """The engine name (``None`` = ``local``); an unknown one raises ValueError listing the valid ones."""
     engine = engine or "local"
-    if engine not in ENGINES:
-        raise ValueError(f"Unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
+    check_choice("engine", engine, ENGINES)
     return engine
 
 
