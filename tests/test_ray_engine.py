@@ -17,24 +17,16 @@ CHUNK = 64
 K = 10
 
 
-def _cluster_or_skip():
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and one worker node process on 127.0.0.1, 1 CPU each (workers import curation via PYTHONPATH)."""
     from curation.runtime.engines import EngineError, local_cluster, ray_available
 
     if not ray_available():
         pytest.skip("Ray is not installed: pip install -r requirements.txt")
-    try:
-        return local_cluster(2, cpus_per_node=1)
-    except EngineError as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"a local Ray cluster cannot start here: {exc}")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    from curation.runtime.engines import EngineError
-
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
-    cm = _cluster_or_skip()
+    cm = local_cluster(2, cpus_per_node=1)
     try:
         lc = cm.__enter__()
     except EngineError as exc:  # pragma: no cover - depends on the machine

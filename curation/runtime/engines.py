@@ -19,6 +19,9 @@ ADDRESS_ENV = "CURATION_RAY_ADDRESS"
 """A configured Ray cluster (``host:port``, or ``auto``): the Home page then offers the Ray engine."""
 INSTALL_HINT = "pip install 'ray[data]==2.60.0'"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_UNSET = object()
+_connected: object = _UNSET
+"""The address this process is connected to (None = its private instance), or _UNSET."""
 
 
 class EngineError(RuntimeError):
@@ -88,10 +91,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     -------
     The ``ray`` module, initialised.
     """
+    global _connected
     ray = require_ray()
     _loopback_only(address)
     if ray.is_initialized():
-        if getattr(connect, "_address", "unset") == address:
+        if _connected == address:
             return ray
         ray.shutdown()
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
@@ -105,7 +109,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
         raise EngineError(f"Cannot connect to the Ray cluster at {address}: {exc}. Start one with "
                           "`ray start --head` (and `ray start --address=HEAD:PORT` on each worker) or drop "
                           "--address to use a private local instance.") from exc
-    connect._address = address  # type: ignore[attr-defined]
+    _connected = address
     res = ray.cluster_resources()
     log.info("connected to Ray at %s: %d nodes, %s CPU, %s GPU", address or "a private local instance",
              len([n for n in ray.nodes() if n.get("Alive")]), res.get("CPU", 0), res.get("GPU", 0))
@@ -114,13 +118,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
 def disconnect() -> None:
     """Leave the Ray cluster (a private instance stops)."""
+    global _connected
+    _connected = _UNSET
     try:
         import ray
     except ImportError:
         return
     if ray.is_initialized():
         ray.shutdown()
-    connect._address = "unset"  # type: ignore[attr-defined]
 
 
 @dataclass
