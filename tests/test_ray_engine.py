@@ -19,13 +19,11 @@ K = 10
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and one worker node process on 127.0.0.1, 1 CPU each (workers import curation via PYTHONPATH)."""
+    """A head and one worker node process on 127.0.0.1, 1 CPU each."""
     from curation.runtime.engines import EngineError, local_cluster, ray_available
 
     if not ray_available():
         pytest.skip("Ray is not installed: pip install -r requirements.txt")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
     cm = local_cluster(2, cpus_per_node=1)
     try:
         lc = cm.__enter__()

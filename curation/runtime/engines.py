@@ -7,6 +7,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 from curation.core.validate import check_choice
@@ -61,6 +62,15 @@ def require_ray() -> Any:
     return ray
 
 
+def _package_on_path() -> None:
+    """Put this checkout on ``PYTHONPATH`` so the worker processes of nodes started from here import ``curation``
+    (remote nodes need the same checkout and environment: see docs/scale.md)."""
+    root = str(Path(__file__).resolve().parents[2])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
+
+
 def _loopback_only(address: str | None) -> None:
     """Let a driver reach a cluster whose nodes listen on 127.0.0.1 only.
 
@@ -71,6 +81,7 @@ def _loopback_only(address: str | None) -> None:
     if address is not None and host not in _LOOPBACK:
         return
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    _package_on_path()
     try:
         import ray._private.ray_constants as rc
 
