@@ -110,7 +110,7 @@ def test_embed_knn_oof_on_ray_equal_local(cluster, two_workspaces):
     np.testing.assert_array_equal(emb_l.ids, emb_r.ids)
     diff = float(np.abs(np.asarray(emb_l.vectors) - np.asarray(emb_r.vectors)).max())
     assert diff < 1e-4, diff
-    assert load_embeddings(ws_r).key == emb_r.key
+    assert load_embeddings(ws_r).key == emb_r.key and "ray:cpu" in emb_r.device.split("+")
 
     # kNN graph: sharded on Ray, saved under the local graph's artifact key
     idx_l, sims_l = knn_graph(ws_l, emb_l, k=K)

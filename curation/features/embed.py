@@ -273,8 +273,9 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     todo = plan[~np.isin(plan[:, 1], done)]
     if len(todo):
         (runner or _run_chunks)(ws, enc, d, frame, todo, num_workers=num_workers, progress=progress)
-        if enc.device not in info["devices"]:
-            info["devices"] = sorted([*info["devices"], enc.device])
+        device = str(getattr(runner, "device", None) or enc.device)  # a runner may compute elsewhere ("ray:cpu")
+        if device not in info["devices"]:
+            info["devices"] = sorted([*info["devices"], device])
             write_store_info(d, info)
     else:
         progress(1.0, f"all {len(present):,} samples already embedded ({enc.name})")

@@ -51,6 +51,8 @@ class RayEmbedRunner:
         self.workers, self.num_gpus = workers, float(num_gpus)
         self.actor_cpus = float(actor_cpus if actor_cpus is not None else (1.0 if num_gpus else 1.0 - DECODE_CPUS))
         self.threads = int(threads or max(1, int(self.actor_cpus)))
+        self.device = "ray:cuda" if num_gpus else "ray:cpu"
+        """Where the vectors were computed, as recorded in the embedding store (``Embeddings.device``)."""
         self.stats: dict[str, Any] = {}
 
     def _pool_size(self, ray: Any) -> int:
