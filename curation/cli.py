@@ -12,6 +12,7 @@ from typing import Any, Callable
 from curation.core.progress import TqdmProgress, null_progress
 from curation.data.store import StoreError
 from curation.data.workspace import DB_NAME, Workspace
+from curation.runtime.engines import add_engine_args
 
 log = logging.getLogger(__name__)
 DEFAULT_DEMO = Path("demo-workspace")
@@ -121,33 +122,18 @@ def cmd_demo(a: argparse.Namespace) -> None:
     emit(a, f"demo workspace ready at {ws.root}: {res['images']} images", res)
 
 
-def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None = None, engine: str = "local",
-                  address: str | None = None) -> Any:
+def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None = None, **engine: str | None) -> Any:
     from curation.runtime.tasks import JOBS
 
-    return _with_bar(a, "pipeline", JOBS["pipeline"], ws, {"encoder": encoder, "engine": engine, "address": address})
+    return _with_bar(a, "pipeline", JOBS["pipeline"], ws, {"encoder": encoder, **engine})
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
-    from curation.features.embed import embed_workspace
+    from curation.runtime.ray_jobs import embed_function
     ws = Workspace.open(a.workspace)
-    if a.engine == "ray":
-        from curation.runtime.ray_jobs import embed_on_ray
-
-        emb = _with_bar(a, "embed on Ray", embed_on_ray, ws, a.encoder, address=a.address)
-    else:
-        emb = _with_bar(a, "embed", embed_workspace, ws, a.encoder)
+    emb = _with_bar(a, "embed", embed_function(a.engine, a.address), ws, a.encoder)
     emit(a, f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}",
          {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "dim": int(emb.vectors.shape[1]), "device": emb.device})
-
-
-def _add_engine(sp: argparse.ArgumentParser) -> None:
-    from curation.runtime.engines import ENGINES
-
-    sp.add_argument("--engine", choices=ENGINES, default="local",
-                    help="where embedding, the kNN graph and out-of-fold scoring run (default local)")
-    sp.add_argument("--address", default=None, metavar="HOST:PORT",
-                    help="Ray head node for --engine ray (default: a private Ray instance on this machine)")
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
@@ -471,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
-    _add_engine(sp)
+    add_engine_args(sp)
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("file", type=Path)
@@ -498,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("pipeline", cmd_pipeline, "embed → map → clusters → suggestions → issues")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None)
-    _add_engine(sp)
+    add_engine_args(sp)
     sp = add("train", cmd_train, "train a classifier head on the embeddings, or fine-tune the image tower")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--kind", choices=("linear", "mlp"), default=None, help="head on embeddings (default linear)")

@@ -45,6 +45,15 @@ def test_cli_takes_engine_and_address():
         build_parser().parse_args(["pipeline", "ws", "--engine", "spark"])
 
 
+def test_embed_function_per_engine():
+    from curation.features.embed import embed_workspace
+    from curation.runtime.ray_jobs import embed_function, embed_on_ray
+
+    assert embed_function("local") is embed_workspace
+    fn = embed_function("ray", "10.0.0.1:6379")
+    assert fn.func is embed_on_ray and fn.keywords == {"address": "10.0.0.1:6379"}
+
+
 def test_configured_address(monkeypatch):
     from curation.runtime.engines import ADDRESS_ENV, configured_address
 

@@ -36,6 +36,14 @@ def check_engine(engine: str | None) -> str:
     return engine
 
 
+def add_engine_args(parser: Any) -> None:
+    """``--engine`` and ``--address`` on an argparse (sub)parser (the CLI's ``embed`` and ``pipeline``)."""
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="where embedding, the kNN graph and out-of-fold scoring run (default local)")
+    parser.add_argument("--address", default=None, metavar="HOST:PORT",
+                        help="Ray head node for --engine ray (default: a private Ray instance on this machine)")
+
+
 def configured_address() -> str | None:
     """The Ray address from ``CURATION_RAY_ADDRESS``, or None when no cluster is configured."""
     return os.environ.get(ADDRESS_ENV, "").strip() or None

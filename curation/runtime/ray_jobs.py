@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress
-from curation.runtime.engines import connect, require_ray
+from curation.runtime.engines import check_engine, connect, require_ray
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,15 @@ def embed_on_ray(ws: Any, encoder: Any = None, *, address: str | None = None, wo
         batch_size = GPU_BATCH  # the driver plans on its CPU, where the automatic batch would be 32
     return embed_workspace(ws, encoder, chunk_size=chunk_size, batch_size=batch_size, device="cpu",
                            progress=progress, runner=runner)
+
+
+def embed_function(engine: str, address: str | None = None) -> Callable[..., Any]:
+    """``fn(ws, encoder, *, progress, ...) -> Embeddings`` of an engine: ``embed_workspace`` or :func:`embed_on_ray`."""
+    if check_engine(engine) == "ray":
+        return functools.partial(embed_on_ray, address=address)
+    from curation.features.embed import embed_workspace
+
+    return embed_workspace
 
 
 # ---------------------------------------------------------------------- kNN graph (sharded search)
