@@ -54,9 +54,10 @@ c1.write((":material/check_circle:" if s.encoder and s.embedded == s.samples els
 c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_unchecked:") + " Map")
 c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
 c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
+engine = jobpanel.engine_choice()
 if st.button("Run pipeline (embed → map → clusters → suggestions → issues)", type="primary",
              disabled=s.samples == 0):
-    jobpanel.submit(ws, "pipeline", {})
+    jobpanel.submit(ws, "pipeline", engine)
 jobpanel.jobs_panel(ws, key="home_jobs")
 
 st.subheader("Next")
