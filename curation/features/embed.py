@@ -422,8 +422,7 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
             f"None of the {len(present):,} images could be embedded{example}. Bring the files back or fix them "
             "and run embed again: images whose file changed are retried (`embed --retry-failed` retries all); "
             "`python -m curation doctor WS` lists them.")
-    note = (f"; {len(failed):,} could not be read (listed by `doctor` and on Home; retried when their file "
-            "changes)") if len(failed) else ""
+    note = f"; {len(failed):,} could not be read (see `doctor`; retried when their file changes)" if len(failed) else ""
     if len(todo):
         progress(1.0, f"embedded {len(embedded):,} of {len(present):,} images ({enc.name}){note}")
     else:
