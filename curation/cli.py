@@ -177,28 +177,22 @@ def cmd_suggest(a: argparse.Namespace) -> None:
 def cmd_issues(a: argparse.Namespace) -> None:
     import numpy as np
 
-    from curation.labels.issues import missing_labels
+    from curation.labels.issues import issue_summary, missing_labels
     from curation.runtime.tasks import embeddings_or_raise, run_issues
 
     ws = Workspace.open(a.workspace)
     df, res = _with_bar(a, "issues", run_issues, ws, force=a.refit)
     fit = "refitted" if res["refitted"] else "fit reused"
-    from curation.labels.issues import issue_summary
-
-    summary = issue_summary(df)
     names = np.array([*ws.store.class_names(), ""], object)  # index -1 (none) → ""
     errors = df[df["is_label_issue"]].nsmallest(a.top, "label_score")
     errors = errors.assign(given=names[errors["given"].to_numpy()], suggested=names[errors["suggested"].to_numpy()],
                            doubted=names[errors["doubted"].to_numpy()], path=ws.store.samples().loc[errors.index, "path"])
-    cols = ["given", "label_score", "suggested", "suggested_prob", "path"]
-    if ws.store.task == "multi":                 # the doubted label, and the label the model believes is missing
-        cols = ["doubted", "label_score", "suggested", "suggested_prob", "path"]
+    cols = ["doubted" if ws.store.task == "multi" else "given", "label_score", "suggested", "suggested_prob", "path"]
     outliers = df.nsmallest(a.top, "outlier_score")[["outlier_score", "cluster_noise"]]
     second = missing_labels(ws, embeddings_or_raise(ws)).head(a.top)
     text = (f"{res['n']} samples, {res['label_issues']} likely label errors ({fit}; {res['changed']} samples changed "
-            f"label since the fit, {res['threshold']} allowed before the next refit)"
-            "\n\n" + summary.to_string()
-            + "\n\nlikely label errors:\n" + errors[cols].to_string()
+            f"label since the fit, {res['threshold']} allowed before the next refit)\n\n{issue_summary(df).to_string()}"
+            "\n\nlikely label errors:\n" + errors[cols].to_string()
             + "\n\noutliers:\n" + outliers.to_string()
             + f"\n\nnear-duplicates with conflicting labels: {int(df['duplicate_conflict'].sum())}"
             + "\n\ncandidates for a second label:\n" + second.to_string(index=False))
@@ -207,8 +201,7 @@ def cmd_issues(a: argparse.Namespace) -> None:
 
         atomic_write(a.csv, lambda tmp: df.to_csv(tmp))
         text += f"\n\nfull table written to {a.csv}"
-    emit(a, text, {**res, "summary": _records(summary),
-                   "label_errors": _records(errors[cols].rename_axis("sample_id")),
+    emit(a, text, {**res, "label_errors": _records(errors[cols].rename_axis("sample_id")),
                    "outliers": _records(outliers.rename_axis("sample_id")),
                    "duplicate_conflicts": int(df["duplicate_conflict"].sum()),
                    "second_label_candidates": _records(second), "csv": str(a.csv) if a.csv else None})
@@ -244,34 +237,26 @@ def cmd_train(a: argparse.Namespace) -> None:
         run_id = _with_bar(a, "train", run_training, ws, config)
     run = ws.store.run(run_id)
     m = run["metrics"]
-    if ws.store.task == "multi" or "mAP" in m:       # multi-label: no single accuracy
-        shown = (f"mAP {_num(m.get('mAP'))}, micro-F1 {_num(m.get('micro_f1'))}, ReaL accuracy "
-                 f"{_num(m.get('real_accuracy'))} ({m.get('assumption', 'unknown labels: see evaluate')})")
+    if ws.store.task == "multi" or "mAP" in m:
+        shown = f"mAP {m.get('mAP', float('nan')):.4f}, micro-F1 {m.get('micro_f1', float('nan')):.4f}"
     else:
-        shown = f"accuracy {_num(m.get('accuracy'))}, macro-F1 {_num(m.get('macro_f1'))}"
+        shown = f"accuracy {m.get('accuracy', float('nan')):.4f}, macro-F1 {m.get('macro_f1', float('nan')):.4f}"
     emit(a, f"run {run_id} {run['status']} on {run['device']}: {shown}",
          {"run": int(run_id), "status": run["status"], "device": run["device"], "task": ws.store.task,
           "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float, str)) or v is None}})
 
 
-def _num(x: object) -> str:
-    return "n/a" if x is None else f"{float(x):.4f}"
-
-
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from curation.models.runs import latest_run
+    from curation.models.runs import METRIC_KEYS, latest_run
 
     ws = Workspace.open(a.workspace)
     run = ws.store.run(a.run) if a.run else latest_run(ws, kind=None)
     if run is None:
         raise StoreError("No finished training run: run `python -m curation train WS` first.")
     m = run["metrics"]
-    keys = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "micro_f1", "micro_precision", "micro_recall",
-            "real_accuracy", "labels_per_image", "labels_per_image_given", "top_k", "ece", "pinned_accuracy")
     lines = [f"run {run['id']} ({run['kind']}, labels up to event {run['last_event_id']}, {run['device']})"]
-    lines += [f"  {k:>18}: {m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))]
-    if m.get("assumption"):
-        lines.append(f"  ({m['assumption']})")
+    lines += [f"  {k:>18}: {m[k]:.4f}" for k in METRIC_KEYS if isinstance(m.get(k), (int, float))]
+    lines += [f"  ({m['assumption']})"] if m.get("assumption") else []
     if m.get("per_class"):
         import pandas as pd
 

@@ -157,6 +157,11 @@ def run_data(ws: Workspace, ids: np.ndarray, *, val_fraction: float, seed: int,
     return RunData(store.task, store.class_names(), snapshot, ids, Y, labelled, split, source)
 
 
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "micro_f1", "micro_precision", "micro_recall",
+               "real_accuracy", "labels_per_image", "labels_per_image_given", "top_k", "ece", "pinned_accuracy")
+"""The headline metrics of a run's record, single- and multi-label, in the order the CLI prints them."""
+
+
 def run_metrics(ws: Workspace, data: RunData, probs: np.ndarray, head: TrainedHead) -> dict[str, Any]:
     """A finished run's metrics from its predictions ``probs`` (N, K) on ``data.ids`` (see :func:`run_training`)."""
     task, names, Y = data.task, data.names, data.Y
