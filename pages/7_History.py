@@ -1,11 +1,10 @@
 """History: every label batch (undoable), its events, and exporting the curated labels."""
 
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from curation.ui import beyond, history, widgets
+from curation.ui import beyond, history, state, widgets
 
 st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
 st.title("History")
@@ -36,17 +35,18 @@ with st.form("export"):
     c1, c2 = st.columns([1, 3])
     fmt = c1.selectbox("Format", history.EXPORT_FORMATS)
     dest = c2.text_input("Destination", placeholder=f"automatic: {ws.root / 'exports'}/<format>-<date and time>",
-                         help="A file for csv / jsonl / parquet / cleanlab, a folder for hf / imagefolder.")
+                         help="A file for csv / jsonl / parquet / cleanlab, a folder for the others.")
     drop = st.checkbox("Leave out images reviewed as “Same image” as their near-duplicate", value=False)
     if st.form_submit_button("Export"):
         with widgets.guard("exporting"):
             from curation.data.export import export
+            from curation.labels.heldout import export_cleanlab
 
-            path = export(ws, fmt, Path(dest.strip()).expanduser() if dest.strip() else None,
-                          drop_same_images=drop)
-            st.success(f"Written to {path}")
+            where = state.confine(dest, what="export to") if dest.strip() else None
+            path = export_cleanlab(ws, where) if fmt == "cleanlab" else export(ws, fmt, where, drop_same_images=drop)
+            st.success(f"Written to {widgets.md_escape(path)}")
 
 st.subheader("Cluster-balanced subset")
-st.caption("A training or labelling subset of a given budget: near-duplicates left out, then spread evenly over "
-           "clusters (optionally the hardest images first). Written as a manifest CSV or an id list under exports/.")
+st.caption("A training or labelling subset of a given budget: near-duplicates left out, then spread over clusters "
+           "(optionally the hardest images first). Written as a manifest CSV or an id list under exports/.")
 beyond.subset_form(ws)

@@ -34,7 +34,8 @@ def test_even_allocation_water_fills():
 def test_weighted_allocation_one_each_then_by_size():
     sizes = np.array([100, 10, 10, 0])
     assert S.weighted_allocation(sizes, 2).tolist() == [1, 1, 0, 0]  # fewer picks than groups: the largest
-    assert S.weighted_allocation(sizes, 24, balance=0.0).tolist() == [18, 3, 3, 0]  # 3 + 21 by size
+    assert S.weighted_allocation(sizes, 24, balance=0.0).tolist() == [20, 2, 2, 0]  # by size
+    assert S.weighted_allocation(np.array([100, 1, 1]), 10, balance=0.0).tolist() == [8, 1, 1]  # one each
     even = S.weighted_allocation(sizes, 24, balance=1.0)
     assert even.tolist() == [8, 8, 8, 0] and S.even_allocation(sizes, 24).tolist() == [8, 8, 8, 0]
     assert S.weighted_allocation(sizes, 500, balance=0.5).tolist() == [100, 10, 10, 0]

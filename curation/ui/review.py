@@ -10,9 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from curation.core.vocab import REJECTED
+from curation.data import sources
 from curation.data.workspace import Workspace
 from curation.labels import queues
 from curation.ui import actions, labels, state, widgets
+from curation.ui.text import clean, plain
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
              "label_right": "K", "duplicate": "D", "skipped": "S"}
@@ -117,7 +119,13 @@ def queue_picker(built: dict[str, pd.DataFrame]) -> str:
 
 def _image(ws: Workspace, sample_id: int, caption: str, width: int) -> None:
     with widgets.guard("showing the image"):
-        st.image(str(ws.resolve_image(int(sample_id))), width=width, caption=caption)
+        path = ws.resolve_image(int(sample_id))
+        if sources.split_ref(path) is not None:  # embedded in a Parquet / Arrow row: decode it here
+            from curation.data.images import load_image
+
+            st.image(load_image(path), width=width, caption=plain(caption))
+        else:
+            st.image(str(path), width=width, caption=plain(caption))
 
 
 def _labels_text(matrix_row: np.ndarray, names: Sequence[str]) -> str:
@@ -154,14 +162,14 @@ def card(ws: Workspace, item: pd.Series, a: queues.Aligned, *, queue: str, vecto
             _image(ws, sid, f"#{sid}", IMAGE_WIDTH)
     with info_col:
         st.markdown("**Current labels**")
-        st.text(_labels_text(a.matrix[row], names))
+        st.text(clean(_labels_text(a.matrix[row], names)))
         st.markdown("**Proposed**")
         proposal = (f"{item['class_name']}  ·  confidence {item['confidence']:.2f}  ·  {item['source']}"
                     if item["class_name"] else "(no proposal)")
-        st.text(proposal)
+        st.text(clean(proposal))
         by_source = labels.sources_text(item)
         if by_source:
-            st.caption(f"Per source: {by_source}")
+            st.caption(f"Per source: {plain(by_source)}")
         st.caption(f"{queues.SCORES[queue]}: {item['score']:.2f} · value of a look {item['value']:.2f}"
                    + (" · the two labels conflict" if bool(item.get("conflict", False)) else ""))
         action_bar(ws, item, queue=queue, names=names)
@@ -191,16 +199,28 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
     st.checkbox("M / O also reject the proposal", key=reject_key, disabled=not name,
                 help="Ambiguous (M) and Out of vocabulary (O) also record that the proposed class does not apply.")
     key = f"review_fix_{queue}_{sid}"
-    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key,
+    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key, format_func=clean,
                  placeholder="Type a class…", on_change=_correct, args=(ws, sid, queue, key))
 
 
 # ---------------------------------------------------------------------- self-measurement
+def error_estimate(issues: pd.DataFrame | None) -> None:
+    """How many label errors the data probably holds (``curation.labels.issues.issue_summary``'s estimate),
+    beside how many the queue flags: plan a review of about that many."""
+    est = None if issues is None else issues.attrs.get("label_error_estimate")
+    if est is None:
+        return
+    st.caption(f"About {est:,.0f} label errors expected in the labelled data (estimate from the noise model); "
+               f"{int(issues['is_label_issue'].sum()):,} flagged. Reviewing about 1.5 × the estimate down this "
+               "queue finds most of them.")
+
+
 def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *, queue: str,
                 correct: np.ndarray) -> None:
     """This queue's hit rate (overall, last 20, by class), the diminishing-returns notice, and per-class
     accuracy of the suggestions (``correct``: ``curation.labels.queues.measured_correct``)."""
-    rates = queues.hit_rates(reviews)
+    task = queues.task_of(a)
+    rates = queues.hit_rates(reviews, task=task)
     this = rates.loc[queue] if queue in rates.index else None
     c1, c2, c3 = st.columns(3)
     c1.metric("Reviewed in this queue", 0 if this is None else int(this["reviewed"]))
@@ -216,7 +236,7 @@ def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *,
         if len(rates):
             st.caption("Every queue (latest decision per image; skips and undos left out)")
             st.dataframe(rates.rename(index=queues.QUEUES), width="stretch")
-            by_class = queues.hit_rates(reviews, by=sugg["class_name"])
+            by_class = queues.hit_rates(reviews, by=sugg["class_name"], task=task)
             if queue in by_class.index.get_level_values(0):
                 st.caption("This queue by suggested class")
                 st.dataframe(by_class.loc[queue], width="stretch")
@@ -252,7 +272,7 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
             in_scope = member == picked
         else:
             picked = st.selectbox("Class", range(len(a.names) - 1), key="bulk_accept_class",
-                                  format_func=lambda k: str(a.names[k]))
+                                  format_func=lambda k: clean(a.names[k]))
             in_scope = a.cls == picked
         x = st.slider("Confidence X", 0.0, 1.0, 0.9, 0.01, key="bulk_accept_x")
         plan = queues.accept_plan(a, threshold=x, scope=in_scope, reviews=reviews, correct=correct)
@@ -275,7 +295,7 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
 def prompt_editor(ws: Workspace, emb: Any) -> None:
     """Edit each class's zero-shot prompt (only when the encoder has a text tower; otherwise say why it is off)."""
     if not getattr(emb, "has_text", False):
-        st.caption(f"Zero-shot prompts are off: the encoder in use ({getattr(emb, 'encoder_name', 'unknown')}) has "
+        st.caption(f"Zero-shot prompts are off: the encoder in use ({plain(getattr(emb, 'encoder_name', 'unknown'))}) has "
                    "no text tower.")
         return
     with st.expander("Zero-shot prompts"):
