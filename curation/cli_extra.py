@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 Add = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
 
 
+def _say(a: argparse.Namespace, text: str, data: Any) -> None:
+    """``data`` as one JSON document with --json, else ``text`` (nothing with --quiet); as ``curation.cli.emit``."""
+    if a.json:
+        print(json.dumps(data, ensure_ascii=False, default=str))
+    elif not a.quiet and text:
+        print(text)
+
+
 def _emb(ws: Workspace) -> Any:
     from curation.runtime.tasks import embeddings_or_raise
 
@@ -90,18 +98,22 @@ def cmd_guidelines(a: argparse.Namespace) -> None:
         if not a.cls or len(a.cls) != 1:
             raise ValueError("--note needs exactly one --class NAME.")
         set_note(ws, ws.store.class_id(a.cls[0]), a.note)
-        print("note saved")
         if a.dest is None:
+            _say(a, "note saved", {"note_saved": a.cls[0]})
             return
     guides = class_guides(ws, _emb(ws), classes=a.cls, run_id=a.run)
     if a.dest is None:
+        lines = []
         for g in guides:
             conf = ", ".join(f"{r.other} ({r.total})" for r in g.confusions.head(3).itertuples()) or "none recorded"
-            print(f"{g.name}: {g.n_labelled} labelled; typical {g.typical.tolist()}; confusions: {conf}; "
-                  f"{len(g.worked)} worked examples")
+            lines.append(f"{g.name}: {g.n_labelled} labelled; typical {g.typical.tolist()}; confusions: {conf}; "
+                         f"{len(g.worked)} worked examples")
+        _say(a, "\n".join(lines), [{"class": g.name, "labelled": g.n_labelled, "typical": g.typical.tolist(),
+                                    "confusions": g.confusions.to_dict("records"), "note": g.note,
+                                    "worked": g.worked[["sample_id", "verdict"]].to_dict("records")} for g in guides])
         return
     out = export_guidelines(ws, guides, a.dest, fmt=a.format, overwrite=a.overwrite)
-    print(f"guidelines for {len(guides)} classes written to {out}")
+    _say(a, f"guidelines for {len(guides)} classes written to {out}", {"written": str(out), "classes": len(guides)})
 
 
 def cmd_subset(a: argparse.Namespace) -> None:
@@ -114,8 +126,9 @@ def cmd_subset(a: argparse.Namespace) -> None:
                            k=a.k, within=a.within, balance=a.balance, seed=a.seed)
     dest = a.dest or ws.root / "exports" / f"subset-{len(sub.ids)}.csv"
     write_subset(sub, dest, ws=ws)
-    print(f"{len(sub.ids)} images over {sub.n_clusters} clusters ({sub.duplicates_removed} near-duplicates left "
-          f"out) written to {dest}")
+    _say(a, f"{len(sub.ids)} images over {sub.n_clusters} clusters ({sub.duplicates_removed} near-duplicates left "
+            f"out) written to {dest}", {"written": str(dest), "n": int(len(sub.ids)), "clusters": sub.n_clusters,
+                                        "duplicates_removed": sub.duplicates_removed, "config": sub.config})
 
 
 def cmd_transfer(a: argparse.Namespace) -> None:
@@ -123,11 +136,12 @@ def cmd_transfer(a: argparse.Namespace) -> None:
     from curation.models.transfer import advice, transfer_scores
 
     ws = Workspace.open(a.workspace)
-    bar = TqdmProgress("transfer")
+    bar = None if a.quiet or a.json else TqdmProgress("transfer")
     try:
         table = transfer_scores(ws, encoders=a.encoder or None, sample=a.sample, seed=a.seed, progress=bar)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     if a.json:
         print(table.reset_index().to_json(orient="records"))
         return
@@ -138,8 +152,9 @@ def cmd_transfer(a: argparse.Namespace) -> None:
         print(tip)
 
 
-def register(add: Add) -> None:
-    """Add the subcommands to ``python -m curation`` (``add(name, fn, help)`` returns the sub-parser)."""
+def register(add: Add, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the subcommands to ``python -m curation`` (``add(name, fn, help)`` returns the sub-parser, which
+    carries the common ``--json`` / ``--quiet``); returns ``parser``."""
     ids_help = "ids: 1,2,3 | @file.txt | @file.csv (id column) | cluster:N | class:NAME | wrong:RUN | right:RUN | cell:RUN:TRUE:PRED"
     sp = add("contrast", cmd_contrast, "what sets group A apart from group B (default: the rest), in words")
     sp.add_argument("workspace", type=Path)
@@ -148,7 +163,6 @@ def register(add: Add) -> None:
     sp.add_argument("--sources", default="auto", help="auto, or a comma list of attributes,imagenet,clip")
     sp.add_argument("--term", action="append", help="extra CLIP term (repeatable)")
     sp.add_argument("--top", type=int, default=15)
-    sp.add_argument("--json", action="store_true")
     sp = add("guidelines", cmd_guidelines, "per-class guideline cards: list, set a note, export HTML / Markdown")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("dest", type=Path, nargs="?", default=None, help="file (html) or folder (markdown) to write")
@@ -177,4 +191,4 @@ def register(add: Add) -> None:
     sp.add_argument("--encoder", action="append", help="encoder to score (repeatable; default all available)")
     sp.add_argument("--sample", type=int, default=500, help="labelled images scored (default 500)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--json", action="store_true")
+    return parser

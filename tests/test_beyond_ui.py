@@ -89,7 +89,10 @@ def test_cli_commands(clustered, tmp_path, capsys, cheap_encoders):
     assert main(["transfer", ws, "--sample", "30", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {r["encoder"] for r in rows} == {"precomputed:user", transfer.PIXELS}
-    assert main(["contrast", ws, "1,2", "--sources", "nope"]) == 2
+    assert main(["subset", ws, "10", str(tmp_path / "s.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 10
+    assert main(["contrast", ws, "1,2", "--sources", "nope"]) == 1  # a failure, with the valid sources named
+    assert "attributes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
