@@ -79,15 +79,12 @@ def cmd_contrast(a: argparse.Namespace) -> None:
     ga, gb = _read_ids(a.a, ws), _read_ids(a.b, ws)
     res = contrast(ws, _emb(ws), ga, gb, sources=a.sources.split(",") if a.sources != "auto" else "auto",
                    user_terms=a.term or (), top=a.top)
-    if a.json:
-        print(json.dumps({"n_a": res.n_a, "n_b": res.n_b, "notes": res.notes,
-                          "terms": res.table.to_dict("records"),
-                          "examples": {t: [e[0].tolist(), e[1].tolist()] for t, e in res.examples.items()}}))
-        return
-    print(f"A: {res.n_a} images, B: {res.n_b} images; AUROC > 0.5 = higher in A")
-    for n in res.notes:
-        print(f"note: {n}")
-    print(res.table[["term", "source", "auroc", "direction"]].to_string(index=False, float_format="%.3f"))
+    data = {"n_a": res.n_a, "n_b": res.n_b, "notes": res.notes, "terms": res.table.to_dict("records"),
+            "examples": {t: [e[0].tolist(), e[1].tolist()] for t, e in res.examples.items()}}
+    text = "\n".join([f"A: {res.n_a} images, B: {res.n_b} images; AUROC > 0.5 = higher in A",
+                      *[f"note: {n}" for n in res.notes],
+                      res.table[["term", "source", "auroc", "direction"]].to_string(index=False, float_format="%.3f")])
+    _say(a, text, data)
 
 
 def cmd_guidelines(a: argparse.Namespace) -> None:
@@ -142,14 +139,11 @@ def cmd_transfer(a: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
-    if a.json:
-        print(table.reset_index().to_json(orient="records"))
-        return
-    print(f"{table.attrs.get('n')} labelled images scored")
-    print(table.to_string(float_format="%.3f"))
     tip = advice(table, ws.store.meta("encoder"))
-    if tip:
-        print(tip)
+    text = f"{table.attrs.get('n')} labelled images scored\n{table.to_string(float_format='%.3f')}" + (
+        f"\n{tip}" if tip else "")
+    _say(a, text, {"n": table.attrs.get("n"), "advice": tip,
+                   "encoders": json.loads(table.reset_index().to_json(orient="records"))})
 
 
 def register(add: Add, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

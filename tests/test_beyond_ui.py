@@ -86,9 +86,11 @@ def test_cli_commands(clustered, tmp_path, capsys, cheap_encoders):
     assert "corners count" in (tmp_path / "g" / "README.md").read_text()
     assert main(["subset", ws, "0.5", str(tmp_path / "s.txt")]) == 0
     assert len((tmp_path / "s.txt").read_text().split()) == 30
+    capsys.readouterr()
     assert main(["transfer", ws, "--sample", "30", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = json.loads(capsys.readouterr().out)["encoders"]
     assert {r["encoder"] for r in rows} == {"precomputed:user", transfer.PIXELS}
+    assert main(["transfer", ws, "--sample", "30", "-q"]) == 0 and capsys.readouterr().out == ""
     assert main(["subset", ws, "10", str(tmp_path / "s.csv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 10
     assert main(["contrast", ws, "1,2", "--sources", "nope"]) == 1  # a failure, with the valid sources named
