@@ -124,8 +124,10 @@ def test_ray_chunk_writer_sorts_ids_and_keeps_failures(tmp_path):
     _write(write_chunk, tmp_path, 4, parts, 2)
     np.testing.assert_array_equal(np.load(tmp_path / "chunk-000004.ids.npy"), [3, 9])
     np.testing.assert_array_equal(np.load(tmp_path / "chunk-000004.vec.npy"), [[1, 0], [0, 1]])
-    assert json.loads((tmp_path / "chunk-000004.failed.json").read_text()) == [
+    failed = json.loads((tmp_path / "chunk-000004.failed.json").read_text())
+    assert [{k: f[k] for k in ("id", "path", "reason")} for f in failed] == [
         {"id": 5, "path": "c", "reason": "OSError: broken"}]
+    assert all("time" in f for f in failed)  # failures are recorded with their time (and file signature)
 
 
 def test_embedder_maps_a_decoded_batch(tmp_path):
