@@ -63,6 +63,7 @@ def test_configured_address(monkeypatch):
     assert configured_address() == "10.0.0.1:6379"
 
 
+@pytest.mark.slow
 def test_fold_map_hook_runs_every_fold_through_the_given_map():
     from curation.labels.oof import _map_here, fold_map, out_of_fold_probs, out_of_fold_probs_multi
 
