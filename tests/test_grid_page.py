@@ -1,0 +1,102 @@
+"""The Grid page and the studio parts around it through ``AppTest``: number keys label the current image, the
+cursor moves, ticks narrow the bulk bar, tags are undoable, the filter is shared, the class manager never creates a
+class without an explicit click."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_ok, open_page
+from test_review_page import CLASSES, _build
+
+from curation.data import classes, tags
+from curation.data.store import POSITIVE
+from curation.data.workspace import Workspace
+from curation.ui import state
+
+PAGE = "pages/8_Grid.py"
+
+
+@pytest.fixture
+def single(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    return _build(tmp_path, monkeypatch, "single")
+
+
+def _click(at, key: str):
+    at.button(key).click().run()
+    assert_ok(at, no_errors=True)
+    return at
+
+
+def test_grid_keys_ticks_and_tags(single: Workspace) -> None:
+    ws = single
+    at = open_page(PAGE, no_errors=True)
+    ids = ws.store.sample_ids()
+    assert any("30 images" in m.value for m in at.markdown)
+    # number key 2 labels the current (first) image with the second class in display order, then moves on
+    second = classes.display_order(ws.store)[1]
+    n_batches = len(ws.store.batches())
+    _click(at, "grid_n2")
+    assert len(ws.store.batches()) == n_batches + 1
+    m = ws.store.label_matrix(ids[:1])
+    assert m[0, ws.store.class_names().index(second)] == POSITIVE
+    assert at.session_state["grid_cur"] == 1
+    _click(at, "grid_kDown")
+    assert at.session_state["grid_cur"] == 7
+    _click(at, "grid_kSpace")  # tick the current image: the bulk bar acts on it alone
+    assert at.session_state["grid_sel"] == {int(ids[7])}
+    tags.tag(ws.store, [], "blurry")  # a known tag (the browser test types a new one)
+    at.run()
+    at.selectbox("grid_tag").set_value("blurry").run()
+    _click(at, "grid_tag_tag")
+    assert tags.tagged(ws.store, "blurry").tolist() == [int(ids[7])]
+    _click(at, "grid_undo")  # the last action was the tag batch: undo takes the tag off
+    assert tags.tagged(ws.store, "blurry").tolist() == []
+
+
+def test_filter_is_shared_and_views_are_saved(single: Workspace) -> None:
+    ws = single
+    at = open_page(PAGE, no_errors=True)
+    at.multiselect("fb_labels").set_value(["circle"]).run()
+    assert_ok(at)
+    assert any("images" in m.value and m.value.startswith("**") for m in at.markdown)
+    n_circle = int((ws.store.label_matrix(ws.store.sample_ids())[:, 0] == POSITIVE).sum())
+    assert any(f"**{n_circle} images**" in m.value for m in at.markdown)
+    at.text_input("fbv_name").set_value("circles").run()
+    _click(at, "fbv_save")
+    from curation.labels.filters import views
+    assert views(ws.store)["circles"].labels == ["circle"]
+    at.switch_page("pages/1_Map.py").run()  # the same filter on the Map
+    assert_ok(at)
+    assert at.multiselect("fb_labels").value == ["circle"]
+
+
+def test_new_class_needs_an_explicit_click(single: Workspace) -> None:
+    ws = single
+    at = open_page(PAGE, no_errors=True)
+    before = ws.store.class_names()
+    at.text_input("grid_class_new_name").set_value("Trous").run()
+    assert ws.store.class_names() == before  # typing a name never creates it
+    _click(at, "grid_class_new_create")
+    assert ws.store.class_names() == [*before, "Trous"]
+    assert at.session_state["grid_class"] == "Trous"
+
+
+def test_class_manager_on_home(single: Workspace) -> None:
+    ws = single
+    at = open_page(None, no_errors=True)
+    classes.create(ws.store, "Trous")
+    at.run()
+    at.selectbox("cm_delete").set_value("Trous").run()
+    _click(at, "cm_delete_go")
+    assert "Trous" not in ws.store.class_names()
+    at.selectbox("cm_merge_src").set_value(CLASSES[0]).run()
+    at.selectbox("cm_merge_dst").set_value(CLASSES[1]).run()
+    at.checkbox("cm_merge_sure").check().run()
+    _click(at, "cm_merge_go")
+    assert ws.store.class_names() == CLASSES[1:]
+    assert at.session_state[state.K_LAST_BATCH] == ws.store.batches().index[0]
+    _click(at, "task_switch")
+    assert ws.store.task == "multi"
