@@ -100,3 +100,23 @@ def test_class_manager_on_home(single: Workspace) -> None:
     assert at.session_state[state.K_LAST_BATCH] == ws.store.batches().index[0]
     _click(at, "task_switch")
     assert ws.store.task == "multi"
+
+
+def test_pages_show_the_running_pipeline_instead_of_a_dead_end(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    ws = Workspace.create(tmp_path / "empty")
+    monkeypatch.setenv(state.WORKSPACE_ENV, str(ws.root))
+    job = ws.store.submit_job("pipeline", {})
+    ws.store.update_job(job, status="running", pid=os.getpid(), started=time.time(), message="embedding 10%")
+    for page in ("pages/1_Map.py", "pages/2_Clusters.py", "pages/8_Grid.py"):
+        at = open_page(page)
+        assert any("The pipeline is running" in i.value for i in at.info), page
+        assert not [b for b in at.button if "pipeline" in str(b.key) and b.label == "Run pipeline"], page
+    at = open_page(None)
+    run = [b for b in at.button if b.label.startswith("Run pipeline")]
+    assert run and run[0].disabled  # one pipeline at a time
+    from curation.ui import jobpanel
+    assert jobpanel.active_pipeline(ws).name == job
