@@ -72,15 +72,22 @@ def test_studio_flows(studio) -> None:
     assert "Trouser" in names
 
     # 1. Enter in the class type-ahead picks the existing match; it never creates "Trous"
-    timings["Grid: load"] = _visit(page, f"{url}/Grid", "images")
-    page.locator(".st-key-grid_class").click()
+    timings["Grid: load"] = _visit(page, f"{url}/Grid", "Acts on all")
+    page.locator(".st-key-grid_class input").click()
     page.keyboard.type("Trous")
     page.keyboard.press("Enter")
     wait_idle(page)
     assert ws.store.class_names() == names
     page.screenshot(path=str(SHOTS / "1_typeahead_enter.png"), full_page=False)
-    chosen = page.locator(".st-key-grid_class").inner_text()
-    assert "Trouser" in chosen and "Trous\n" not in chosen
+    before = len(ws.store.batches())
+    page.locator(".st-key-grid_tick_page button").click()  # act on one page, not on all 600
+    wait_idle(page)
+    t = time.perf_counter()
+    page.locator(".st-key-grid_apply button").click()
+    _until(lambda: len(ws.store.batches()) > before, 30, "the Apply batch")
+    wait_idle(page)
+    timings["Grid: Apply (label 24) → updated"] = time.perf_counter() - t
+    assert "'Trouser'" in ws.store.batches().iloc[0]["note"] and ws.store.class_names() == names
 
     # 2. a new class only after an explicit click on "Create class “Trous”"
     page.get_by_role("button", name="New class").first.click()
@@ -117,7 +124,7 @@ def test_studio_flows(studio) -> None:
     timings["Home: load"] = _visit(page, url, "Samples")
     page.get_by_text("Classes (").first.click()
     page.get_by_role("tab", name="Delete").click()
-    page.locator(".st-key-cm_delete").click()
+    page.locator(".st-key-cm_delete input").click()
     page.keyboard.type("Trous")
     page.keyboard.press("Enter")
     wait_idle(page)

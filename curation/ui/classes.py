@@ -61,7 +61,7 @@ def class_picker(ws: Workspace, label: str, *, key: str, names: list[str] | None
     """
     names = ordered_names(ws) if names is None else names
     where = container or st
-    left, right = where.columns([4, 1], vertical_alignment="bottom")
+    left, right = where.columns([3, 2], vertical_alignment="bottom")
     if st.session_state.get(key) not in names:
         st.session_state.pop(key, None)
     chosen = left.selectbox(label, names, index=None, key=key, placeholder="Type to find a class…",
