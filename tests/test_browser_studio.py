@@ -81,13 +81,15 @@ def test_studio_flows(studio) -> None:
     page.screenshot(path=str(SHOTS / "1_typeahead_enter.png"), full_page=False)
     before = len(ws.store.batches())
     page.locator(".st-key-grid_tick_page button").click()  # act on one page, not on all 600
+    page.get_by_text("Acts on the 24 ticked images").wait_for(timeout=30_000)
     wait_idle(page)
     t = time.perf_counter()
     page.locator(".st-key-grid_apply button").click()
     _until(lambda: len(ws.store.batches()) > before, 30, "the Apply batch")
     wait_idle(page)
     timings["Grid: Apply (label 24) → updated"] = time.perf_counter() - t
-    assert "'Trouser'" in ws.store.batches().iloc[0]["note"] and ws.store.class_names() == names
+    newest = ws.store.batches().iloc[0]
+    assert "'Trouser' on 24 samples" in newest["note"] and ws.store.class_names() == names
 
     # 2. a new class only after an explicit click on "Create class “Trous”"
     page.get_by_role("button", name="New class").first.click()

@@ -120,3 +120,16 @@ def test_pages_show_the_running_pipeline_instead_of_a_dead_end(tmp_path: Path,
     assert run and run[0].disabled  # one pipeline at a time
     from curation.ui import jobpanel
     assert jobpanel.active_pipeline(ws).name == job
+
+
+def test_review_number_keys_correct_to_the_first_classes(single: Workspace) -> None:
+    ws = single
+    at = open_page("pages/3_Review.py", no_errors=True)
+    reviews = len(ws.store.reviews())
+    first = classes.display_order(ws.store)[0]
+    _click(at, "review_n1")
+    rec = ws.store.reviews().iloc[-1]
+    assert len(ws.store.reviews()) == reviews + 1 and rec["verdict"] == "corrected"
+    m = ws.store.label_matrix(np.array([int(rec["sample_id"])]))
+    assert m[0, ws.store.class_names().index(first)] == POSITIVE and (m == POSITIVE).sum() == 1
+    assert at.button("review_task").label == "Switch to multi-label"  # where "Both valid" points

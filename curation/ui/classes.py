@@ -29,7 +29,7 @@ def _create(ws: Workspace, key: str, picker_key: str | None) -> None:
         st.session_state[f"{key}_name"] = ""
         if picker_key:
             st.session_state[picker_key] = name
-        st.toast(f"Created class {name!r}")
+        st.toast(f"Created class {widgets.md_escape(repr(name))}")
 
 
 def new_class_box(ws: Workspace, *, key: str, picker_key: str | None = None) -> None:
@@ -45,7 +45,7 @@ def new_class_box(ws: Workspace, *, key: str, picker_key: str | None = None) -> 
     problem = engine.name_problem(ws.store, clean) if clean else None
     if problem:
         st.caption(problem)
-    st.button(f"Create class “{clean}”" if clean else "Create class", key=f"{key}_create", type="primary",
+    st.button(f"Create class “{widgets.md_escape(clean)}”" if clean else "Create class", key=f"{key}_create", type="primary",
               disabled=not clean or problem is not None, on_click=_create, args=(ws, key, picker_key),
               help="Creates the class. Typing in a class picker only ever picks an existing class.")
 
@@ -96,7 +96,7 @@ def manager(ws: Workspace) -> None:
         if st.button("Rename", key="cm_rename_go", disabled=not old or not str(new).strip()):
             with widgets.guard("renaming"):
                 engine.rename(ws.store, old, new)
-                st.toast(f"Renamed {old!r} to {str(new).strip()!r}")
+                st.toast(widgets.md_escape(f"Renamed {old!r} to {str(new).strip()!r}"))
                 st.rerun()
     with merge_tab:
         st.caption("Moves every label of the first class onto the second, as one undoable batch (History), and "
@@ -105,12 +105,12 @@ def manager(ws: Workspace) -> None:
         dst = st.selectbox("into", [n for n in names if n != src], index=None, key="cm_merge_dst")
         if src and dst:
             n = int(use.loc[use["name"] == src, "positive"].iloc[0])
-            sure = st.checkbox(f"Yes: move {n:,} images from “{src}” to “{dst}” and remove “{src}”",
+            sure = st.checkbox(widgets.md_escape(f"Yes: move {n:,} images from “{src}” to “{dst}” and remove “{src}”"),
                                key="cm_merge_sure")
             if st.button("Merge", key="cm_merge_go", type="primary", disabled=not sure):
                 with widgets.guard("merging"):
                     batch = engine.merge(ws.store, src, dst)
-                    widgets.toast_batch(batch, f"Merged {src!r} into {dst!r}")
+                    widgets.toast_batch(batch, widgets.md_escape(f"Merged {src!r} into {dst!r}"))
                     st.session_state.pop("cm_merge_sure", None)
                     st.rerun()
     with delete_tab:
@@ -120,7 +120,7 @@ def manager(ws: Workspace) -> None:
         if st.button("Delete", key="cm_delete_go", disabled=not gone):
             with widgets.guard("deleting"):
                 engine.delete(ws.store, gone)
-                st.toast(f"Deleted class {gone!r}")
+                st.toast(widgets.md_escape(f"Deleted class {gone!r}"))
                 st.rerun()
     with order_tab:
         pick = st.selectbox("Class", names, index=None, key="cm_order_pick")

@@ -109,8 +109,8 @@ def views_row(ws: Workspace) -> None:
     if v[3].button("Save", key="fbv_save", disabled=not str(name).strip()):
         with widgets.guard("saving the view"):
             save_view(ws.store, name, current())
-            st.toast(f"Saved view {str(name).strip()!r}")
-    if pick is not None and st.button(f"Delete view “{pick}”", key="fbv_delete"):
+            st.toast(f"Saved view {widgets.md_escape(repr(str(name).strip()))}")
+    if pick is not None and st.button(f"Delete view “{widgets.md_escape(pick)}”", key="fbv_delete"):
         delete_view(ws.store, pick)
         st.rerun()
 

@@ -85,7 +85,7 @@ def _number(ws: Workspace, key: str, ids: np.ndarray, name: str) -> None:
     with widgets.guard("labelling"):
         batch = actions.bulk_label(ws, np.array([sid]), name, "assign")
         state.remember_batch(batch)
-        st.toast(f"#{sid} → {name}")
+        st.toast(f"#{sid} → {widgets.md_escape(name)}")
     _move(key, +1, len(ids))
 
 
@@ -112,21 +112,23 @@ def bulk_bar(ws: Workspace, ids: np.ndarray, *, key: str, sugg: pd.DataFrame | N
             target_class = classes.class_picker(ws, "Class", key=f"{key}_class")
         action = c2.selectbox("Action", list(actions.BULK_ACTIONS), format_func=actions.BULK_ACTIONS.get,
                               key=f"{key}_action")
-        if c3.button("Apply", type="primary", key=f"{key}_apply", disabled=not target_class):
+        if c3.button(f"Apply to {len(target):,}", type="primary", key=f"{key}_apply", disabled=not target_class):
             with widgets.guard("labelling"):
                 widgets.toast_batch(actions.bulk_label(ws, target, target_class, action),
                                     f"{actions.BULK_ACTIONS[action]} on {len(target):,}")
                 st.rerun()
-        t1, t2, t3, t4 = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
+        t1, t0, t2, t3, t4 = st.columns([2, 2, 1, 1, 2], vertical_alignment="bottom")
         known = tags.names(ws.store)
-        tag = t1.selectbox("Tag (type a new one and press Enter)", known, index=None, accept_new_options=True,
-                           key=f"{key}_tag", help="Tags are free marks (not classes): “blurry”, “check later”…")
+        picked = t1.selectbox("Tag", known, index=None, key=f"{key}_tag", placeholder="an existing tag…",
+                              help="Tags are free marks, not classes: “blurry”, “check later”…")
+        fresh = t0.text_input("or a new tag", key=f"{key}_tag_new", placeholder="e.g. blurry").strip()
+        tag = fresh or picked
         for col, on, label in ((t2, True, "Tag"), (t3, False, "Untag")):
             if col.button(label, key=f"{key}_tag_{label.lower()}", disabled=not tag):
                 with widgets.guard("tagging"):
                     batch = tags.tag(ws.store, target, str(tag), on=on)
                     classes.remember_tag_batch(batch)
-                    st.toast(f"{label}ged {len(target):,} images “{tag}”" if batch else f"{label}: nothing changed")
+                    st.toast(f"{label}ged {len(target):,} images “{widgets.md_escape(tag)}”" if batch else f"{label}: nothing changed")
                     st.rerun()
         with t4:
             widgets.undo_last_button(ws, key=f"{key}_undo")
@@ -162,8 +164,8 @@ def keys_row(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
     if order:
         with st.container(horizontal=True):
             for i, name in enumerate(order, start=1):
-                st.button(f"{i} · {name}", key=f"{key}_n{i}", shortcut=str(i), on_click=_number,
-                          args=(ws, key, ids, name), help=f"Label the current image “{name}” and move on")
+                st.button(f"{i} · {widgets.md_escape(name)}", key=f"{key}_n{i}", shortcut=str(i), on_click=_number,
+                          args=(ws, key, ids, name), help=f"Label the current image “{widgets.md_escape(name)}” and move on")
 
 
 def grid(ws: Workspace, ids: np.ndarray, *, key: str = "grid", sugg: pd.DataFrame | None = None,

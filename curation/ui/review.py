@@ -198,9 +198,9 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
         st.caption("Correct to (number keys):")
         with st.container(horizontal=True):
             for i, cls in enumerate(order, start=1):
-                st.button(f"{i} · {cls}", key=f"review_n{i}", shortcut=str(i), on_click=_act,
+                st.button(f"{i} · {widgets.md_escape(cls)}", key=f"review_n{i}", shortcut=str(i), on_click=_act,
                           args=(ws, sid, "corrected", queue, cls, True),
-                          help=f"Make “{cls}” this image's only label")
+                          help=f"Make “{widgets.md_escape(cls)}” this image's only label")
     key = f"review_fix_{queue}_{sid}"
     st.selectbox("Correct to (type a class, Enter applies)", classes.ordered_names(ws), index=None, key=key,
                  placeholder="Type a class…", on_change=_correct, args=(ws, sid, queue, key))
