@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from curation.core.progress import TqdmProgress
+from curation.data.atomic import atomic_write
 from curation.data.store import StoreError
 from curation.data.workspace import Workspace
 
@@ -127,7 +128,7 @@ def cmd_issues(a: argparse.Namespace) -> None:
     second = missing_labels(ws, embeddings_or_raise(ws)).head(a.top)
     print("\ncandidates for a second label:\n" + second.to_string(index=False))
     if a.csv:
-        df.to_csv(a.csv)
+        atomic_write(a.csv, df.to_csv)
         print(f"\nfull table written to {a.csv}")
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from curation.core.vocab import POSITIVE
 from curation.data.export import ExportError, export, label_table
 from curation.data.ingest import ingest
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 
 

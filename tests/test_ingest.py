@@ -13,9 +13,9 @@ from badfiles import ManifestCase, make_bad_manifests, make_corpus, shown
 from PIL import Image
 
 from curation.core.progress import Cancelled
+from curation.core.vocab import POSITIVE
 from curation.data.export import export
 from curation.data.ingest import IngestError, IngestReport, ingest, parse_labels
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

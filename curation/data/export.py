@@ -14,7 +14,8 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from curation.data.store import POSITIVE, REJECTED, StoreError
+from curation.core.vocab import POSITIVE, REJECTED
+from curation.data.store import StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -35,7 +36,7 @@ class ExportError(StoreError):
     """An export that cannot be written; the message says what to do."""
 
 
-def default_destination(ws: "Workspace", fmt: str) -> Path:
+def default_destination(ws: Workspace, fmt: str) -> Path:
     """A new, dated place under the workspace's ``exports/`` folder: a file, or a folder for hf / imagefolder."""
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}.")
@@ -47,7 +48,7 @@ def default_destination(ws: "Workspace", fmt: str) -> Path:
     return path
 
 
-def export(ws: "Workspace", fmt: str, dest: Path | str | None = None, *, include_unlabelled: bool = True,
+def export(ws: Workspace, fmt: str, dest: Path | str | None = None, *, include_unlabelled: bool = True,
            link: str = "copy", run_id: int | None = None, overwrite: bool = False,
            drop_same_images: bool = False) -> Path:
     """Write the workspace's current labels in a format training code reads.
@@ -97,7 +98,7 @@ def export(ws: "Workspace", fmt: str, dest: Path | str | None = None, *, include
     return _export_imagefolder(ws, table, dest, link=link, overwrite=overwrite)
 
 
-def label_table(ws: "Workspace", *, include_unlabelled: bool = True, drop_same_images: bool = False
+def label_table(ws: Workspace, *, include_unlabelled: bool = True, drop_same_images: bool = False
                 ) -> pd.DataFrame:
     """Present samples with their current labels (without the ones marked "Same image" if ``drop_same_images``).
 
@@ -122,7 +123,7 @@ def label_table(ws: "Workspace", *, include_unlabelled: bool = True, drop_same_i
     return table
 
 
-def same_images(ws: "Workspace") -> np.ndarray:
+def same_images(ws: Workspace) -> np.ndarray:
     """(M,) int64 ids of samples whose latest verdict in the near-duplicates queue is "Same image" (an undo of
     that verdict, recorded as a later review, takes it back)."""
     reviews = ws.store.reviews(DUPLICATES_QUEUE)
@@ -146,7 +147,7 @@ def _manifest_path(file: Path, base: Path) -> str:
     return f.relative_to(base).as_posix() if f.is_relative_to(base) else str(f)
 
 
-def _export_manifest(ws: "Workspace", table: pd.DataFrame, fmt: str, dest: Path, *, overwrite: bool) -> Path:
+def _export_manifest(ws: Workspace, table: pd.DataFrame, fmt: str, dest: Path, *, overwrite: bool) -> Path:
     _prepare_file(dest, overwrite)
     base = dest.parent
     out = pd.DataFrame({"path": [_manifest_path(f, base) for f in table["file"]],
@@ -188,7 +189,7 @@ def _prepare_folder(dest: Path, overwrite: bool) -> None:
     dest.mkdir(parents=True, exist_ok=True)
 
 
-def _place(ws: "Workspace", src: Path, target: Path, link: str) -> None:
+def _place(ws: Workspace, src: Path, target: Path, link: str) -> None:
     real = src.resolve()
     if not any(real.is_relative_to(r.resolve()) for r in ws.allowed_roots()):
         raise ExportError(f"Refusing to export {real}: it lies outside the workspace and its image folders.")
@@ -215,7 +216,7 @@ def _folder_name(class_name: str) -> str:
     return quote(class_name, safe=" !#$&'()+,;=@[]^`{}~-_.")
 
 
-def _export_hf(ws: "Workspace", table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
+def _export_hf(ws: Workspace, table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
     _prepare_folder(dest, overwrite)
     multi = (ws.store.task == "multi" or bool((table["labels"].map(len) > 1).any())
              or _needs_lists(ws.store.class_names()))
@@ -233,7 +234,7 @@ def _export_hf(ws: "Workspace", table: pd.DataFrame, dest: Path, *, link: str, o
     return dest
 
 
-def _export_imagefolder(ws: "Workspace", table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
+def _export_imagefolder(ws: Workspace, table: pd.DataFrame, dest: Path, *, link: str, overwrite: bool) -> Path:
     n_multi = int((table["labels"].map(len) > 1).sum())
     if n_multi:
         raise ExportError(f"{n_multi} images carry several labels, which an ImageFolder tree cannot hold: export "
@@ -254,7 +255,7 @@ def _export_imagefolder(ws: "Workspace", table: pd.DataFrame, dest: Path, *, lin
 
 
 # ---------------------------------------------------------------------- cleanlab
-def _export_cleanlab(ws: "Workspace", dest: Path, *, run_id: int | None, overwrite: bool) -> Path:
+def _export_cleanlab(ws: Workspace, dest: Path, *, run_id: int | None, overwrite: bool) -> Path:
     if dest.suffix != ".npz":
         dest = dest.with_suffix(".npz") if not dest.is_dir() else dest / "cleanlab.npz"
     _prepare_file(dest, overwrite)

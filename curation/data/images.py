@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.data.atomic import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -234,7 +235,7 @@ def load_image(path: Path | str, *, max_pixels: int = MAX_PIXELS, draft: int | N
 
 
 # ---------------------------------------------------------------------- thumbnails
-def _thumb_candidates(ws: "Workspace", sample_id: int, size: int) -> tuple[Path, Path]:
+def _thumb_candidates(ws: Workspace, sample_id: int, size: int) -> tuple[Path, Path]:
     d = ws.thumbs / str(int(size))
     return d / f"{int(sample_id)}.jpg", d / f"{int(sample_id)}.png"
 
@@ -259,7 +260,7 @@ def render_thumbnail(im: Image.Image, size: int = THUMB_SIZE) -> tuple[Image.Ima
     return im, False
 
 
-def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> Path:
+def thumbnail_path(ws: Workspace, sample_id: int, size: int = THUMB_SIZE) -> Path:
     """The cached thumbnail of a sample, created on demand under ``ws.thumbs/<size>/``.
 
     Parameters
@@ -293,18 +294,14 @@ def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> P
     thumb, upscaled = render_thumbnail(im, size)
     dest = png if upscaled or thumb.size[0] * thumb.size[1] <= 64 * 64 else jpg
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(thumb)}.tmp")
-    if dest.suffix == ".png":
-        thumb.save(tmp, format="PNG", optimize=False)
-    else:
-        thumb.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, dest)
+    fmt = {"format": "PNG", "optimize": False} if dest.suffix == ".png" else {"format": "JPEG", "quality": 85}
+    atomic_write(dest, lambda tmp: thumb.save(tmp, **fmt), durable=False)  # a cache: rebuilt when lost
     other = jpg if dest == png else png
     other.unlink(missing_ok=True)
     return dest
 
 
-def make_thumbnails(ws: "Workspace", sample_ids: Iterable[int], *, size: int = THUMB_SIZE,
+def make_thumbnails(ws: Workspace, sample_ids: Iterable[int], *, size: int = THUMB_SIZE,
                     progress: ProgressFn | None = None, workers: int | None = None) -> dict[int, Path]:
     """Create (or reuse) the thumbnails of many samples in parallel threads.
 

@@ -1,4 +1,7 @@
-"""Image folders and manifests (CSV, JSONL, Parquet, HF metadata.jsonl) in; samples and imported labels out."""
+"""Image folders and manifests (CSV, JSONL, Parquet, HF metadata.jsonl) in; samples and imported labels out.
+
+One cohesive module: every input layout goes through one validation and one transaction.
+"""
 
 from __future__ import annotations
 
@@ -100,7 +103,7 @@ class IngestReport:
 
 
 # ---------------------------------------------------------------------- public entry points
-def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
+def ingest(ws: Workspace, source: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
            split: str | None = None, progress: ProgressFn | None = None) -> IngestReport:
     """Add the images of a folder or a manifest to the workspace, with their labels.
 
@@ -141,7 +144,7 @@ def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_r
     return ingest_manifest(ws, src, labels=labels, image_root=image_root, split=split, progress=progress)
 
 
-def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", split: str | None = None,
+def ingest_folder(ws: Workspace, folder: Path | str, *, labels: str = "auto", split: str | None = None,
                   progress: ProgressFn | None = None) -> IngestReport:
     """Ingest an image folder: class sub-folders give labels, top-level split folders give splits.
 
@@ -206,7 +209,7 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
                         progress=progress)
 
 
-def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "auto",
+def ingest_manifest(ws: Workspace, manifest: Path | str, *, labels: str = "auto",
                     image_root: Path | str | None = None, split: str | None = None,
                     progress: ProgressFn | None = None) -> IngestReport:
     """Ingest the images listed in a manifest (.csv, .tsv, .jsonl, .parquet, HF ``metadata.jsonl``).
@@ -456,7 +459,7 @@ def _merge_duplicate_rows(frame: pd.DataFrame, name: str, notes: list[str]) -> p
 
 
 # ---------------------------------------------------------------------- the common path
-def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: str,
+def _ingest_rows(ws: Workspace, root: Path, frame: pd.DataFrame, *, source: str,
                  skipped: list[tuple[str, str]], notes: list[str], split: str | None,
                  progress: ProgressFn | None, manifest: Path | None = None) -> IngestReport:
     """Check listed files in parallel, then write samples + labels in one transaction and flag missing."""

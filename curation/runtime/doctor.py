@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from curation.data.artifacts import ArtifactError
+from curation.data.atomic import atomic_write
 from curation.data.store import Store, StoreError, copy_database
 from curation.data.workspace import DB_NAME, Workspace
 
@@ -184,11 +184,9 @@ def restore(backup: Path | str, workspace: Path | str) -> None:
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError:  # the old file is not a database at all: nobody can be using it
-            tmp = db.with_name(f".{DB_NAME}.restore.tmp")
-            copy_database(src, tmp)
             for stale in (f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
                 (workspace / stale).unlink(missing_ok=True)
-            os.replace(tmp, db)
+            atomic_write(db, lambda tmp: copy_database(src, tmp))
     finally:
         src.close()
     problems = Store(workspace / DB_NAME).check()

@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from curation.data.store import STATE_NAMES
+from curation.core.vocab import STATE_NAMES
 
 EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "imagefolder", "cleanlab")
 

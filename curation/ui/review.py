@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.data.store import REJECTED
+from curation.core.vocab import REJECTED
 from curation.data.workspace import Workspace
 from curation.labels import queues
 from curation.ui import actions, classes, labels, state, widgets
