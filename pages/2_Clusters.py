@@ -1,8 +1,7 @@
 """Clusters: cards of the dataset's clusters; open one to label it whole (with exceptions), split it or find pockets."""
 
-import streamlit as st
-
 import numpy as np
+import streamlit as st
 
 from curation.ui import clusterview, filters, jobpanel, loaders, widgets
 

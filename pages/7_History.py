@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
-
-import numpy as np
 
 from curation.ui import grid, history, widgets
 

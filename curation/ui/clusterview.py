@@ -182,7 +182,6 @@ def label_panel(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
 
     Exceptions are the images ticked "leave out" in the grid below and, when asked, every image that already
     carries another label (to label only the rest of a cluster without touching reviewed work)."""
-    names = ws.store.class_names()
     with st.container(border=True):
         c1, c2 = st.columns([2, 2])
         with c1:
