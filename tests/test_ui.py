@@ -360,7 +360,7 @@ def test_map_selection_of_several_colours_maps_to_the_right_ids(embedded):
     at.run()
     assert not at.exception
     assert any(h.value == "3 selected" for h in at.subheader)
-    cards = {int(c.key[len("bulk_x"):]) for c in at.checkbox if str(c.key).startswith("bulk_x")}
+    cards = {int(c.key.rsplit("_", 1)[-1]) for c in at.checkbox if str(c.key).startswith("bulk_x")}
     assert cards == set(chosen)  # the grid of the selection
 
 

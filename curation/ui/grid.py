@@ -51,8 +51,22 @@ def _sel(key: str) -> set[int]:
     return st.session_state.setdefault(f"{key}_sel", set())
 
 
+def _box(key: str, sid: int) -> str:
+    """The widget key of a card's tick box. It carries a version that changes whenever ticks are changed from the
+    server (Tick page, Clear, Space), so the browser draws fresh boxes instead of sending stale values back."""
+    return f"{key}_x{int(st.session_state.get(f'{key}_ver', 0))}_{int(sid)}"
+
+
+def _tick(key: str, sid: int, on: bool) -> None:
+    """Tick or untick one card from the server (the boxes are redrawn: see :func:`_box`)."""
+    (_sel(key).add if on else _sel(key).discard)(int(sid))
+    st.session_state[f"{key}_ver"] = int(st.session_state.get(f"{key}_ver", 0)) + 1
+
+
 def _toggle(key: str, sid: int) -> None:
-    _sel(key).symmetric_difference_update({int(sid)})
+    """Checkbox callback: the selection follows the box the person clicked."""
+    on = bool(st.session_state.get(_box(key, sid)))
+    (_sel(key).add if on else _sel(key).discard)(int(sid))
 
 
 def _move(key: str, step: int, n: int) -> None:
@@ -72,8 +86,8 @@ def _page(key: str, step: int, n: int) -> None:
 def _space(key: str, ids: np.ndarray) -> None:
     cur = int(st.session_state.get(f"{key}_cur", 0))
     if 0 <= cur < len(ids):
-        _toggle(key, int(ids[cur]))
-        st.session_state.pop(f"{key}_x{int(ids[cur])}", None)
+        sid = int(ids[cur])
+        _tick(key, sid, sid not in _sel(key))
 
 
 def _number(ws: Workspace, key: str, ids: np.ndarray, name: str) -> None:
@@ -184,11 +198,11 @@ def grid(ws: Workspace, ids: np.ndarray, *, key: str = "grid", sugg: pd.DataFram
                   + f" · {len(sel & set(ids.tolist())):,} ticked · page {page + 1} of {pages}")
     with tools, st.container(horizontal=True):
         if st.button("Tick page", key=f"{key}_tick_page"):
-            sel.update(ids[page * PER_PAGE:(page + 1) * PER_PAGE].tolist())
-            _drop_ticks(key)
+            for sid in ids[page * PER_PAGE:(page + 1) * PER_PAGE].tolist():
+                _tick(key, sid, True)
         if st.button("Clear ticks", key=f"{key}_clear", disabled=not sel):
-            sel.clear()
-            _drop_ticks(key)
+            for sid in list(sel):
+                _tick(key, sid, False)
     bulk_bar(ws, ids, key=key, sugg=sugg)
     keys_row(ws, ids, key=key)
     shown = ids[page * PER_PAGE:(page + 1) * PER_PAGE]
@@ -207,17 +221,12 @@ def grid(ws: Workspace, ids: np.ndarray, *, key: str = "grid", sugg: pd.DataFram
                 line += f" · suggests {sugg.at[sid, 'class_name']} ({float(sugg.at[sid, 'confidence']):.2f})"
             if tag_text.get(sid):
                 line += f" · tags: {tag_text[sid]}"
-            st.checkbox(widgets.md_escape(line), value=sid in sel, key=f"{key}_x{sid}", on_change=_toggle,
+            st.checkbox(widgets.md_escape(line), value=sid in sel, key=_box(key, sid), on_change=_toggle,
                         args=(key, sid))
             st.button("Similar", key=f"{key}_sim_{sid}", icon=":material/image_search:", on_click=_similar,
                       args=(ws, sid), help="Open the images most like this one")
     if st.session_state.pop("grid_go", False):
         st.switch_page("pages/8_Grid.py")
-
-
-def _drop_ticks(key: str) -> None:
-    for k in [k for k in st.session_state if str(k).startswith(f"{key}_x")]:
-        del st.session_state[k]
 
 
 def _tags(ws: Workspace, ids: np.ndarray) -> dict[int, str]:
