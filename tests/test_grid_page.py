@@ -133,3 +133,22 @@ def test_review_number_keys_correct_to_the_first_classes(single: Workspace) -> N
     m = ws.store.label_matrix(np.array([int(rec["sample_id"])]))
     assert m[0, ws.store.class_names().index(first)] == POSITIVE and (m == POSITIVE).sum() == 1
     assert at.button("review_task").label == "Switch to multi-label"  # where "Both valid" points
+
+
+def test_history_asks_before_undoing_a_big_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    ws = Workspace.create(tmp_path / "big")
+    monkeypatch.setenv(state.WORKSPACE_ENV, str(ws.root))
+    n = 1_100
+    recs = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "sha1": [f"{i:040x}" for i in range(n)],
+                         "bytes": 10, "width": 4, "height": 4})
+    ws.store.add_samples(ws.store.root_id(ws.root), recs, labels=[["Coat"]] * n)
+    batch = int(ws.store.batches().index[0])
+    at = open_page("pages/7_History.py")
+    assert at.button("history_undo").disabled  # 1,100 events: not before the confirmation
+    box = at.checkbox(f"history_undo_{batch}_sure")
+    assert "1,100 label changes on 1,100 images" in box.label
+    box.check().run()
+    _click(at, "history_undo")
+    assert ws.store.batches().iloc[0]["undoes"] == batch
