@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-    "#7f7f7f", "#393b79", "#e6550d", "#31a354", "#843c39", "#7b4173", "#3182bd", "#fd8d3c", "#74c476",
+    "#393b79", "#e6550d", "#31a354", "#843c39", "#7b4173", "#3182bd", "#fd8d3c", "#74c476",
     "#9e9ac8", "#e7969c", "#637939", "#d6616b", "#6baed6", "#fdae6b", "#a1d99b", "#ce6dbd", "#8ca252",
     "#bd9e39", "#ad494a", "#5254a3",
 )
-"""Class colours in the order they are handed out (grey is kept for "unlabelled")."""
+"""Class colours in the order they are handed out (no grey: grey means "unlabelled" on the map)."""
 NUMBER_KEYS = 9
 """The first this many classes in display order get the number keys 1–9."""
 
