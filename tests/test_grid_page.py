@@ -30,6 +30,7 @@ def _click(at, key: str):
     return at
 
 
+@pytest.mark.slow
 def test_grid_keys_ticks_and_tags(single: Workspace) -> None:
     ws = single
     at = open_page(PAGE, no_errors=True)
