@@ -153,3 +153,18 @@ def test_history_asks_before_undoing_a_big_batch(tmp_path: Path, monkeypatch: py
     box.check().run()
     _click(at, "history_undo")
     assert ws.store.batches().iloc[0]["undoes"] == batch
+
+
+def test_search_results_are_actionable_and_similar_opens_the_grid(single: Workspace) -> None:
+    ws = single
+    at = open_page("pages/6_Search.py", no_errors=True)
+    _click(at, "search_similar")
+    cards = [c for c in at.checkbox if str(c.key).startswith("search_x")]
+    assert cards and at.button("search_apply") is not None  # the results carry the grid's bulk bar
+    first = int(cards[1].key.rsplit("_", 1)[-1])
+    at.button(f"search_sim_{first}").click().run()
+    assert_ok(at)
+    chosen = at.session_state[state.K_GRID]
+    assert chosen["ids"][0] == first and chosen["source"] == f"images like #{first}"
+    assert [t.value for t in at.title] == ["Grid"]  # now on the Grid page, showing them
+    assert any(f"{len(chosen['ids'])} images" in m.value for m in at.markdown)
