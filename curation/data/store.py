@@ -180,7 +180,7 @@ class Store:
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             self.close()
             raise StoreError(f"{self.path} cannot be opened as a label store ({exc}): restore a backup with "
-                             f"`python -m curation restore BACKUP_FILE {self.path.parent}`.") from exc
+                             f"`python -m curation restore {self.path.parent} BACKUP_FILE`.") from exc
 
     # ------------------------------------------------------------------ connection
     def _con(self) -> sqlite3.Connection:
@@ -292,7 +292,8 @@ class Store:
         return {i: Path(p) for i, p in self._read("SELECT id, path FROM roots")}
 
     def add_samples(self, root_id: int, records: pd.DataFrame, *, labels: Sequence[Sequence[str]] | None = None,
-                    actor: str = "import", note: str = "") -> tuple[np.ndarray, np.ndarray]:
+                    actor: str = "import", note: str = "",
+                    rejected: Sequence[Sequence[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Insert samples and their imported labels in one transaction; known paths are left untouched.
 
         Parameters
@@ -302,6 +303,8 @@ class Store:
         labels : one list of class names per record (empty list = unlabelled). Classes are created
             as needed. Labels are imported (source "import", one batch) only for *new* samples, so
             re-ingesting a folder never touches labels people have edited.
+        rejected : optional, one list of class names per record that a person ruled out (an exported
+            ``rejected`` column); imported in the same batch, new samples only.
 
         Returns
         -------
@@ -332,17 +335,20 @@ class Store:
             dup = np.ones(len(ids), bool)
             dup[first] = False
             is_new &= ~dup
-            if labels is not None:
-                if len(labels) != len(recs):
+            if labels is not None or rejected is not None:
+                given = [(labels, POSITIVE), (rejected, REJECTED)]
+                if any(x is not None and len(x) != len(recs) for x, _ in given):
                     raise StoreError("labels must hold one list of class names per record.")
-                pairs = [(i, validate_class_name(n)) for i, names in enumerate(labels) if is_new[i] for n in names]
+                pairs = [(i, validate_class_name(n), state) for x, state in given if x is not None
+                         for i, names in enumerate(x) if is_new[i] for n in names]
                 if pairs:
-                    names = sorted({n for _, n in pairs})
+                    names = sorted({n for _, n, _ in pairs})
                     con.executemany("INSERT OR IGNORE INTO classes(name) VALUES (?)", [(n,) for n in names])
                     cid = dict(con.execute("SELECT name, id FROM classes").fetchall())
-                    s = ids[[i for i, _ in pairs]]
-                    c = np.array([cid[n] for _, n in pairs], np.int64)
-                    _append_batch(con, s, c, np.full(len(s), POSITIVE, np.int64), source="import", actor=actor,
+                    s = ids[[i for i, _, _ in pairs]]
+                    c = np.array([cid[n] for _, n, _ in pairs], np.int64)
+                    st = np.array([state for _, _, state in pairs], np.int64)
+                    _append_batch(con, s, c, st, source="import", actor=actor,
                                   note=note or f"imported labels of {int(is_new.sum())} new samples")
         return ids, is_new
 

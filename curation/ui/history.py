@@ -8,7 +8,7 @@ import pandas as pd
 
 from curation.core.vocab import STATE_NAMES
 
-EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "imagefolder", "cleanlab")
+EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "hf-parquet", "imagefolder", "fiftyone", "coco", "cleanlab")
 
 
 def _when(t: float) -> str:
