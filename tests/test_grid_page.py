@@ -156,7 +156,6 @@ def test_history_asks_before_undoing_a_big_batch(tmp_path: Path, monkeypatch: py
 
 
 def test_search_results_are_actionable_and_similar_opens_the_grid(single: Workspace) -> None:
-    ws = single
     at = open_page("pages/6_Search.py", no_errors=True)
     _click(at, "search_similar")
     cards = [c for c in at.checkbox if str(c.key).startswith("search_x")]
