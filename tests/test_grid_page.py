@@ -167,3 +167,22 @@ def test_search_results_are_actionable_and_similar_opens_the_grid(single: Worksp
     assert chosen["ids"][0] == first and chosen["source"] == f"images like #{first}"
     assert [t.value for t in at.title] == ["Grid"]  # now on the Grid page, showing them
     assert any(f"{len(chosen['ids'])} images" in m.value for m in at.markdown)
+
+
+def test_home_counts_the_images_right_after_an_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    ws = Workspace.create(tmp_path / "fresh")
+    monkeypatch.setenv(state.WORKSPACE_ENV, str(ws.root))
+    folder = tmp_path / "imgs" / "cat"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    at = open_page(None)
+    assert next(m for m in at.metric if m.label == "Samples").value == "0"
+    next(t for t in at.text_input if t.label == "Image folder or manifest file").set_value(str(folder.parent))
+    next(b for b in at.button if b.label == "Ingest").click().run()
+    assert_ok(at)
+    assert next(m for m in at.metric if m.label == "Samples").value == "5"  # no reload needed
+    assert not next(b for b in at.button if b.label.startswith("Run pipeline")).disabled
+    assert any("5" in s.value for s in at.success)  # the ingest report survives the rerun
