@@ -20,7 +20,8 @@ if clustering is None:
 ids = np.asarray(emb.ids, np.int64)
 members = widgets.optional(loaders.clusters, ws, "clusters")
 flt, keep = filters.page_bar(ws, ids, names=ws.store.class_names(),
-                             sugg=widgets.optional(loaders.suggestions, ws, "suggestions"), clusters=members)
+                             sugg=widgets.optional(loaders.suggestions, ws, "suggestions"), clusters=members,
+                             compact=True)
 table = None
 with widgets.guard("summarising the clusters"):
     table = clusterview.summary_table(ws, emb, clustering)

@@ -23,7 +23,7 @@ reviews = ws.store.reviews()
 found = widgets.optional(loaders.issues, ws, "label-quality ranking")
 missing = widgets.optional(loaders.missing_labels, ws, "missing-label candidates")
 flt, keep = filters.page_bar(ws, ids, names=names, matrix=matrix, sugg=sugg, issues=found,
-                             clusters=widgets.optional(loaders.clusters, ws, "clusters"))
+                             clusters=widgets.optional(loaders.clusters, ws, "clusters"), compact=True)
 aligned = queues.align(ids, matrix, sugg, class_names=names)
 built = queues.build_queues(aligned, found, missing, reviews=reviews)
 if flt.active:  # the shared filter narrows every queue

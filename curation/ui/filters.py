@@ -55,18 +55,23 @@ def _init(name: str, value: Any) -> str:
 
 
 def bar(ws: Workspace, *, names: Sequence[str], clusters: Sequence[int] = (), splits: Sequence[str] = (),
-        tags: Sequence[str] = (), has_sugg: bool = True, has_issues: bool = True) -> Filter:
+        tags: Sequence[str] = (), has_sugg: bool = True, has_issues: bool = True, compact: bool = False) -> Filter:
     """The filter bar: the main fields in a row, the rest under "More", saved views; returns the filter.
 
-    The filter lives in the session, so the next page opens with it.
+    The filter lives in the session, so the next page opens with it. ``compact`` folds the bar into an expander
+    titled with the filter (open while a filter is set), for pages where the work is below it (Review, Clusters).
     """
     flt = current()
-    with st.container(border=True):
+    title = f"Filter: {widgets.md_escape(flt.describe())}"
+    frame = (st.expander(title, expanded=flt.active, icon=":material/filter_alt:") if compact
+             else st.container(border=True))
+    with frame:
         c = st.columns([3, 3, 2, 2, 2], vertical_alignment="bottom")
         c[0].multiselect("Label", [UNLABELLED, *names], key=_init("labels", [n for n in flt.labels
                                                                            if n in names or n == UNLABELLED]),
                          on_change=_sync, placeholder="any label")
-        c[1].multiselect("Suggestion", list(names), key=_init("suggestions", [n for n in flt.suggestions if n in names]),
+        wanted = [n for n in flt.suggestions if n in names]
+        c[1].multiselect("Suggestion", list(names), key=_init("suggestions", wanted),
                          on_change=_sync, placeholder="any suggestion", disabled=not has_sugg)
         c[2].slider("Confidence", 0.0, 1.0, key=_init("confidence", tuple(flt.confidence)), step=0.05,
                     on_change=_sync, disabled=not has_sugg)
@@ -79,7 +84,8 @@ def bar(ws: Workspace, *, names: Sequence[str], clusters: Sequence[int] = (), sp
             m = st.columns([2, 2, 2, 2, 3])
             m[0].slider("Issue score ≤", 0.0, 1.0, key=_init("issue_max", flt.issue_max), step=0.05,
                         on_change=_sync, disabled=not flt.issue.endswith("score"))
-            m[1].multiselect("Cluster", list(clusters), key=_init("clusters", [c for c in flt.clusters if c in clusters]),
+            picked = [c for c in flt.clusters if c in clusters]
+            m[1].multiselect("Cluster", list(clusters), key=_init("clusters", picked),
                              on_change=_sync, placeholder="any cluster")
             m[2].multiselect("Split", list(splits), key=_init("splits", [s for s in flt.splits if s in splits]),
                              on_change=_sync, placeholder="any split", format_func=lambda s: s or "(none)")
@@ -138,14 +144,15 @@ def keep(ws: Workspace, flt: Filter, ids: np.ndarray, *, matrix: np.ndarray | No
 
 def page_bar(ws: Workspace, ids: np.ndarray, *, names: Sequence[str], matrix: np.ndarray | None = None,
              sugg: pd.DataFrame | None = None, issues: pd.DataFrame | None = None,
-             clusters: pd.Series | None = None) -> tuple[Filter, np.ndarray]:
-    """The bar with the choices this workspace has, and the mask of ``ids`` it keeps."""
+             clusters: pd.Series | None = None, compact: bool = False) -> tuple[Filter, np.ndarray]:
+    """The bar with the choices this workspace has (``compact``: folded, see :func:`bar`), and the mask of ``ids``
+    it keeps."""
     from curation.data import tags as tag_store
 
     split_choices = sorted(r[0] or "" for r in ws.store._read("SELECT DISTINCT split FROM samples"))
     cluster_choices = [] if clusters is None else sorted(pd.unique(clusters.dropna()).astype(int).tolist())
     flt = bar(ws, names=names, clusters=cluster_choices, splits=split_choices, tags=tag_store.names(ws.store),
-              has_sugg=sugg is not None, has_issues=True)
+              has_sugg=sugg is not None, has_issues=True, compact=compact)
     if flt.issue and issues is None:
         from curation.ui import loaders
 
