@@ -48,10 +48,11 @@ c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_un
 c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
 c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
 running = jobpanel.active_pipeline(ws)
+engine = jobpanel.engine_choice()
 if st.button("Run pipeline (embed → map → clusters → suggestions → issues)", type="primary",
              disabled=s.samples == 0 or running is not None,
              help="One pipeline at a time: this is off while one runs." if running is not None else None):
-    jobpanel.submit(ws, "pipeline", {})
+    jobpanel.submit(ws, "pipeline", engine)
 jobpanel.jobs_panel(ws, key="home_jobs")
 
 st.subheader("Next")

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from curation.core.progress import TqdmProgress, null_progress
 from curation.data.store import StoreError
 from curation.data.workspace import DB_NAME, Workspace
+from curation.runtime.engines import add_engine_args
 
 log = logging.getLogger(__name__)
 DEFAULT_DEMO = Path("demo-workspace")
@@ -121,16 +122,16 @@ def cmd_demo(a: argparse.Namespace) -> None:
     emit(a, f"demo workspace ready at {ws.root}: {res['images']} images", res)
 
 
-def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None = None) -> Any:
+def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None = None, **engine: str | None) -> Any:
     from curation.runtime.tasks import JOBS
 
-    return _with_bar(a, "pipeline", JOBS["pipeline"], ws, {"encoder": encoder})
+    return _with_bar(a, "pipeline", JOBS["pipeline"], ws, {"encoder": encoder, **engine})
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
-    from curation.features.embed import embed_workspace
+    from curation.runtime.ray_jobs import embed_function
     ws = Workspace.open(a.workspace)
-    emb = _with_bar(a, "embed", embed_workspace, ws, a.encoder)
+    emb = _with_bar(a, "embed", embed_function(a.engine, a.address), ws, a.encoder)
     emit(a, f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}",
          {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "dim": int(emb.vectors.shape[1]), "device": emb.device})
 
@@ -208,7 +209,7 @@ def cmd_issues(a: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(a: argparse.Namespace) -> None:
-    res = _run_pipeline(a, Workspace.open(a.workspace), encoder=a.encoder)
+    res = _run_pipeline(a, Workspace.open(a.workspace), encoder=a.encoder, engine=a.engine, address=a.address)
     emit(a, "pipeline done: " + ", ".join(str(k) for k in (res or {})), res)
 
 
@@ -456,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
+    add_engine_args(sp)
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("file", type=Path)
@@ -482,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("pipeline", cmd_pipeline, "embed → map → clusters → suggestions → issues")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None)
+    add_engine_args(sp)
     sp = add("train", cmd_train, "train a classifier head on the embeddings, or fine-tune the image tower")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--kind", choices=("linear", "mlp"), default=None, help="head on embeddings (default linear)")

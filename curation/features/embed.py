@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import pandas as pd
 from curation.core.progress import ProgressFn, null_progress
 from curation.data.artifacts import make_key
 from curation.data.atomic import atomic_write
+from curation.features.embedder import Embedder
 from curation.features.encoders import Encoder, PrecomputedEncoder, default_encoder, get_encoder
 from curation.features.imageset import ImageDataset, auto_batch_size, auto_workers, collate_images, worker_init
 
@@ -28,6 +29,11 @@ TEXT_KIND = "text_embeddings"
 FORMAT_VERSION = 1
 _CHUNK_RE = re.compile(r"^chunk-(\d{6})\.ids\.npy$")
 
+
+
+ChunkRunner = Callable[..., None]
+"""``runner(ws, encoder, store_dir, frame, todo, *, num_workers, progress)``: embed the planned rows ``todo``
+(M, 3) int64 [sample id, chunk, batch size] and write each chunk with :func:`write_chunk` when complete."""
 
 
 class EmbeddingError(RuntimeError):
@@ -171,21 +177,6 @@ def _find_store(ws: Any, name: str) -> str | None:
     return best
 
 
-def _encode_safe(encoder: Encoder, x: Any) -> np.ndarray:
-    """encode_images, halving the batch on CUDA out-of-memory."""
-    try:
-        return encoder.encode_images(x)
-    except RuntimeError as exc:
-        if "out of memory" not in str(exc).lower() or len(x) <= 1:
-            raise
-        import torch
-
-        torch.cuda.empty_cache()
-        h = len(x) // 2
-        log.warning("CUDA out of memory at batch %d; splitting", len(x))
-        return np.concatenate([_encode_safe(encoder, x[:h]), _encode_safe(encoder, x[h:])])
-
-
 def _fmt_eta(s: float) -> str:
     if not np.isfinite(s):
         return "?"
@@ -212,7 +203,7 @@ def _resolve_encoder(ws: Any, encoder: None | str | Encoder, device: str | None)
 
 def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size: int | None = None,
                     num_workers: int | None = None, chunk_size: int = 1024, device: str | None = None,
-                    progress: ProgressFn | None = None) -> Embeddings:
+                    progress: ProgressFn | None = None, runner: ChunkRunner | None = None) -> Embeddings:
     """Embed every present sample not yet embedded by ``encoder``; resumable; returns all its vectors.
 
     Work is planned once as fixed chunks of ``chunk_size`` sorted sample ids (the plan is saved), each
@@ -231,6 +222,8 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     device : ``cpu``/``cuda``/``mps``; best available when None.
     progress : ``progress(fraction, message)``; may raise :class:`~curation.core.progress.Cancelled`
         (completed chunks are kept).
+    runner : computes the planned chunks not yet done (default: this process's DataLoader loop); e.g. the
+        Ray engine's (:mod:`curation.runtime.ray_jobs`), which writes the same chunks with :func:`write_chunk`.
 
     Returns
     -------
@@ -279,9 +272,10 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     done = _done_chunks(d)
     todo = plan[~np.isin(plan[:, 1], done)]
     if len(todo):
-        _run_chunks(ws, enc, d, frame, todo, num_workers=num_workers, progress=progress)
-        if enc.device not in info["devices"]:
-            info["devices"] = sorted([*info["devices"], enc.device])
+        (runner or _run_chunks)(ws, enc, d, frame, todo, num_workers=num_workers, progress=progress)
+        device = str(getattr(runner, "device", None) or enc.device)  # a runner may compute elsewhere ("ray:cpu")
+        if device not in info["devices"]:
+            info["devices"] = sorted([*info["devices"], device])
             write_store_info(d, info)
     else:
         progress(1.0, f"all {len(present):,} samples already embedded ({enc.name})")
@@ -314,6 +308,7 @@ def _run_chunks(ws: Any, enc: Encoder, d: Path, frame: pd.DataFrame, todo: np.nd
             batch_chunk.append(int(chunk_of[s]))
     last_batch_of_chunk = {c: i for i, c in enumerate(batch_chunk)}
 
+    embedder = Embedder.wrap(enc)
     workers = auto_workers(enc.device) if num_workers is None else int(num_workers)
     allowed = [os.path.realpath(p) for p in map(str, ws.allowed_roots())]
     ds = ImageDataset(paths, enc.transform, enc.transform.size, allowed)
@@ -344,7 +339,7 @@ def _run_chunks(ws: Any, enc: Encoder, d: Path, frame: pd.DataFrame, todo: np.nd
                     cur_failed.append((sid, str(paths[rows_a[r]]), reasons[r]))
                 x = x[torch.from_numpy(ok)]
             if len(x):
-                cur_vecs.append(_encode_safe(enc, x))
+                cur_vecs.append(embedder.encode(x))
                 cur_ids.append(ids[rows_a[ok]])
             n_done += len(rows)
             c = batch_chunk[bi]

@@ -10,7 +10,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
-from curation.ui.widgets import guard
+from curation.ui.widgets import guard, md_escape
 
 ACTIVE = ("queued", "running", "cancelling")
 ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/stop_circle:",
@@ -48,6 +48,20 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
         st.toast(f"Started {kind} job {job_id}")
         return job_id
     return None
+
+
+def engine_choice(*, key: str = "engine_choice") -> dict:
+    """When a Ray cluster is configured (``CURATION_RAY_ADDRESS``), a toggle to run the heavy stages on it;
+    returns the job params it adds (``engine``, ``address``), empty for the local engine."""
+    from curation.runtime.engines import ADDRESS_ENV, configured_address
+
+    address = configured_address()
+    if address is None:
+        return {}
+    on_ray = st.toggle("Run embedding, kNN and out-of-fold scoring on the Ray cluster", key=key,
+                       help=f"The cluster is set by {ADDRESS_ENV}; the map, clusters and issue table stay here.")
+    st.caption(f"Ray cluster: {md_escape(address)}")
+    return {"engine": "ray", "address": address} if on_ray else {}
 
 
 def _recent(ws: Workspace, kinds: Sequence[str] | None) -> pd.DataFrame:
