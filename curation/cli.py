@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from curation.core.progress import TqdmProgress, null_progress
-from curation.data.store import StoreError
+from curation.data.disk import DISK_ERRORS, StoreError, check_writable, disk_message
 from curation.data.workspace import DB_NAME, Workspace
 from curation.runtime.engines import add_engine_args
 
@@ -131,9 +131,8 @@ def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None =
 def cmd_embed(a: argparse.Namespace) -> None:
     from curation.runtime.ray_jobs import embed_function
     ws = Workspace.open(a.workspace)
-    emb = _with_bar(a, "embed", embed_function(a.engine, a.address), ws, a.encoder)
-    emit(a, f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}",
-         {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "dim": int(emb.vectors.shape[1]), "device": emb.device})
+    emb = _with_bar(a, "embed", embed_function(a.engine, a.address), ws, a.encoder, retry_failed=a.retry_failed)
+    emit(a, emb.summary(), emb.record())
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
@@ -457,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
+    sp.add_argument("--retry-failed", action="store_true", help="embed every image that failed before again")
     add_engine_args(sp)
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
@@ -577,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     as_json = getattr(args, "json", False)
     try:
+        check_writable(args.command, getattr(args, "workspace", None), repair=getattr(args, "repair", False))
         args.func(args)
     except UsageError as exc:
         _error(as_json, exc, "usage")
@@ -584,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except (StoreError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        _error(as_json, exc, type(exc).__name__)
+    except (StoreError, FileNotFoundError, ValueError, RuntimeError, *DISK_ERRORS) as exc:  # read-only, full: 1 line
+        print(said, file=sys.stderr) if (said := disk_message(exc)) else _error(as_json, exc, type(exc).__name__)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and the next run resumes from it", file=sys.stderr)

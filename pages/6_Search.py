@@ -16,7 +16,7 @@ K_HITS = "search_hits"  # {"ids": [...], "what": str}: the last results, kept wh
 text_tab, image_tab = st.tabs(["By text", "By image"])
 with text_tab:
     if not emb.has_text:
-        st.info(f"Text search is off: the encoder in use ({emb.encoder_name}) has no text tower. "
+        st.info(f"Text search is off: the encoder in use ({widgets.md_escape(emb.encoder_name)}) has no text tower. "
                 "Embed with OpenCLIP to search by prompt, or search by image (or “Similar” on any image card).")
     else:
         query = st.text_input("Describe what you are looking for", placeholder="a photo of a red dress",

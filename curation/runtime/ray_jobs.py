@@ -149,7 +149,7 @@ def _write(write_chunk: Any, d: Any, c: int, parts: list[dict[str, np.ndarray]],
 
 def embed_on_ray(ws: Any, encoder: Any = None, *, address: str | None = None, workers: int | None = None,
                  num_gpus: float = 0.0, chunk_size: int = 1024, batch_size: int | None = None,
-                 progress: ProgressFn | None = None) -> Any:
+                 retry_failed: bool = False, progress: ProgressFn | None = None) -> Any:
     """:func:`~curation.features.embed.embed_workspace` with its chunks computed on the Ray cluster at ``address``.
 
     The driver (this process) plans the chunks and loads the encoder once on its CPU for the store key; the
@@ -167,7 +167,7 @@ def embed_on_ray(ws: Any, encoder: Any = None, *, address: str | None = None, wo
     if batch_size is None and num_gpus:
         batch_size = GPU_BATCH  # the driver plans on its CPU, where the automatic batch would be 32
     return embed_workspace(ws, encoder, chunk_size=chunk_size, batch_size=batch_size, device="cpu",
-                           progress=progress, runner=runner)
+                           retry_failed=retry_failed, progress=progress, runner=runner)
 
 
 def embed_function(engine: str, address: str | None = None) -> Callable[..., Any]:

@@ -41,11 +41,14 @@ def _embed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 
         options.pop("num_workers", None)
         emb = embed_on_ray(ws, params.get("encoder"), address=params.get("address"), workers=params.get("workers"),
-                           num_gpus=float(params.get("num_gpus") or 0), progress=progress, **options)
+                           num_gpus=float(params.get("num_gpus") or 0), retry_failed=bool(params.get("retry_failed")),
+                           progress=progress, **options)
         return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key,
-                "engine": "ray"}
-    emb = embed_workspace(ws, params.get("encoder"), progress=progress, **options)
-    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key}
+                "engine": "ray", "failed": int(len(emb.skipped))}
+    emb = embed_workspace(ws, params.get("encoder"), retry_failed=bool(params.get("retry_failed")),
+                          progress=progress, **options)
+    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key,
+            "failed": int(len(emb.skipped))}
 
 
 @job("map")

@@ -8,6 +8,7 @@ import streamlit as st
 from curation.data import classes as engine
 from curation.data.workspace import Workspace
 from curation.ui import state, widgets
+from curation.ui.text import clean
 
 TASK_EFFECT = {
     "multi": "Switching to multi-label keeps every label as it is; from then on an image may carry several classes "
@@ -41,12 +42,12 @@ def new_class_box(ws: Workspace, *, key: str, picker_key: str | None = None) -> 
     picker_key : a class picker's key that is set to the new class once it exists.
     """
     name = st.text_input("New class name", key=f"{key}_name", placeholder="e.g. Sandal")
-    clean = str(name or "").strip()
-    problem = engine.name_problem(ws.store, clean) if clean else None
+    wanted = str(name or "").strip()
+    problem = engine.name_problem(ws.store, wanted) if wanted else None
     if problem:
-        st.caption(problem)
-    st.button(f"Create class “{widgets.md_escape(clean)}”" if clean else "Create class", key=f"{key}_create", type="primary",
-              disabled=not clean or problem is not None, on_click=_create, args=(ws, key, picker_key),
+        st.caption(widgets.md_escape(problem))
+    st.button(f"Create class “{widgets.md_escape(wanted)}”" if wanted else "Create class", key=f"{key}_create",
+              type="primary", disabled=not wanted or problem is not None, on_click=_create, args=(ws, key, picker_key),
               help="Creates the class. Typing in a class picker only ever picks an existing class.")
 
 
@@ -64,7 +65,7 @@ def class_picker(ws: Workspace, label: str, *, key: str, names: list[str] | None
     left, right = where.columns([3, 2], vertical_alignment="bottom")
     if st.session_state.get(key) not in names:
         st.session_state.pop(key, None)
-    chosen = left.selectbox(label, names, index=None, key=key, placeholder="Type to find a class…",
+    chosen = left.selectbox(label, names, index=None, key=key, placeholder="Type to find a class…", format_func=clean,
                             help="Picks an existing class. To add one, use “New class”.")
     with right.popover("New class", icon=":material/add:"):
         new_class_box(ws, key=f"{key}_new", picker_key=key)
@@ -91,7 +92,7 @@ def manager(ws: Workspace) -> None:
     with new_tab:
         new_class_box(ws, key="cm_new")
     with rename_tab:
-        old = st.selectbox("Class", names, index=None, key="cm_rename_old")
+        old = st.selectbox("Class", names, index=None, key="cm_rename_old", format_func=clean)
         new = st.text_input("New name", key="cm_rename_new")
         if st.button("Rename", key="cm_rename_go", disabled=not old or not str(new).strip()):
             with widgets.guard("renaming"):
@@ -101,8 +102,8 @@ def manager(ws: Workspace) -> None:
     with merge_tab:
         st.caption("Moves every label of the first class onto the second, as one undoable batch (History), and "
                    "removes the first. Undoing the batch brings the class back.")
-        src = st.selectbox("Merge", names, index=None, key="cm_merge_src")
-        dst = st.selectbox("into", [n for n in names if n != src], index=None, key="cm_merge_dst")
+        src = st.selectbox("Merge", names, index=None, key="cm_merge_src", format_func=clean)
+        dst = st.selectbox("into", [n for n in names if n != src], index=None, key="cm_merge_dst", format_func=clean)
         if src and dst:
             n = int(use.loc[use["name"] == src, "positive"].iloc[0])
             sure = st.checkbox(widgets.md_escape(f"Yes: move {n:,} images from “{src}” to “{dst}” and remove “{src}”"),
@@ -116,14 +117,14 @@ def manager(ws: Workspace) -> None:
     with delete_tab:
         free = use.loc[use["deletable"], "name"].tolist()
         st.caption("Only a class no image carries can be deleted; merge a used class into another instead.")
-        gone = st.selectbox("Unused class", free, index=None, key="cm_delete")
+        gone = st.selectbox("Unused class", free, index=None, key="cm_delete", format_func=clean)
         if st.button("Delete", key="cm_delete_go", disabled=not gone):
             with widgets.guard("deleting"):
                 engine.delete(ws.store, gone)
                 st.toast(widgets.md_escape(f"Deleted class {gone!r}"))
                 st.rerun()
     with order_tab:
-        pick = st.selectbox("Class", names, index=None, key="cm_order_pick")
+        pick = st.selectbox("Class", names, index=None, key="cm_order_pick", format_func=clean)
         c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
         if c1.button("Move up", key="cm_up", disabled=not pick):
             engine.move(ws.store, pick, -1)

@@ -11,6 +11,7 @@ import streamlit as st
 from curation.data.workspace import Workspace
 from curation.labels.filters import ISSUES, REVIEWED, UNLABELLED, Filter, mask, parse_ids
 from curation.ui import state, widgets
+from curation.ui.text import clean
 
 _FIELDS = ("labels", "suggestions", "confidence", "issue", "issue_max", "reviewed", "clusters", "splits", "tags",
            "ids")
@@ -69,10 +70,11 @@ def bar(ws: Workspace, *, names: Sequence[str], clusters: Sequence[int] = (), sp
         c = st.columns([3, 3, 2, 2, 2], vertical_alignment="bottom")
         c[0].multiselect("Label", [UNLABELLED, *names], key=_init("labels", [n for n in flt.labels
                                                                            if n in names or n == UNLABELLED]),
-                         on_change=_sync, placeholder="any label")
+                         on_change=_sync, placeholder="any label", format_func=clean)
         wanted = [n for n in flt.suggestions if n in names]
         c[1].multiselect("Suggestion", list(names), key=_init("suggestions", wanted),
-                         on_change=_sync, placeholder="any suggestion", disabled=not has_sugg)
+                         on_change=_sync, placeholder="any suggestion", disabled=not has_sugg,
+                         format_func=clean)
         c[2].slider("Confidence", 0.0, 1.0, key=_init("confidence", tuple(flt.confidence)), step=0.05,
                     on_change=_sync, disabled=not has_sugg)
         c[3].selectbox("Issue", list(ISSUES), format_func=ISSUES.get, key=_init("issue", flt.issue), on_change=_sync,
@@ -90,7 +92,7 @@ def bar(ws: Workspace, *, names: Sequence[str], clusters: Sequence[int] = (), sp
             m[2].multiselect("Split", list(splits), key=_init("splits", [s for s in flt.splits if s in splits]),
                              on_change=_sync, placeholder="any split", format_func=lambda s: s or "(none)")
             m[3].multiselect("Tag", list(tags), key=_init("tags", [t for t in flt.tags if t in tags]),
-                             on_change=_sync, placeholder="any tag")
+                             on_change=_sync, placeholder="any tag", format_func=clean)
             m[4].text_area("Sample ids", key=_init("ids", " ".join(map(str, flt.ids))), height=68,
                            on_change=_sync, placeholder="12, 40 41 …")
             views_row(ws)
@@ -107,7 +109,8 @@ def views_row(ws: Workspace) -> None:
 
     saved = views(ws.store)
     v = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
-    pick = v[0].selectbox("Saved view", list(saved), index=None, key="fbv_pick", placeholder="open a saved view…")
+    pick = v[0].selectbox("Saved view", list(saved), index=None, key="fbv_pick", placeholder="open a saved view…",
+                        format_func=clean)
     if v[2].button("Open", key="fbv_open", disabled=pick is None):
         set_current(saved[pick])
         st.rerun()

@@ -11,6 +11,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import actions, classes, labels, loaders, state, widgets
+from curation.ui.text import clean
 
 PER_PAGE = 24
 COLUMNS = 6
@@ -134,6 +135,7 @@ def bulk_bar(ws: Workspace, ids: np.ndarray, *, key: str, sugg: pd.DataFrame | N
         t1, t0, t2, t3, t4 = st.columns([2, 2, 1, 1, 2], vertical_alignment="bottom")
         known = tags.names(ws.store)
         picked = t1.selectbox("Tag", known, index=None, key=f"{key}_tag", placeholder="an existing tag…",
+                              format_func=clean,
                               help="Tags are free marks, not classes: “blurry”, “check later”…")
         fresh = t0.text_input("or a new tag", key=f"{key}_tag_new", placeholder="e.g. blurry").strip()
         tag = fresh or picked
@@ -142,7 +144,8 @@ def bulk_bar(ws: Workspace, ids: np.ndarray, *, key: str, sugg: pd.DataFrame | N
                 with widgets.guard("tagging"):
                     batch = tags.tag(ws.store, target, str(tag), on=on)
                     classes.remember_tag_batch(batch)
-                    st.toast(f"{label}ged {len(target):,} images “{widgets.md_escape(tag)}”" if batch else f"{label}: nothing changed")
+                    st.toast(f"{label}ged {len(target):,} images “{widgets.md_escape(tag)}”" if batch
+                             else f"{label}: nothing changed")
                     st.rerun()
         with t4:
             widgets.undo_last_button(ws, key=f"{key}_undo")
@@ -179,7 +182,8 @@ def keys_row(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
         with st.container(horizontal=True):
             for i, name in enumerate(order, start=1):
                 st.button(f"{i} · {widgets.md_escape(name)}", key=f"{key}_n{i}", shortcut=str(i), on_click=_number,
-                          args=(ws, key, ids, name), help=f"Label the current image “{widgets.md_escape(name)}” and move on")
+                          args=(ws, key, ids, name),
+                          help=f"Label the current image “{widgets.md_escape(name)}” and move on")
 
 
 def grid(ws: Workspace, ids: np.ndarray, *, key: str = "grid", sugg: pd.DataFrame | None = None,

@@ -10,6 +10,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
+from curation.ui.text import plain
 from curation.ui.widgets import guard, md_escape
 
 ACTIVE = ("queued", "running", "cancelling")
@@ -78,7 +79,7 @@ def _job_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
     with left:
         st.progress(float(min(max(rec["progress"] or 0.0, 0.0), 1.0)),
                     text=f"Job {job_id} · {rec['kind']} · {rec['status']} — "
-                         f"{rec['message'] or ('waiting in the queue' if rec['status'] == 'queued' else '…')}")
+                         f"{plain(rec['message']) or ('waiting in the queue' if rec['status'] == 'queued' else '…')}")
     with right:
         if st.button("Cancel", key=f"{key}_cancel_{job_id}", disabled=rec["status"] == "cancelling"):
             with guard("cancelling"):
@@ -95,9 +96,9 @@ def _finished_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> No
     with left:
         st.write(line)
         if rec["status"] == "failed" and rec["error"]:
-            st.error(rec["error"])
+            st.error(plain(rec["error"]))
         elif rec["status"] == "interrupted":
-            st.caption(rec["message"])
+            st.caption(plain(rec["message"]))
     with right:
         if rec["status"] in ("failed", "interrupted", "cancelled"):
             if st.button("Resume", key=f"{key}_resume_{job_id}"):
@@ -156,7 +157,7 @@ def stop_for_pipeline(ws: Workspace, missing: str, *, run_key: str | None = None
                 "it has made what the page shows.", icon=":material/hourglass_top:")
         jobs_panel(ws, key=f"{run_key or 'pipeline'}_jobs")
         st.stop()
-    st.info(missing)
+    st.info(plain(missing))
     if run_key:
         if st.button("Run pipeline", type="primary", key=run_key):
             submit(ws, "pipeline", {})
