@@ -15,7 +15,6 @@ from curation.data.workspace import Workspace
 from curation.structure import pockets
 from curation.structure.cluster import K_REPEATS, K_SCAN_DIMS
 from curation.ui import actions, classes, grid, jobpanel, labels, loaders, widgets
-from curation.ui.text import clean
 
 K_OPEN = "clusters_open"  # int: the cluster opened below the gallery
 K_SPLIT = "clusters_split"  # (clustering key, cluster): the cluster whose split is shown
