@@ -40,6 +40,8 @@ queue = review.pending(built[kind], balanced=balanced)
 top[0].caption(f"{len(queue):,} to review · {len(review.handled())} handled in this session · ordered by the "
                "expected value of a look")
 review.measurement(aligned, reviews, sugg, queue=kind, correct=correct)
+if kind == "errors":
+    review.error_estimate(found)
 
 if queue.empty:
     st.success("Nothing left in this queue.")

@@ -21,7 +21,7 @@ K_SPLIT = "clusters_split"  # (clustering key, cluster): the cluster whose split
 K_POCKETS = "clusters_pockets"  # (clustering key, cluster): the cluster whose pockets are shown
 CHOICES = {"auto": "k-means, automatic k", "k": "k-means, chosen k", "hdbscan": "HDBSCAN (no k; noise = outliers)"}
 SORTS = {"size": "Size (largest first)", "purity": "Purity (lowest first)", "issue_rate": "Issue rate (highest first)"}
-LABEL_ACTIONS = ("assign", "add")
+LABEL_ACTIONS = ("assign", "add", "remove", "clear")
 PICK_PAGE, PICK_COLUMNS = 36, 6
 """Images per page of a cluster's grid, and grid columns."""
 CARDS_PER_PAGE = 12
