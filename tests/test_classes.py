@@ -140,13 +140,15 @@ def test_filter_mask_and_saved_views(filled) -> None:
     m = ws.store.label_matrix(ids)
     sugg = pd.DataFrame({"class_name": ["Coat"] * 12, "confidence": np.linspace(0, 1, 12)}, index=ids)
     issues = pd.DataFrame({"is_label_issue": [True] + [False] * 11, "label_score": np.linspace(0, 1, 12),
-                           "outlier_score": np.ones(12)}, index=ids)
+                           "is_outlier_issue": [False] * 11 + [True], "outlier_score": np.ones(12)}, index=ids)
     assert mask(Filter(), ids).all()
     assert mask(Filter(labels=["Coat"]), ids, matrix=m, names=names).tolist() == [False] * 4 + [True] * 4 + [False] * 4
     assert mask(Filter(labels=[UNLABELLED]), ids, matrix=m, names=names).sum() == 4
     assert mask(Filter(confidence=(0.5, 1.0)), ids, sugg=sugg).sum() == 6
     assert mask(Filter(issue="label"), ids, issues=issues).tolist() == [True] + [False] * 11
     assert mask(Filter(issue="label_score", issue_max=0.2), ids, issues=issues).sum() == 3
+    assert mask(Filter(issue="outlier"), ids, issues=issues).tolist() == [False] * 11 + [True]
+    assert mask(Filter(issue="duplicate"), ids, issues=issues).sum() == 0  # no such column: nothing matches
     assert mask(Filter(reviewed="no"), ids, reviewed=ids[:2]).sum() == 10
     assert mask(Filter(tags=["x"]), ids, tagged=ids[5:7]).tolist() == [i in (5, 6) for i in range(12)]
     assert mask(Filter(ids=[int(ids[3])], labels=["Trouser"]), ids, matrix=m, names=names).sum() == 1

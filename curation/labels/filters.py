@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 
 UNLABELLED = "(unlabelled)"
 """The label choice that keeps images without a positive label."""
-ISSUES = {"": "any", "label": "likely label error", "outlier": "outlier", "label_score": "label score ≤ max",
-          "outlier_score": "outlier score ≤ max"}
+ISSUES = {"": "any", "label": "likely label error", "outlier": "outlier", "duplicate": "near-duplicate",
+          "ambiguous": "ambiguous", "label_score": "label score ≤ max", "outlier_score": "outlier score ≤ max"}
+"""Issue choices: a type keeps the images flagged ``is_<type>_issue`` (``curation.labels.issues`` schema); a
+``<type>_score`` keeps scores ≤ ``issue_max`` (scores in [0, 1], low = worse)."""
 REVIEWED = {"any": "any", "yes": "reviewed", "no": "not reviewed"}
 VIEWS_KEY = "saved_views"
 """Meta key holding the saved views (JSON {name: filter})."""
@@ -34,7 +36,7 @@ class Filter:
     labels : class names (``UNLABELLED`` keeps images without a positive label).
     suggestions : suggested class names.
     confidence : (low, high) range of the suggestion's confidence; (0, 1) keeps all.
-    issue : a key of ISSUES; ``label`` / ``outlier`` keep flagged images, ``*_score`` keep scores ≤ ``issue_max``.
+    issue : a key of ISSUES; a type keeps flagged images, ``*_score`` keeps scores ≤ ``issue_max``.
     issue_max : the score bound of the ``*_score`` issues (scores in [0, 1], low = worse).
     reviewed : a key of REVIEWED.
     clusters : cluster ids.
@@ -140,8 +142,7 @@ def mask(flt: Filter, ids: np.ndarray, *, matrix: np.ndarray | None = None, name
     ids : (N,) int64 sample ids.
     matrix : (N, K) int8 label matrix aligned with ``ids``; ``names`` its K class names (needed for labels).
     sugg : suggestions indexed by sample id (``class_name``, ``confidence``).
-    issues : issue scores indexed by sample id (``is_label_issue``, ``label_score``, ``outlier_score``, and
-        ``is_outlier`` when present).
+    issues : issue table indexed by sample id (``is_<type>_issue`` flags and ``<type>_score`` columns).
     clusters, splits : indexed by sample id.
     tagged : (M,) ids carrying any of ``flt.tags``; reviewed : (R,) ids with a review.
     An input a field needs but that is None keeps nothing for that field (no suggestions: no suggestion
@@ -176,16 +177,13 @@ def mask(flt: Filter, ids: np.ndarray, *, matrix: np.ndarray | None = None, name
         if issues is None:
             keep &= False
         else:
-            col = {"label": "is_label_issue", "outlier": "is_outlier"}.get(flt.issue, flt.issue)
-            if flt.issue == "outlier" and col not in issues:
-                col = "outlier_score"
+            col = flt.issue if flt.issue.endswith("_score") else f"is_{flt.issue}_issue"
             if col not in issues:
                 keep &= False
             elif col.startswith("is_"):
                 keep &= issues[col].reindex(ids).fillna(False).to_numpy(bool)
             else:
-                bound = flt.issue_max if flt.issue.endswith("score") else 0.1
-                keep &= issues[col].reindex(ids).to_numpy(float) <= bound
+                keep &= issues[col].reindex(ids).to_numpy(float) <= flt.issue_max
     if flt.reviewed != "any":
         seen = np.isin(ids, np.asarray(reviewed if reviewed is not None else [], np.int64))
         keep &= seen if flt.reviewed == "yes" else ~seen
