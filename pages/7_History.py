@@ -1,10 +1,11 @@
 """History: every label batch (undoable), its events, and exporting the curated labels."""
 
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.ui import beyond, history, state, widgets
+from curation.ui import beyond, grid, history, state, widgets
 
 st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
 st.title("History")
@@ -21,14 +22,26 @@ else:
                                                   f"{batches.loc[b, 'n_events']} events · {batches.loc[b, 'note']}")
     undone_by = batches.loc[batch_id, "undone_by"]
     with st.container(border=True):
-        st.dataframe(history.events_table(ws.store.events(batch_id)), hide_index=True, height=240)
+        events = ws.store.events(batch_id)
+        touched = np.unique(events["sample_id"].to_numpy(np.int64))
+        st.dataframe(history.events_table(events), hide_index=True, height=240)
+        st.caption(f"{len(touched):,} images in this batch" + (" (the first 12 below)" if len(touched) > 12 else ""))
+        paths, _ = widgets.thumbnails(ws, touched[:12])
+        if paths:
+            st.image(paths, width=72)
+        grid.open_button(touched, f"images of batch {batch_id}", key="history_open_grid")
         if pd.notna(undone_by):
             st.caption(f"Already undone by batch {int(undone_by)}.")
-        if st.button(f"Undo batch {batch_id}", key="history_undo", disabled=bool(pd.notna(undone_by))):
+        n_events = int(batches.loc[batch_id, "n_events"])
+        sure = widgets.undo_is_confirmed(n_events, len(touched), key=f"history_undo_{batch_id}")
+        if st.button(f"Undo batch {batch_id}", key="history_undo", disabled=bool(pd.notna(undone_by)) or not sure):
             with widgets.guard("undoing"):
                 new = ws.store.undo(int(batch_id))
                 st.toast(f"Undid batch {batch_id}: new batch {new}")
                 st.rerun()
+
+with st.expander("Tag changes"):
+    history.tag_history(ws)
 
 st.subheader("Export")
 with st.form("export"):

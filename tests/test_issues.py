@@ -129,6 +129,7 @@ def mosaics(blobs):
     return Xm, Y, b, hidden
 
 
+@pytest.mark.slow
 def test_missing_label_candidates_recover_hidden_positives(mosaics):
     Xm, Y, b, hidden = mosaics
     p = out_of_fold_probs_multi(Xm, Y, C=0.1)
@@ -142,6 +143,7 @@ def test_missing_label_candidates_recover_hidden_positives(mosaics):
     assert ms["score"].between(0, 1).all() and {"worst_class", "score"} <= set(ms.columns)
 
 
+@pytest.mark.slow
 def test_multilabel_issue_scores_flag_wrong_positive(blobs):
     X, y = blobs
     Y = np.full((600, 6), -1, np.int8)
@@ -224,6 +226,7 @@ ISSUE_COLUMNS = ["given", "doubted", "suggested", "suggested_prob", "is_label_is
                  "duplicate_of", "duplicate_conflict", "is_ambiguous_issue", "ambiguous_score", "ambiguous_with"]
 
 
+@pytest.mark.slow
 def test_compute_issues_contract(ws, blobs):
     X, y = blobs
     X, y = X[:300], y[:300]
@@ -263,6 +266,7 @@ def test_compute_issues_contract(ws, blobs):
     assert len(ws.artifacts.list().query("kind == 'outlier_gauss'")) == 1  # the fit was reused
 
 
+@pytest.mark.slow
 def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
     from curation.labels.suggest import label_state
     from curation.models.runs import run_training
@@ -285,6 +289,7 @@ def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
     assert np.all(ours >= 0) and np.all(ours <= 1)
 
 
+@pytest.mark.slow
 def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
     from curation.data.workspace import Workspace
     from curation.labels.issues import missing_labels
@@ -311,6 +316,7 @@ def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
     assert issues.attrs["task"] == "multi"
 
 
+@pytest.mark.slow
 def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
     from curation.labels.issues import missing_labels
 
@@ -333,6 +339,7 @@ def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
     assert cand["score"].is_monotonic_decreasing and (cand["score"] >= 0.5).all()
 
 
+@pytest.mark.slow
 def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, capsys):
     """`python -m curation issues WS` names the given and suggested classes and the file of each likely error."""
     from curation.cli import main
@@ -354,6 +361,7 @@ def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, cap
         assert f"img{i}.png" in errors and names[yn[i]] in errors and names[y[i]] in errors
 
 
+@pytest.mark.slow
 def test_compute_issues_takes_the_noise_of_the_clustering_in_use(ws, blobs):
     """By default the outlier score uses HDBSCAN's noise when HDBSCAN is the clustering in use; None: no noise."""
     from curation.structure.cluster import compute_clusters, noise_ids

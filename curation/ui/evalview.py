@@ -327,7 +327,12 @@ def cell_review(ws: Workspace, ev: Evaluation, true_k: int, pred_k: int, *, run_
                + ("" if mistake else " Model and label agree in this cell: verdicts here are recorded but do "
                                      "not count as reviewed mistakes."))
     if ws.store.task == "single":
-        st.caption("Single-label workspace: “Both valid” records the review but keeps one label.")
+        st.caption("Single-label workspace: “Both valid” records the review but keeps one label (switch the task "
+                   "on the Home page, under “Task”, to keep both).")
+    from curation.ui import grid
+
+    grid.open_button(np.asarray(ids, np.int64), f"run {run_id}: true {ev.names[true_k]}, predicted "
+                     f"{ev.names[pred_k]}", key="eval_open_grid")
     page = widgets.page_slice(len(ids), key="eval_cell_page", per_page=CELL_PAGE)
     shown, shown_conf = ids[page], conf[page]
     current = labels.label_text(ws.store.label_matrix(shown), ws.store.class_names())

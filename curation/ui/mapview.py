@@ -38,18 +38,34 @@ _BAND = 0.05  # share of a continuous colour scale painted grey for missing valu
 PALETTE = [*qualitative.D3, *qualitative.Alphabet, *qualitative.Dark24]
 
 
-def category_colours(values: Sequence[str], *, missing: str = "(unlabelled)") -> dict[str, str]:
-    """A stable colour per category (sorted, most frequent first); the ``missing`` category is grey."""
+def fixed_colours(ws: Workspace) -> dict[str, str]:
+    """{class name: its fixed colour} from the workspace (``curation.data.classes``): a class keeps its colour
+    whatever happens to the labels."""
+    from curation.data.classes import colour_map
+
+    return colour_map(ws.store)
+
+
+def _natural(cat: str) -> tuple:
+    text = str(cat)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
+def category_colours(values: Sequence[str], *, missing: str = "(unlabelled)",
+                     fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """A colour per category that does not depend on counts: a class's fixed colour (``fixed``), grey for
+    ``missing`` and "(none)", and for other categories (clusters, splits, label combinations) palette colours
+    handed out in natural name order. The dict is ordered most frequent first (the legend's order)."""
+    fixed = fixed or {}
     counts = pd.Series(list(values), dtype=object).value_counts()
-    cats = sorted(counts.index, key=lambda c: (-counts[c], str(c)))
-    colours, i = {}, 0
-    for cat in cats:
-        if cat == missing:
-            colours[cat] = MISSING_COLOUR
-        else:
-            colours[cat] = PALETTE[i % len(PALETTE)]
-            i += 1
-    return colours
+    taken = set(fixed.values())
+    free = [c for c in PALETTE if c not in taken] or list(PALETTE)
+    others = sorted((c for c in counts.index if c not in fixed and c not in (missing, "(none)")), key=_natural)
+    given = {cat: free[i % len(free)] for i, cat in enumerate(others)}
+    out = {}
+    for cat in sorted(counts.index, key=lambda c: (-counts[c], str(c))):
+        out[cat] = MISSING_COLOUR if cat in (missing, "(none)") else fixed.get(cat, given.get(cat))
+    return out
 
 
 def legend_frame(values: Sequence[str], colours: dict[str, str]) -> pd.DataFrame:

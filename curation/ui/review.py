@@ -13,7 +13,7 @@ from curation.core.vocab import REJECTED
 from curation.data import sources
 from curation.data.workspace import Workspace
 from curation.labels import queues
-from curation.ui import actions, labels, state, widgets
+from curation.ui import actions, classes, labels, state, widgets
 from curation.ui.text import clean, plain
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
@@ -198,8 +198,20 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
                            args=(ws, sid, verdict, queue, name, queue == "errors", reject_key))
     st.checkbox("M / O also reject the proposal", key=reject_key, disabled=not name,
                 help="Ambiguous (M) and Out of vocabulary (O) also record that the proposed class does not apply.")
+    if ws.store.task == "single":
+        st.caption("Both valid (B) adds a second label, which needs a multi-label workspace.")
+        classes.task_switch(ws, key="review_task")
+    order = classes.ordered_names(ws)[:9]
+    if order:
+        st.caption("Correct to (number keys):")
+        with st.container(horizontal=True):
+            for i, cls in enumerate(order, start=1):
+                st.button(f"{i} · {widgets.md_escape(cls)}", key=f"review_n{i}", shortcut=str(i), on_click=_act,
+                          args=(ws, sid, "corrected", queue, cls, True),
+                          help=f"Make “{widgets.md_escape(cls)}” this image's only label")
     key = f"review_fix_{queue}_{sid}"
-    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key, format_func=clean,
+    st.selectbox("Correct to (type a class, Enter applies)", classes.ordered_names(ws), index=None, key=key,
+                 format_func=clean,
                  placeholder="Type a class…", on_change=_correct, args=(ws, sid, queue, key))
 
 
