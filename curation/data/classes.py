@@ -90,30 +90,50 @@ def _split(script: str) -> list[str]:
 
 
 def ensure_schema(store: Store) -> None:
-    """Make sure the class tables and triggers exist (cheap; every function here calls it)."""
-    if getattr(store, "_classes_schema", False):
+    """Make sure the class tables and triggers exist (cheap; every function here calls it). A read-only
+    workspace is left as it is: :func:`styles` then works out the colours without storing them."""
+    if getattr(store, "_classes_schema", False) or store.read_only:
         return
     with store._write() as con:
         _ensure(con)
     store._classes_schema = True
 
 
-def _fill_styles(con: sqlite3.Connection) -> None:
-    """Give every class without a style its colour and position: in id order, the least-used palette colour
-    (ties: palette order) and the end of the display order."""
-    missing = [r[0] for r in con.execute("SELECT id FROM classes WHERE id NOT IN (SELECT class_id FROM class_style) "
-                                         "ORDER BY id")]
-    if not missing:
-        return
-    used = pd.Series([r[0] for r in con.execute("SELECT colour FROM class_style")], dtype=object).value_counts()
+def _new_styles(missing: Sequence[int], colours: Sequence[str], top: float) -> list[tuple[int, str, float]]:
+    """(class id, colour, position) for classes without a style: in id order, the least-used palette colour
+    (ties: palette order) and the end of the display order after ``top``."""
+    used = pd.Series(list(colours), dtype=object).value_counts()
     counts = {c: int(used.get(c, 0)) for c in PALETTE}
-    top = con.execute("SELECT COALESCE(MAX(position), -1) FROM class_style").fetchone()[0]
     rows = []
-    for n, cid in enumerate(missing):
+    for n, cid in enumerate(missing):  # a loop over new classes (a handful), not samples
         colour = min(PALETTE, key=lambda c: (counts[c], PALETTE.index(c)))
         counts[colour] += 1
         rows.append((int(cid), colour, float(top) + 1 + n))
-    con.executemany("INSERT INTO class_style(class_id, colour, position) VALUES (?,?,?)", rows)
+    return rows
+
+
+def _fill_styles(con: sqlite3.Connection) -> None:
+    """Store a colour and position for every class without a style (:func:`_new_styles`)."""
+    missing = [r[0] for r in con.execute("SELECT id FROM classes WHERE id NOT IN (SELECT class_id FROM class_style) "
+                                         "ORDER BY id")]
+    if missing:
+        colours = [r[0] for r in con.execute("SELECT colour FROM class_style")]
+        top = con.execute("SELECT COALESCE(MAX(position), -1) FROM class_style").fetchone()[0]
+        con.executemany("INSERT INTO class_style(class_id, colour, position) VALUES (?,?,?)",
+                        _new_styles(missing, colours, top))
+
+
+def _styles_read_only(store: Store) -> pd.DataFrame:
+    """The styles of a workspace that cannot be written: stored ones where there are any, the rest worked out."""
+    stored = (store._frame("SELECT class_id AS id, colour, position FROM class_style", index="id")
+              if store._read("SELECT 1 FROM sqlite_master WHERE type='table' AND name='class_style'") else
+              pd.DataFrame(columns=["colour", "position"], index=pd.Index([], name="id")))
+    df = store._frame("SELECT id, name FROM classes ORDER BY id", index="id").join(stored)
+    missing = df.index[df["colour"].isna()]
+    top = float(stored["position"].max()) if len(stored) else -1.0
+    for cid, colour, position in _new_styles(missing.tolist(), stored["colour"].tolist(), top):
+        df.loc[cid, ["colour", "position"]] = [colour, position]
+    return df.astype({"position": float})
 
 
 def styles(store: Store) -> pd.DataFrame:
@@ -126,12 +146,15 @@ def styles(store: Store) -> pd.DataFrame:
     key "1".."9" of the first nine classes in display order, else "").
     """
     ensure_schema(store)
-    known = store._read("SELECT COUNT(*) FROM classes WHERE id NOT IN (SELECT class_id FROM class_style)")[0][0]
-    if known:
-        with store._write() as con:
-            _fill_styles(con)
-    df = store._frame("SELECT c.id, c.name, s.colour, s.position FROM classes c JOIN class_style s "
-                      "ON s.class_id = c.id ORDER BY c.id", index="id")
+    if store.read_only:
+        df = _styles_read_only(store)
+    else:
+        known = store._read("SELECT COUNT(*) FROM classes WHERE id NOT IN (SELECT class_id FROM class_style)")[0][0]
+        if known:
+            with store._write() as con:
+                _fill_styles(con)
+        df = store._frame("SELECT c.id, c.name, s.colour, s.position FROM classes c JOIN class_style s "
+                          "ON s.class_id = c.id ORDER BY c.id", index="id")
     rank = df["position"].rank(method="first").astype(np.int64) - 1 if len(df) else df["position"]
     df["rank"] = rank
     df["key"] = [str(r + 1) if r < NUMBER_KEYS else "" for r in rank]

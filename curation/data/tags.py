@@ -33,14 +33,20 @@ _SCHEMA = (
 )
 
 
-def ensure_schema(store: Store) -> None:
-    """Create the tag tables when missing (idempotent, cheap after the first call on a store object)."""
+def ensure_schema(store: Store) -> bool:
+    """Create the tag tables when missing (idempotent, cheap after the first call on a store object).
+
+    Returns whether the tables exist: a read-only workspace that never had tags has none (readers then
+    answer "no tags" and writers are refused by the store with its read-only message)."""
     if getattr(store, "_tags_schema", False):
-        return
+        return True
+    if store.read_only:
+        return bool(store._read("SELECT 1 FROM sqlite_master WHERE type='table' AND name='sample_tags'"))
     with store._write() as con:
         for stmt in _SCHEMA:
             con.execute(stmt)
     store._tags_schema = True
+    return True
 
 
 def _tag_name(name: str) -> str:
@@ -52,7 +58,8 @@ def _tag_name(name: str) -> str:
 
 def names(store: Store) -> list[str]:
     """Tag names in use or ever created, alphabetical."""
-    ensure_schema(store)
+    if not ensure_schema(store):
+        return []
     return [r[0] for r in store._read("SELECT name FROM tags ORDER BY name")]
 
 
@@ -151,9 +158,8 @@ def _live_undos(con: sqlite3.Connection) -> dict[int, int]:
 
 def tagged(store: Store, name_or_names: str | Sequence[str]) -> np.ndarray:
     """(M,) int64 ids, ascending, of the samples carrying any of these tags."""
-    ensure_schema(store)
     wanted = [name_or_names] if isinstance(name_or_names, str) else list(name_or_names)
-    if not wanted:
+    if not ensure_schema(store) or not wanted:
         return np.zeros(0, np.int64)
     marks = ",".join("?" * len(wanted))
     rows = store._read(f"SELECT DISTINCT st.sample_id FROM sample_tags st JOIN tags t ON t.id=st.tag_id "
@@ -163,8 +169,9 @@ def tagged(store: Store, name_or_names: str | Sequence[str]) -> np.ndarray:
 
 def tags_of(store: Store, sample_ids: Sequence[int] | np.ndarray) -> pd.Series:
     """Tag text per sample ("blurry, check later"; "" without tags), indexed by the given ids."""
-    ensure_schema(store)
     ids = np.asarray(sample_ids, np.int64)
+    if not ensure_schema(store):
+        return pd.Series("", index=ids, dtype=object)
     rows = store._read("SELECT st.sample_id, t.name FROM sample_tags st JOIN tags t ON t.id=st.tag_id "
                        "WHERE st.sample_id IN (SELECT value FROM json_each(?)) ORDER BY t.name",
                        (pd.Series(ids).to_json(orient="values"),))
@@ -175,7 +182,8 @@ def tags_of(store: Store, sample_ids: Sequence[int] | np.ndarray) -> pd.Series:
 
 def counts(store: Store) -> pd.Series:
     """Images per tag, indexed by tag name (tags on no image included, with 0)."""
-    ensure_schema(store)
+    if not ensure_schema(store):
+        return pd.Series(dtype=np.int64)
     rows = store._read("SELECT t.name, COUNT(st.sample_id) FROM tags t LEFT JOIN sample_tags st ON st.tag_id=t.id "
                        "GROUP BY t.id ORDER BY t.name")
     return pd.Series({r[0]: int(r[1]) for r in rows}, dtype=np.int64)
@@ -183,13 +191,15 @@ def counts(store: Store) -> pd.Series:
 
 def batches(store: Store, limit: int = 200) -> pd.DataFrame:
     """The newest tag batches, newest first (time, actor, note, n_events, undoes)."""
-    ensure_schema(store)
+    if not ensure_schema(store):
+        return pd.DataFrame(columns=["time", "actor", "note", "n_events", "undoes"], index=pd.Index([], name="id"))
     return store._frame("SELECT id, time, actor, note, n_events, undoes FROM tag_batches ORDER BY id DESC LIMIT ?",
                         (int(limit),), index="id")
 
 
 def batch_samples(store: Store, batch_id: int) -> np.ndarray:
     """(M,) int64 sample ids a tag batch touched."""
-    ensure_schema(store)
+    if not ensure_schema(store):
+        return np.zeros(0, np.int64)
     return np.array([r[0] for r in store._read("SELECT DISTINCT sample_id FROM tag_events WHERE batch_id=? "
                                                "ORDER BY sample_id", (int(batch_id),))], np.int64)
