@@ -1,0 +1,199 @@
+"""Scale figures: the pipeline, the label store, UI actions and the map at 100k and 1M samples.
+
+Run (from the repo root):
+
+* ``nice .venv/bin/python benchmarks/scale.py pipeline --n 100000 --dir /tmp/scale100k`` — builds a workspace of
+  ``n`` samples whose vectors are real Fashion-MNIST rows (pixels projected to 512-d by PCA, tiled with
+  Gaussian jitter; labels: the true class on 60 %, 5 % of those flipped, 40 % unlabelled), brings them in
+  through ``import_embeddings`` (the engine of ``python -m curation import-embeddings``), then runs kNN graph,
+  map, clusters, suggestions, issues and queues, one stage per child process; prints and writes
+  ``<dir>/pipeline.json``: seconds and peak RSS per stage (appended as each stage ends).
+* ``.venv/bin/python benchmarks/scale.py store --n 1000000`` — label-store actions: one label, 50, 1k,
+  all, undo of all, ``label_matrix``, ``label_counts``, ``check``, per call (median of ``--repeat``).
+* ``.venv/bin/python benchmarks/scale.py actions --dir /tmp/scale100k`` — server time of each UI action and
+  of each page's data loading on a pipeline workspace (no browser).
+* ``.venv/bin/python benchmarks/scale.py map --n 100000`` — the map's first and warm draw in headless
+  Chromium (plotly ``Scattergl``), see ``benchmarks/map_browser.py``.
+
+Not a test: sizes are CLI options; figures go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from curation.data.workspace import Workspace  # noqa: E402
+
+STAGES = ("workspace", "import", "knn", "map", "clusters", "suggest", "issues", "queues")
+DIM = 512
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------- data
+def fashion_rows(n: int, *, dim: int = DIM, seed: int = 0, jitter: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` real Fashion-MNIST rows (70,000 images' pixels, PCA to ``dim``) tiled with Gaussian jitter.
+
+    Returns
+    -------
+    vectors : (n, dim) float32 (not normalised).
+    labels : (n,) int64 true class 0..9.
+    """
+    from curation.data.demo import FASHION_DIR, read_idx
+
+    imgs = [read_idx(FASHION_DIR / f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k")]
+    labs = [read_idx(FASHION_DIR / f"{p}-labels-idx1-ubyte.gz") for p in ("train", "t10k")]
+    x = np.concatenate(imgs).reshape(-1, 784).astype(np.float32) / 255.0
+    y = np.concatenate(labs).astype(np.int64)
+    x -= x.mean(0)
+    # PCA to dim through the 784 x 784 covariance (cheap), keeping the leading directions
+    cov = (x.T @ x) / len(x)
+    w, v = np.linalg.eigh(cov)
+    basis = v[:, np.argsort(w)[::-1][:dim]].astype(np.float32)
+    base = x @ basis  # (70000, dim)
+    scale = base.std(0, keepdims=True) * jitter
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float32)
+    src = np.arange(n) % len(base)
+    step = 65536
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        out[a:b] = base[src[a:b]] + rng.standard_normal((b - a, dim), dtype=np.float32) * scale
+    return out, y[src]
+
+
+def build_workspace(dest: Path, n: int, *, seed: int = 0) -> None:
+    """A workspace of ``n`` samples (fake paths, no image files) with Fashion-MNIST labels on 60 % (5 % of
+    them flipped) and the vectors saved to ``dest/vectors.npy`` for the import stage."""
+    vecs, y = fashion_rows(n, seed=seed)
+    np.save(dest.parent / f"{dest.name}-vectors.npy", vecs)
+    del vecs
+    rng = np.random.default_rng(seed + 1)
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"]
+    given = y.copy()
+    flip = rng.random(n) < 0.05
+    given[flip] = (y[flip] + rng.integers(1, 10, int(flip.sum()))) % 10
+    labelled = rng.random(n) < 0.6
+    ws = Workspace.create(dest)
+    recs = pd.DataFrame({"path": [f"img/{i:07d}.png" for i in range(n)], "sha1": [f"{i:040x}" for i in range(n)],
+                         "bytes": 1, "width": 28, "height": 28})
+    lab = [[names[k]] if ok else [] for k, ok in zip(given.tolist(), labelled.tolist())]
+    ws.store.add_samples(ws.store.root_id(dest / "img-root"), recs, labels=lab)
+    ws.store.add_classes(names)
+
+
+def run_stage(ws_dir: Path, stage: str) -> dict[str, Any]:
+    """Run one pipeline stage in this process; returns seconds, peak RSS (MB) and what the stage made."""
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    if stage == "workspace":
+        n = int(os.environ["SCALE_N"])
+        build_workspace(ws_dir, n)
+        info["n"] = n
+    else:
+        ws = Workspace.open(ws_dir)
+        if stage == "import":
+            from curation.features.imported import import_embeddings
+            emb = import_embeddings(ws, ws_dir.parent / f"{ws_dir.name}-vectors.npy", name="fashion-tiled")
+            info["n"] = int(len(emb.ids))
+        else:
+            from curation.runtime.tasks import JOBS, embeddings_or_raise
+            emb = embeddings_or_raise(ws)
+            if stage == "knn":
+                from curation.features.neighbors import knn_graph
+                idx, _ = knn_graph(ws, emb, k=15)
+                info["shape"] = list(idx.shape)
+            elif stage == "map":
+                info.update(JOBS["map"](ws, {"method": "umap", "reproducible": False}, lambda *a, **k: None))
+            elif stage == "clusters":
+                info.update(JOBS["clusters"](ws, {}, lambda *a, **k: None))
+            elif stage == "suggest":
+                info.update(JOBS["suggest"](ws, {}, lambda *a, **k: None))
+            elif stage == "issues":
+                info.update(JOBS["issues"](ws, {}, lambda *a, **k: None))
+            elif stage == "queues":
+                info.update(build_all_queues(ws, emb))
+            else:
+                raise ValueError(f"Unknown stage {stage!r}; use one of {STAGES}.")
+    return {"stage": stage, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb()),
+            **info}
+
+
+def build_all_queues(ws: Workspace, emb: Any) -> dict[str, Any]:
+    """What the Review page builds: aligned suggestions, issues, second-label candidates, the five queues."""
+    from curation.labels import queues
+    from curation.labels.issues import compute_issues, missing_labels
+    from curation.labels.suggest import suggestions
+
+    sugg = suggestions(ws, emb)
+    found = compute_issues(ws, emb)
+    missing = missing_labels(ws, emb)
+    a = queues.align(emb.ids, ws.store.label_matrix(emb.ids), sugg, class_names=ws.store.class_names())
+    built = queues.build_queues(a, found, missing, reviews=ws.store.reviews())
+    return {"queues": {k: int(len(v)) for k, v in built.items()}}
+
+
+def pipeline(dest: Path, n: int, stages: list[str]) -> list[dict[str, Any]]:
+    """Every stage in its own child process (a clean peak RSS each); results appended to ``dest/pipeline.json``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ws_dir = dest / "ws"
+    out_file = dest / "pipeline.json"
+    results: list[dict[str, Any]] = json.loads(out_file.read_text()) if out_file.exists() else []
+    for stage in stages:
+        env = {**os.environ, "SCALE_N": str(n), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, __file__, "stage", str(ws_dir), stage], env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            res = {"stage": stage, "error": proc.stderr[-2000:]}
+        else:
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res["n"] = n
+        results.append(res)
+        print(json.dumps(res), flush=True)
+        out_file.write_text(json.dumps(results, indent=1))
+        if "error" in res:
+            break
+    return results
+
+
+# ---------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("pipeline", help="build a workspace and run every stage, seconds + peak RSS each")
+    sp.add_argument("--n", type=int, default=100_000)
+    sp.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
+    sp.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    sp = sub.add_parser("stage", help="(internal) one stage in this process")
+    sp.add_argument("ws", type=Path)
+    sp.add_argument("stage", choices=STAGES)
+    a = p.parse_args(argv)
+    if a.cmd == "stage":
+        print(json.dumps(run_stage(a.ws, a.stage)))
+    elif a.cmd == "pipeline":
+        dest = a.dir or Path(tempfile.mkdtemp(prefix="scale-"))
+        pipeline(dest, a.n, [s for s in a.stages.split(",") if s])
+
+
+if __name__ == "__main__":
+    main()
