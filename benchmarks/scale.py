@@ -176,6 +176,52 @@ def pipeline(dest: Path, n: int, stages: list[str]) -> list[dict[str, Any]]:
     return results
 
 
+# ---------------------------------------------------------------------- label store
+def _median(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def store_figures(db: Path, *, repeat: int = 5, seed: int = 0) -> dict[str, float]:
+    """Seconds per label-store call on a workspace database (it is changed: run it on a copy)."""
+    from curation.data.store import Store
+
+    store = Store(db)
+    ids = store.sample_ids()
+    k = len(store.class_names())
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {"n": float(len(ids))}
+    out["label_matrix (cold)"] = _median(lambda: store.label_matrix(), 1)
+    out["label_matrix (warm)"] = _median(lambda: store.label_matrix(), repeat)
+    out["set_label 1"] = _median(lambda: store.set_label(rng.choice(ids, 1), int(rng.integers(1, k + 1))), repeat * 4)
+    out["label_matrix after 1 label"] = _median(lambda: (store.set_label(rng.choice(ids, 1), 1),
+                                                         store.label_matrix()), repeat)
+    out["set_label 50"] = _median(lambda: store.set_label(rng.choice(ids, 50, replace=False),
+                                                          int(rng.integers(1, k + 1))), repeat)
+    out["set_label 1k"] = _median(lambda: store.set_label(rng.choice(ids, 1000, replace=False),
+                                                          int(rng.integers(1, k + 1))), repeat)
+    out["single_labels"] = _median(lambda: store.single_labels(), repeat)
+    out["sample_ids"] = _median(lambda: store.sample_ids(), repeat)
+    out["label_counts"] = _median(lambda: store.label_counts(), repeat)
+    t = time.perf_counter()
+    b = store.set_label(ids, 1, source="bulk")
+    out["relabel all"] = time.perf_counter() - t
+    t = time.perf_counter()
+    store.undo(int(b))
+    out["undo of all"] = time.perf_counter() - t
+    out["label_matrix after undo"] = _median(lambda: store.label_matrix(), 1)
+    t = time.perf_counter()
+    problems = store.check()
+    out["check"] = time.perf_counter() - t
+    out["check ok"] = float(not problems)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 # ---------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -187,12 +233,27 @@ def main(argv: list[str] | None = None) -> None:
     sp = sub.add_parser("stage", help="(internal) one stage in this process")
     sp.add_argument("ws", type=Path)
     sp.add_argument("stage", choices=STAGES)
+    sp = sub.add_parser("store", help="label-store calls on a workspace of --n labelled samples")
+    sp.add_argument("--n", type=int, default=100_000)
+    sp.add_argument("--db", type=Path, default=None, help="use a copy of this curation.db instead of building one")
+    sp.add_argument("--repeat", type=int, default=5)
     a = p.parse_args(argv)
     if a.cmd == "stage":
         print(json.dumps(run_stage(a.ws, a.stage)))
     elif a.cmd == "pipeline":
         dest = a.dir or Path(tempfile.mkdtemp(prefix="scale-"))
         pipeline(dest, a.n, [s for s in a.stages.split(",") if s])
+    elif a.cmd == "store":
+        with tempfile.TemporaryDirectory() as tmp:
+            if a.db is not None:
+                import shutil
+                shutil.copy(a.db, Path(tmp) / "curation.db")
+                db = Path(tmp) / "curation.db"
+            else:
+                sys.path.insert(0, str(ROOT / "benchmarks"))
+                from reliability import make_workspace
+                db = make_workspace(Path(tmp) / "ws", a.n).store.path
+            print(json.dumps(store_figures(db, repeat=a.repeat), indent=1))
 
 
 if __name__ == "__main__":
