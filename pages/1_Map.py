@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import actions, jobpanel, labels, loaders, mapview, selection, state, widgets
+from curation.ui import actions, freshness, jobpanel, labels, loaders, mapview, selection, state, widgets
 
 st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", layout="wide")
 st.title("Map")
@@ -37,6 +37,7 @@ names = ws.store.class_names()
 matrix = ws.store.label_matrix(ids)
 label_text = labels.label_text(matrix, names)
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
+freshness.show(ws)
 clusters = widgets.optional(loaders.clusters, ws, "clusters")
 
 modes = [m for m in mapview.COLOUR_MODES if m != "cluster" or clusters is not None]

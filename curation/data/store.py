@@ -514,6 +514,13 @@ class Store:
     def last_event_id(self) -> int:
         return int(self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
 
+    def samples_labelled_since(self, after_event: int, *, cap: int = 100_000) -> int:
+        """Distinct samples with a label event after ``after_event``, counted over at most ``cap`` events (a rowid
+        range, cheap however long the log); ``cap + 1`` means "more than ``cap``"."""
+        n, seen = self._read("SELECT COUNT(DISTINCT sample_id), COUNT(*) FROM (SELECT sample_id FROM events "
+                             "WHERE id > ? ORDER BY id LIMIT ?)", (int(after_event), int(cap) + 1))[0]
+        return int(cap) + 1 if int(seen) > cap else int(n)
+
     def label_matrix(self, sample_ids: np.ndarray | None = None, *, upto_event: int | None = None) -> np.ndarray:
         """Current label states as a dense matrix.
 
