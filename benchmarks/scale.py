@@ -81,11 +81,12 @@ def fashion_rows(n: int, *, dim: int = DIM, seed: int = 0, jitter: float = 0.15)
     return out, y[src]
 
 
-def build_workspace(dest: Path, n: int, *, seed: int = 0) -> None:
+def build_workspace(dest: Path, n: int, *, seed: int = 0, vectors: bool = True) -> None:
     """A workspace of ``n`` samples (fake paths, no image files) with Fashion-MNIST labels on 60 % (5 % of
-    them flipped) and the vectors saved to ``dest/vectors.npy`` for the import stage."""
-    vecs, y = fashion_rows(n, seed=seed)
-    np.save(dest.parent / f"{dest.name}-vectors.npy", vecs)
+    them flipped) and (``vectors``) the 512-d vectors saved beside it for the import stage."""
+    vecs, y = fashion_rows(n, seed=seed, dim=DIM if vectors else 16)
+    if vectors:
+        np.save(dest.parent / f"{dest.name}-vectors.npy", vecs)
     del vecs
     rng = np.random.default_rng(seed + 1)
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -222,6 +223,50 @@ def store_figures(db: Path, *, repeat: int = 5, seed: int = 0) -> dict[str, floa
     return {k: round(v, 4) for k, v in out.items()}
 
 
+# ---------------------------------------------------------------------- the map in a browser
+def map_workspace(dest: Path, n: int) -> None:
+    """A workspace for the map benchmark: ``n`` samples labelled as in :func:`build_workspace`, 16-d vectors (the
+    same tiled Fashion-MNIST rows) and their PCA map; no image files (the map needs none until a click)."""
+    from curation.features.imported import import_embeddings
+    from curation.features.project import compute_map
+
+    vecs, y = fashion_rows(n, dim=16)
+    del y
+    build_workspace(dest, n, vectors=False)
+    path = dest.parent / f"{dest.name}-vectors16.npy"
+    np.save(path, vecs)
+    ws = Workspace.open(dest)
+    emb = import_embeddings(ws, path, name="fashion-tiled-16")
+    compute_map(ws, emb, method="pca")
+
+
+def map_figures(dest: Path, n: int, repeat: int) -> None:
+    """Server time to build and serialise the figure, then first and warm draw of the Map page in headless Chromium
+    (``benchmarks/map_browser.measure``), with background rescoring off (it would compete for the 2 cores)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from map_browser import measure
+
+    from curation.features.embed import load_embeddings
+    from curation.features.project import latest_map
+    from curation.ui import mapview
+
+    ws = Workspace.open(dest)
+    emb = load_embeddings(ws)
+    found = latest_map(ws, emb, method="pca") or latest_map(ws, emb, method="umap")
+    xy = found[0]
+    names = ws.store.class_names()
+    y = ws.store.single_labels(emb.ids)
+    cats = np.array([*names, "(unlabelled)"], dtype=object)[y].tolist()
+    t = time.perf_counter()
+    fig = mapview.map_figure(xy, emb.ids, categories=cats,
+                             colours=mapview.category_colours(cats, order=names), hover=cats)
+    size = len(fig.to_json())
+    print(json.dumps({"n": len(xy), "figure_seconds": round(time.perf_counter() - t, 2),
+                      "json_mb": round(size / 1e6, 1), "load": os.getloadavg()[0]}), flush=True)
+    os.environ["CURATION_RESCORE"] = "off"
+    measure(dest, len(xy), repeat, None)
+
+
 # ---------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -237,12 +282,22 @@ def main(argv: list[str] | None = None) -> None:
     sp.add_argument("--n", type=int, default=100_000)
     sp.add_argument("--db", type=Path, default=None, help="use a copy of this curation.db instead of building one")
     sp.add_argument("--repeat", type=int, default=5)
+    sp = sub.add_parser("map", help="the Map page's first and warm draw in headless Chromium")
+    sp.add_argument("--n", type=int, default=100_000)
+    sp.add_argument("--dir", type=Path, default=None, help="working folder (reused when it holds the workspace)")
+    sp.add_argument("--repeat", type=int, default=2)
     a = p.parse_args(argv)
     if a.cmd == "stage":
         print(json.dumps(run_stage(a.ws, a.stage)))
     elif a.cmd == "pipeline":
         dest = a.dir or Path(tempfile.mkdtemp(prefix="scale-"))
         pipeline(dest, a.n, [s for s in a.stages.split(",") if s])
+    elif a.cmd == "map":
+        dest = (a.dir or Path(tempfile.gettempdir()) / f"scale-map-{a.n}") / "ws"
+        if not (dest / "curation.db").exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            map_workspace(dest, a.n)
+        map_figures(dest, a.n, a.repeat)
     elif a.cmd == "store":
         with tempfile.TemporaryDirectory() as tmp:
             if a.db is not None:

@@ -69,23 +69,34 @@ clicked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP
 splits = ws.store.samples()["split"] if mode == "split" or len(clicked) == 1 else None
 cats, values = mapview.colour_by(mode, shown, label_text=shown_text, sugg=sugg, splits=splits, clusters=clusters,
                                  issues=issues)
-colours = mapview.category_colours(cats) if cats is not None else None
+colours = (mapview.category_colours(cats, order=mapview.fixed_order(mode, names, clusters))
+           if cats is not None else None)
 value_name, scale = mapview.SCALES.get(mode, ("", "Viridis"))
 fig = mapview.map_figure(xy[rows], shown, categories=cats, colours=colours, values=values, value_name=value_name,
                          colorscale=scale, faded=None if kind == "all" else ~shown_keep,
-                         hover=mapview.hover_text(shown, shown_text, sugg), dragmode=mouse,
+                         hover=mapview.hover_text(shown, shown_text, sugg) if len(rows) <= mapview.HOVER_LIMIT
+                         else None, dragmode=mouse,
                          hint="click to preview" if mouse == "pan" else "Mouse → click to preview, then click",
                          revision=f"{method}-{mouse}")
 
 picked = np.intersect1d(clicked, shown[shown_keep])  # bulk actions: the filter's points only
-text_of = dict(zip(ids.tolist(), label_text))
+label_arr = np.asarray(label_text, dtype=object)
+by_id = np.argsort(ids, kind="stable")
+
+
+def text_of(sample_ids: np.ndarray) -> list[str]:
+    """Label text of these sample ids (a binary search: no per-run dict of every sample)."""
+    pos = np.searchsorted(ids[by_id], np.asarray(sample_ids, np.int64))
+    return label_arr[by_id[np.clip(pos, 0, len(ids) - 1)]].tolist()
+
+
 left, right = st.columns([5, 2])
 with left:
     st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=state.K_MAP_CHART,
                     config={"displaylogo": False})
 with right:
     if len(clicked) == 1:
-        mapview.point_panel(ws, int(clicked[0]), labels=text_of[int(clicked[0])], sugg=sugg, issues=issues,
+        mapview.point_panel(ws, int(clicked[0]), labels=text_of(clicked[:1])[0], sugg=sugg, issues=issues,
                             clusters=clusters, splits=splits)
     elif colours is not None:
         key = mapview.legend_frame([c for c, k in zip(cats, shown_keep) if k], colours)
@@ -130,4 +141,4 @@ with st.container(border=True):
     with b4:
         widgets.undo_last_button(ws, key="map_undo")
 
-widgets.image_grid(ws, picked, [text_of[int(i)] for i in picked], key="map_grid_page")
+widgets.image_grid(ws, picked, text_of(picked), key="map_grid_page")

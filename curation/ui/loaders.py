@@ -8,6 +8,7 @@ Labels are not cached: pages read them fresh with ``ws.store.label_matrix(ids)``
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,8 @@ def cluster_pockets(ws: Workspace, cluster: int) -> pd.DataFrame:
 # Frames that depend on the current labels. The worker computes and saves them after label changes
 # (``curation.runtime.rescore``, job kind ``rescore``, debounced); a page run only reads the newest saved ones,
 # so no action ever waits for rescoring. Only a small workspace that has none saved at all scores inline once.
+RESCORE_ENV = "CURATION_RESCORE"
+"""Set to ``off`` to never queue background rescoring from a page (the pages show the scores they have)."""
 INLINE_LIMIT = 20_000
 """Up to this many samples, missing scores are computed in the page run once (seconds); above, by the worker."""
 
@@ -187,6 +190,8 @@ def request_rescore(ws: Workspace) -> int | None:
     (clicks in a burst share one job). Returns the job id, or None when nothing needs scoring."""
     from curation.runtime import jobs, rescore
 
+    if os.environ.get(RESCORE_ENV, "").lower() in ("0", "off", "no"):  # read-only viewing, browser benchmarks
+        return None
     if not rescore.needs_rescore(ws):
         return None
     pending = rescore.pending_job(ws)

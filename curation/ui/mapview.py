@@ -27,8 +27,12 @@ lasso/box mode, so previewing a point by click needs the pan mode."""
 RUN_MODES = {"fast": "fast (parallel)", "reproducible": "reproducible (seeded)"}
 """How a UMAP map job runs: parallel on every core, or seeded on one thread (the same map every time)."""
 PREVIEW_SIZE = 480
-MAX_POINTS = 100_000
-"""Most points drawn at once (see docs/performance.md, browser draw time); beyond it the map is sampled."""
+MAX_POINTS = 2_000_000
+"""Most points drawn at once: every point of a million-image map is drawn (docs/performance.md, browser draw
+time); only beyond this is the map density-sampled."""
+HOVER_LIMIT = 50_000
+"""Above this many points the hover shows only the sample id: per-point hover text is most of the bytes sent to
+the browser (the labels and suggestion of a point are one click away, in the preview panel)."""
 MISSING_COLOUR = "#c8ccd4"
 CONTEXT_COLOUR = "#dde1e7"
 """Points outside the current filter, drawn as faint context."""
@@ -37,18 +41,44 @@ _BAND = 0.05  # share of a continuous colour scale painted grey for missing valu
 PALETTE = [*qualitative.D3, *qualitative.Alphabet, *qualitative.Dark24]
 
 
-def category_colours(values: Sequence[str], *, missing: str = "(unlabelled)") -> dict[str, str]:
-    """A stable colour per category (sorted, most frequent first); the ``missing`` category is grey."""
+def category_colours(values: Sequence[str], *, order: Sequence[str] | None = None,
+                     missing: str = "(unlabelled)") -> dict[str, str]:
+    """A colour per category; the ``missing`` category (and "(none)") is grey.
+
+    With ``order`` (e.g. the class names in class-id order) each category of it keeps the palette colour of its
+    position whatever the counts, so a class keeps its colour across relabels, filters and pages; other
+    categories (label combinations) follow in name order. Without it: most frequent first.
+    """
     counts = pd.Series(list(values), dtype=object).value_counts()
+    grey = {missing, "(none)"}
+    if order is not None:
+        fixed = [str(c) for c in order]
+        known = set(fixed)
+        cats = fixed + sorted((str(c) for c in counts.index if str(c) not in known and c not in grey))
+        colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(cats)}
+        colours.update({c: MISSING_COLOUR for c in counts.index if c in grey})
+        return colours
     cats = sorted(counts.index, key=lambda c: (-counts[c], str(c)))
     colours, i = {}, 0
     for cat in cats:
-        if cat == missing:
+        if cat in grey:
             colours[cat] = MISSING_COLOUR
         else:
             colours[cat] = PALETTE[i % len(PALETTE)]
             i += 1
     return colours
+
+
+def fixed_order(mode: str, class_names: Sequence[str], clusters: pd.Series | None = None) -> list[str] | None:
+    """The category order that pins colours in colour ``mode``: class names (label, suggestion), cluster ids,
+    splits; None for continuous modes."""
+    if mode in ("label", "suggestion"):
+        return list(class_names)
+    if mode == "cluster" and clusters is not None:
+        return [str(c) for c in np.unique(clusters.to_numpy())]
+    if mode == "split":
+        return ["train", "val", "test"]
+    return None
 
 
 def legend_frame(values: Sequence[str], colours: dict[str, str]) -> pd.DataFrame:
@@ -118,10 +148,12 @@ def map_figure(xy: np.ndarray, ids: np.ndarray, *, categories: Sequence[str] | N
     elif categories is not None and colours is not None:
         palette = [*colours.values(), MISSING_COLOUR, CONTEXT_COLOUR]
         code = {c: i for i, c in enumerate(colours)}
-        codes = np.fromiter((code.get(c, len(colours)) for c in categories), np.int16, len(categories))
+        codes = pd.Series(categories, dtype=object).map(code).fillna(len(colours)).to_numpy(np.int16)
         marker.update(color=np.where(f, len(palette) - 1, codes).astype(np.int16),
                       colorscale=_discrete_scale(palette), cmin=-0.5, cmax=len(palette) - 0.5, showscale=False)
     tail = f"<br><i>{escape(hint)}</i>" if hint else ""
+    if hover is not None and len(xy) > HOVER_LIMIT:
+        hover = None  # the id only: hover text would be most of the bytes
     trace = go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=np.asarray(ids, np.int64),
                          hovertext=np.asarray(list(hover), dtype=object) if hover is not None else None,
                          hovertemplate=("#%{customdata} · %{hovertext}" if hover is not None else "#%{customdata}")
