@@ -223,6 +223,59 @@ def store_figures(db: Path, *, repeat: int = 5, seed: int = 0) -> dict[str, floa
     return {k: round(v, 4) for k, v in out.items()}
 
 
+# ---------------------------------------------------------------------- UI actions and page reruns
+PAGES = ("pages/1_Map.py", "pages/2_Clusters.py", "pages/3_Review.py", "pages/7_History.py")
+
+
+def action_figures(dest: Path, *, repeat: int = 3, seed: int = 0) -> dict[str, float]:
+    """Server seconds of each UI action (the functions behind the buttons) and of each page's rerun (Streamlit's
+    ``AppTest``, caches warm: the second run) on a pipeline workspace; background rescoring stays off during the
+    page runs so they measure the page, then one rescore job's time is reported. The workspace's labels change."""
+    from streamlit.testing.v1 import AppTest
+
+    from curation.ui import actions
+
+    os.environ["CURATION_WORKSPACE"] = str(dest)
+    os.environ["CURATION_RESCORE"] = "off"
+    ws = Workspace.open(dest)
+    ids = ws.store.sample_ids()
+    names = ws.store.class_names()
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {"n": float(len(ids))}
+    out["label one sample"] = _median(lambda: actions.bulk_label(ws, rng.choice(ids, 1), names[1], "assign"), repeat)
+    out["label 1k samples"] = _median(lambda: actions.bulk_label(ws, rng.choice(ids, 1000, replace=False),
+                                                                  names[2], "assign"), repeat)
+    t = time.perf_counter()
+    b = actions.bulk_label(ws, ids, names[3], "assign")
+    out["label all samples"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ws.store.undo(int(b))
+    out["undo of all"] = time.perf_counter() - t
+    for page in PAGES:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
+        at.run()
+        at.switch_page(page).run()  # cold: caches fill
+        t = time.perf_counter()
+        at.run()
+        out[f"rerun {page} (warm)"] = time.perf_counter() - t
+        if at.exception:
+            out[f"rerun {page} error"] = 1.0
+            print(page, [e.message for e in at.exception], file=sys.stderr)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from curation.features.embed import load_embeddings
+    t = time.perf_counter()
+    build_all_queues(ws, load_embeddings(ws))
+    out["queue build (suggestions, issues, missing, five queues)"] = time.perf_counter() - t
+    from curation.runtime import rescore
+    ws.store.set_label(rng.choice(ids, 50, replace=False), ws.store.class_id(names[0]))
+    t = time.perf_counter()
+    meta = rescore.rescore(ws, debounce=0)
+    out["background rescore after 50 labels (worker)"] = time.perf_counter() - t
+    out["rescore skipped"] = float(meta["skipped"])
+    out["peak_rss_mb"] = peak_rss_mb()
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 # ---------------------------------------------------------------------- the map in a browser
 def map_workspace(dest: Path, n: int) -> None:
     """A workspace for the map benchmark: ``n`` samples labelled as in :func:`build_workspace`, 16-d vectors (the
@@ -282,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     sp.add_argument("--n", type=int, default=100_000)
     sp.add_argument("--db", type=Path, default=None, help="use a copy of this curation.db instead of building one")
     sp.add_argument("--repeat", type=int, default=5)
+    sp = sub.add_parser("actions", help="UI actions and page reruns on a pipeline workspace (its labels change)")
+    sp.add_argument("--dir", type=Path, required=True, help="the --dir of a finished `pipeline` run")
+    sp.add_argument("--repeat", type=int, default=3)
     sp = sub.add_parser("map", help="the Map page's first and warm draw in headless Chromium")
     sp.add_argument("--n", type=int, default=100_000)
     sp.add_argument("--dir", type=Path, default=None, help="working folder (reused when it holds the workspace)")
@@ -292,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     elif a.cmd == "pipeline":
         dest = a.dir or Path(tempfile.mkdtemp(prefix="scale-"))
         pipeline(dest, a.n, [s for s in a.stages.split(",") if s])
+    elif a.cmd == "actions":
+        print(json.dumps(action_figures(a.dir / "ws", repeat=a.repeat), indent=1))
     elif a.cmd == "map":
         dest = (a.dir or Path(tempfile.gettempdir()) / f"scale-map-{a.n}") / "ws"
         if not (dest / "curation.db").exists():
