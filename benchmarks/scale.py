@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.data.workspace import Workspace  # noqa: E402
+from curation.data.workspace import Workspace
 
 STAGES = ("workspace", "import", "knn", "map", "clusters", "suggest", "issues", "queues")
 DIM = 512
@@ -116,7 +117,7 @@ def run_stage(ws_dir: Path, stage: str) -> dict[str, Any]:
         if stage == "import":
             from curation.features.imported import import_embeddings
             emb = import_embeddings(ws, ws_dir.parent / f"{ws_dir.name}-vectors.npy", name="fashion-tiled")
-            info["n"] = int(len(emb.ids))
+            info["n"] = len(emb.ids)
         else:
             from curation.runtime.tasks import JOBS, embeddings_or_raise
             emb = embeddings_or_raise(ws)
@@ -151,7 +152,7 @@ def build_all_queues(ws: Workspace, emb: Any) -> dict[str, Any]:
     missing = missing_labels(ws, emb)
     a = queues.align(emb.ids, ws.store.label_matrix(emb.ids), sugg, class_names=ws.store.class_names())
     built = queues.build_queues(a, found, missing, reviews=ws.store.reviews())
-    return {"queues": {k: int(len(v)) for k, v in built.items()}}
+    return {"queues": {k: len(v) for k, v in built.items()}}
 
 
 def pipeline(dest: Path, n: int, stages: list[str]) -> list[dict[str, Any]]:
@@ -178,16 +179,24 @@ def pipeline(dest: Path, n: int, stages: list[str]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------- label store
-def _median(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
+CPU: dict[str, float] = {}
+"""CPU seconds (this process) of the last :func:`_median` call, by name: on a shared machine wall time mostly
+measures the neighbours."""
+
+
+def _median(fn: Callable[[], Any], repeat: int, name: str = "") -> float:
+    times, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    if name:
+        CPU[name] = statistics.median(cpu)
     return statistics.median(times)
 
 
-def store_figures(db: Path, *, repeat: int = 5, seed: int = 0) -> dict[str, float]:
+def store_figures(db: Path, *, repeat: int = 5, seed: int = 0, check: bool = True) -> dict[str, float]:
     """Seconds per label-store call on a workspace database (it is changed: run it on a copy)."""
     from curation.data.store import Store
 
@@ -196,30 +205,34 @@ def store_figures(db: Path, *, repeat: int = 5, seed: int = 0) -> dict[str, floa
     k = len(store.class_names())
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {"n": float(len(ids))}
-    out["label_matrix (cold)"] = _median(lambda: store.label_matrix(), 1)
-    out["label_matrix (warm)"] = _median(lambda: store.label_matrix(), repeat)
-    out["set_label 1"] = _median(lambda: store.set_label(rng.choice(ids, 1), int(rng.integers(1, k + 1))), repeat * 4)
+    out["label_matrix (cold)"] = _median(lambda: store.label_matrix(), 1, "label_matrix (cold)")
+    out["label_matrix (warm)"] = _median(lambda: store.label_matrix(), repeat, "label_matrix (warm)")
+    out["set_label 1"] = _median(lambda: store.set_label(rng.choice(ids, 1), int(rng.integers(1, k + 1))), repeat * 4,
+                                 "set_label 1")
     out["label_matrix after 1 label"] = _median(lambda: (store.set_label(rng.choice(ids, 1), 1),
-                                                         store.label_matrix()), repeat)
+                                                         store.label_matrix()), repeat, "label_matrix after 1 label")
     out["set_label 50"] = _median(lambda: store.set_label(rng.choice(ids, 50, replace=False),
-                                                          int(rng.integers(1, k + 1))), repeat)
+                                                          int(rng.integers(1, k + 1))), repeat, "set_label 50")
     out["set_label 1k"] = _median(lambda: store.set_label(rng.choice(ids, 1000, replace=False),
-                                                          int(rng.integers(1, k + 1))), repeat)
-    out["single_labels"] = _median(lambda: store.single_labels(), repeat)
-    out["sample_ids"] = _median(lambda: store.sample_ids(), repeat)
-    out["label_counts"] = _median(lambda: store.label_counts(), repeat)
-    t = time.perf_counter()
+                                                          int(rng.integers(1, k + 1))), repeat, "set_label 1k")
+    out["single_labels"] = _median(lambda: store.single_labels(), repeat, "single_labels")
+    out["sample_ids"] = _median(lambda: store.sample_ids(), repeat, "sample_ids")
+    out["label_counts"] = _median(lambda: store.label_counts(), repeat, "label_counts")
+    t, c = time.perf_counter(), time.process_time()
     b = store.set_label(ids, 1, source="bulk")
-    out["relabel all"] = time.perf_counter() - t
-    t = time.perf_counter()
+    out["relabel all"], out["relabel all (CPU s)"] = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
     store.undo(int(b))
-    out["undo of all"] = time.perf_counter() - t
-    out["label_matrix after undo"] = _median(lambda: store.label_matrix(), 1)
-    t = time.perf_counter()
-    problems = store.check()
-    out["check"] = time.perf_counter() - t
-    out["check ok"] = float(not problems)
+    out["undo of all"], out["undo of all (CPU s)"] = time.perf_counter() - t, time.process_time() - c
+    out["label_matrix after undo"] = _median(lambda: store.label_matrix(), 1, "label_matrix after undo")
+    if check:
+        t = time.perf_counter()
+        problems = store.check()
+        out["check"] = time.perf_counter() - t
+        out["check ok"] = float(not problems)
+    out.update({f"{name} (CPU s)": v for name, v in CPU.items()})
     out["peak_rss_mb"] = peak_rss_mb()
+    out["load"] = os.getloadavg()[0]
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -242,9 +255,10 @@ def action_figures(dest: Path, *, repeat: int = 3, seed: int = 0) -> dict[str, f
     names = ws.store.class_names()
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {"n": float(len(ids))}
-    out["label one sample"] = _median(lambda: actions.bulk_label(ws, rng.choice(ids, 1), names[1], "assign"), repeat)
+    out["label one sample"] = _median(lambda: actions.bulk_label(ws, rng.choice(ids, 1), names[1], "assign"), repeat,
+                                      "label one sample")
     out["label 1k samples"] = _median(lambda: actions.bulk_label(ws, rng.choice(ids, 1000, replace=False),
-                                                                  names[2], "assign"), repeat)
+                                                                  names[2], "assign"), repeat, "label 1k samples")
     t = time.perf_counter()
     b = actions.bulk_label(ws, ids, names[3], "assign")
     out["label all samples"] = time.perf_counter() - t
@@ -255,9 +269,10 @@ def action_figures(dest: Path, *, repeat: int = 3, seed: int = 0) -> dict[str, f
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
         at.run()
         at.switch_page(page).run()  # cold: caches fill
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         at.run()
         out[f"rerun {page} (warm)"] = time.perf_counter() - t
+        CPU[f"rerun {page} (warm)"] = time.process_time() - c
         if at.exception:
             out[f"rerun {page} error"] = 1.0
             print(page, [e.message for e in at.exception], file=sys.stderr)
@@ -272,7 +287,9 @@ def action_figures(dest: Path, *, repeat: int = 3, seed: int = 0) -> dict[str, f
     meta = rescore.rescore(ws, debounce=0)
     out["background rescore after 50 labels (worker)"] = time.perf_counter() - t
     out["rescore skipped"] = float(meta["skipped"])
+    out.update({f"{name} (CPU s)": v for name, v in CPU.items()})
     out["peak_rss_mb"] = peak_rss_mb()
+    out["load"] = os.getloadavg()[0]
     return {k: round(v, 3) for k, v in out.items()}
 
 
@@ -335,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     sp.add_argument("--n", type=int, default=100_000)
     sp.add_argument("--db", type=Path, default=None, help="use a copy of this curation.db instead of building one")
     sp.add_argument("--repeat", type=int, default=5)
+    sp.add_argument("--no-check", action="store_true", help="skip Store.check() (minutes at 1M)")
     sp = sub.add_parser("actions", help="UI actions and page reruns on a pipeline workspace (its labels change)")
     sp.add_argument("--dir", type=Path, required=True, help="the --dir of a finished `pipeline` run")
     sp.add_argument("--repeat", type=int, default=3)
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.path.insert(0, str(ROOT / "benchmarks"))
                 from reliability import make_workspace
                 db = make_workspace(Path(tmp) / "ws", a.n).store.path
-            print(json.dumps(store_figures(db, repeat=a.repeat), indent=1))
+            print(json.dumps(store_figures(db, repeat=a.repeat, check=not a.no_check), indent=1))
 
 
 if __name__ == "__main__":

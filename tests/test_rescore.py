@@ -30,7 +30,7 @@ def scored(tmp_path: Path, blobs) -> tuple[Workspace, np.ndarray, np.ndarray]:
 
 
 def test_saved_scores_and_their_age(scored) -> None:
-    ws, ids, y = scored
+    ws, ids, _ = scored
     meta = rescore.scores_meta(ws)
     assert meta is not None and meta["last_event"] == ws.store.last_event_id()
     frames = rescore.load_scores(ws)
@@ -49,7 +49,7 @@ def test_saved_scores_and_their_age(scored) -> None:
 def test_background_refresh_lands(scored) -> None:
     """A label change leaves the saved scores stale; the worker's rescore job replaces them with scores of the
     new labels (the suggestions' label column shows the new class)."""
-    ws, ids, y = scored
+    ws, ids, _ = scored
     old = rescore.scores_meta(ws)
     changed = ids[2::3][:5]
     c5 = ws.store.class_id("c5")

@@ -102,9 +102,9 @@ def rescore(ws: Workspace, *, debounce: float = DEBOUNCE, progress: ProgressFn =
     -------
     The saved record (see :func:`scores_meta`) plus ``skipped`` (True when the saved scores were current).
     """
+    from curation.features.embed import load_embeddings
     from curation.labels.issues import compute_issues, missing_labels
     from curation.labels.suggest import suggestions
-    from curation.features.embed import load_embeddings
 
     if debounce > 0:
         progress(0.01, "waiting for labels to settle")
@@ -123,7 +123,7 @@ def rescore(ws: Workspace, *, debounce: float = DEBOUNCE, progress: ProgressFn =
               "missing": missing_labels(ws, emb, progress=sub_progress(progress, 0.9, 0.98))}
     meta = {"folder": f"{token[0]:012d}-{time.time_ns()}", "last_event": token[0], "token": token,
             "emb": emb.key, "time": time.time(), "seconds": round(time.perf_counter() - t0, 3),
-            "n": int(len(frames["suggestions"]))}
+            "n": len(frames["suggestions"])}
     folder = _dir(ws) / meta["folder"]
     folder.mkdir(parents=True, exist_ok=True)
     for name, df in frames.items():
