@@ -36,12 +36,13 @@ with st.form("export"):
     c1, c2 = st.columns([1, 3])
     fmt = c1.selectbox("Format", history.EXPORT_FORMATS)
     dest = c2.text_input("Destination", placeholder=f"automatic: {ws.root / 'exports'}/<format>-<date and time>",
-                         help="A file for csv / jsonl / parquet / cleanlab, a folder for hf / imagefolder.")
+                         help="A file for csv / jsonl / parquet / cleanlab, a folder for the others.")
     drop = st.checkbox("Leave out images reviewed as “Same image” as their near-duplicate", value=False)
     if st.form_submit_button("Export"):
         with widgets.guard("exporting"):
             from curation.data.export import export
+            from curation.labels.heldout import export_cleanlab
 
-            path = export(ws, fmt, Path(dest.strip()).expanduser() if dest.strip() else None,
-                          drop_same_images=drop)
+            where = Path(dest.strip()).expanduser() if dest.strip() else None
+            path = export_cleanlab(ws, where) if fmt == "cleanlab" else export(ws, fmt, where, drop_same_images=drop)
             st.success(f"Written to {path}")

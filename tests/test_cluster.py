@@ -84,7 +84,7 @@ def test_user_k_hdbscan_and_noise_ids(blobs):
     s = pd.Series(lab, index=np.arange(100, 100 + len(lab)))
     np.testing.assert_array_equal(C.noise_ids(s), np.flatnonzero(lab == -1) + 100)
     assert C.noise_ids(s.to_frame("cluster")).dtype == np.int64
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="use one of"):
         C.cluster(x, method="nope")
 
 
@@ -176,11 +176,11 @@ def test_vocabulary_and_candidates():
 
 
 def test_names_with_a_tiny_openclip(ws, monkeypatch):
-    from curation.features import encoders as embed
-    from curation.features.encoders import register_tiny_openclip
+    from curation.features import embed, text
+    from curation.features.encoders import get_encoder, register_tiny_openclip
 
     name = register_tiny_openclip()
-    enc = embed.get_encoder(name, device="cpu")
+    enc = get_encoder(name, device="cpu")
     x, _ = _blobs(3, n=30, dim=enc.dim, seed=2)
     ws.store.add_classes(["sneaker", "my odd class"])
     emb = _emb(x, encoder=name, encoder_id=enc.id)
@@ -190,7 +190,7 @@ def test_names_with_a_tiny_openclip(ws, monkeypatch):
     assert cl.names is not None and len(cl.names) == 3
     assert all(0 < len(n.split(naming.SEP)) <= 2 and set(n.split(naming.SEP)) <= set(terms) for n in cl.names)
     assert ws.artifacts.list()["kind"].eq(embed.TEXT_KIND).sum() == 2  # vocabulary + class names, cached
-    monkeypatch.setattr(embed, "text_embeddings", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-encoded")))
+    monkeypatch.setattr(text, "text_embeddings", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-encoded")))
     assert naming.compute_names(ws, emb, cl.key) == cl.names
     table = cl.summary(ws.store.label_matrix(emb.ids), ws.store.class_names())
     assert table["name"].tolist() == naming.unique_names(cl.names)

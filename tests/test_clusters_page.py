@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from test_ui import CLASSES, embedded, workspace  # noqa: F401 (fixtures)
 
 from curation.core.progress import null_progress
-from curation.data.store import POSITIVE
+from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.ui import clusterview, state, widgets
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import needs_fashion
 
+from curation.core.vocab import POSITIVE
 from curation.data import demo
 from curation.data.demo import (
     FASHION_CLASSES,
@@ -20,7 +21,6 @@ from curation.data.demo import (
     read_idx,
     stratified_sample,
 )
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 
 

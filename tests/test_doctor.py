@@ -134,8 +134,8 @@ def test_unreadable_store_says_restore(labelled: Workspace, tmp_path: Path) -> N
     with pytest.raises(StoreError, match="cannot be opened as a label store.*curation restore"):
         Workspace.open(labelled.root)
     out = _cli("doctor", str(labelled.root))
-    assert out.returncode == 2 and "curation restore" in out.stderr and "Traceback" not in out.stderr
-    out = _cli("restore", str(backup), str(labelled.root))
+    assert out.returncode == 1 and "curation restore" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("restore", str(labelled.root), str(backup))
     assert out.returncode == 0, out.stderr
     assert doctor(Workspace.open(labelled.root)).problems == []
 

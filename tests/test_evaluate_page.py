@@ -13,13 +13,13 @@ from conftest import assert_ok, open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from curation.core.vocab import POSITIVE
 from curation.data import pins
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 from curation.models.evaluate import multilabel_confusion_pairs
 from curation.ui import evalview, selection, state
 
-runs = pytest.importorskip("curation.models.runs")
+model_runs = pytest.importorskip("curation.models.runs")
 embed = pytest.importorskip("curation.features.imported")
 
 PAGE = "pages/5_Evaluate.py"
@@ -60,11 +60,11 @@ def _build(root: Path, *, task: str) -> tuple[Workspace, int, int]:
     if task == "single":  # plant 4 wrong labels the first run learns from
         for n, sid in enumerate(ids[:4]):
             ws.store.set_label([sid], ws.store.class_id(CLASSES[(n + 1) % 3]))
-    a = runs.run_training(ws, {**FAST, "epochs": 1, "lr": 1e-4})
+    a = model_runs.run_training(ws, {**FAST, "epochs": 1, "lr": 1e-4})
     if task == "single":  # fix them
         for n, sid in enumerate(ids[:4]):
             ws.store.set_label([sid], ws.store.class_id(CLASSES[n % 3]))
-    b = runs.run_training(ws, FAST)
+    b = model_runs.run_training(ws, FAST)
     ws.store.close()
     return ws, a, b
 
@@ -115,7 +115,7 @@ def _click(at: AppTest, i: int, j: int) -> None:
 
 def _expected_cell(ws: Workspace, run_id: int, i: int, j: int, *, which: str = "val") -> list[int]:
     """The cell's ids computed independently of the page: most confident first, ties by id."""
-    ids, probs = runs.load_predictions(ws, run_id)
+    ids, probs = model_runs.load_predictions(ws, run_id)
     keep = np.isin(ids, ws.store.run(run_id)["metrics"][f"{which}_ids"])
     ids, probs = ids[keep], probs[keep]
     if ws.store.task == "single":
@@ -259,7 +259,7 @@ def test_verdict_writes_review_and_label_batch(single):
 
 def test_compare_runs_shows_flips_and_label_changes(single):
     ws, a, b = single
-    cmp = runs.compare_runs(ws, a, b)
+    cmp = model_runs.compare_runs(ws, a, b)
     assert len(cmp["became_right"]) > 0
     at = _page()
     at.selectbox(key="eval_cmp_a").set_value(a)
@@ -320,8 +320,8 @@ def test_finetune_runs_are_read_like_head_runs(single):
     rec = ws.store.run(b)
     rid = ws.store.add_run("finetune", {"encoder": "openclip:ViT-B-32", "epochs": 3},
                            last_event_id=rec["last_event_id"], encoder="enc", device="cpu")
-    ids, probs = runs.load_predictions(ws, b)
-    ws.artifacts.save_arrays(runs.PREDICTIONS_KIND, f"run-{rid}", {"ids": np.asarray(ids), "probs": np.asarray(probs)},
+    ids, probs = model_runs.load_predictions(ws, b)
+    ws.artifacts.save_arrays(model_runs.PREDICTIONS_KIND, f"run-{rid}", {"ids": np.asarray(ids), "probs": np.asarray(probs)},
                              config={"run_id": rid})
     ws.store.update_run(rid, status="done", duration=1.0, metrics=rec["metrics"])
     at = _page()
@@ -336,7 +336,7 @@ def test_finetune_runs_are_read_like_head_runs(single):
 
 def test_multilabel_label_wrong_rejects_the_wrong_label_in_the_same_batch(multi):
     ws, _, b = multi
-    from curation.data.store import POSITIVE, REJECTED
+    from curation.core.vocab import POSITIVE, REJECTED
     from curation.ui import actions
 
     sid = int(ws.store.sample_ids()[1])  # labelled "square" only

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from curation.core.vocab import POSITIVE
 from curation.data.export import ExportError, export, label_table
 from curation.data.ingest import ingest
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 
 
@@ -112,12 +112,12 @@ def test_round_trip_multi(multi: Workspace, tmp_path: Path, fmt: str) -> None:
     if fmt == "csv":  # a class name with '|' forces JSON lists in the CSV
         assert pd.read_csv(out)["labels"].iloc[1] == '["a", "b|c"]'
     if fmt == "hf":
-        first = json.loads((out / "metadata.jsonl").read_text().splitlines()[0])
+        first = json.loads((out / "train" / "metadata.jsonl").read_text().splitlines()[0])
         assert isinstance(first["labels"], list)
 
 
 def test_imagefolder_refuses_multi_label(multi: Workspace, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="several labels.*csv, jsonl, parquet or hf"):
+    with pytest.raises(ExportError, match="several labels.*csv, jsonl, parquet, hf"):
         export(multi, "imagefolder", tmp_path / "tree")
 
 
@@ -133,7 +133,7 @@ def test_folder_exports_link_modes(single: Workspace, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="not empty"):
         export(single, "hf", tmp_path / "sl")
     export(single, "hf", tmp_path / "sl", overwrite=True)
-    assert (tmp_path / "sl" / "metadata.jsonl").exists()
+    assert (tmp_path / "sl" / "train" / "metadata.jsonl").exists()
 
 
 def test_refuses_bad_arguments(single: Workspace, tmp_path: Path) -> None:
@@ -149,17 +149,17 @@ def test_refuses_bad_arguments(single: Workspace, tmp_path: Path) -> None:
         export(single, "csv", tmp_path)
 
 
-def test_cleanlab(single: Workspace, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="train a model first"):
+def test_cleanlab_needs_out_of_fold_probabilities(single: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="out-of-fold"):
         export(single, "cleanlab", tmp_path / "cl.npz")
     ids = single.store.sample_ids()
     k = len(single.store.class_names())
     probs = np.random.default_rng(0).dirichlet(np.ones(k), size=len(ids)).astype(np.float32)
-    run = single.store.add_run("head", {}, last_event_id=single.store.last_event_id())
-    single.artifacts.save_arrays("predictions", f"run-{run}", {"ids": ids, "probs": probs}, config={})
-    out = export(single, "cleanlab", tmp_path / "cl.npz")
+    with pytest.raises(ExportError, match="do not match"):
+        export(single, "cleanlab", tmp_path / "cl.npz", pred_probs=(ids, probs[:, :2]))
+    out = export(single, "cleanlab", tmp_path / "cl.npz", pred_probs=(ids, probs))
     with np.load(out, allow_pickle=False) as z:
-        assert set(z.files) == {"labels", "pred_probs", "sample_ids", "class_names"}
+        assert set(z.files) == {"labels", "pred_probs", "sample_ids", "class_names", "rejected"}
         table = label_table(single, include_unlabelled=False)
         assert z["sample_ids"].tolist() == table.index.tolist()  # the unlabelled image is left out
         assert z["pred_probs"].shape == (len(table), k)
@@ -167,15 +167,13 @@ def test_cleanlab(single: Workspace, tmp_path: Path) -> None:
         assert [names[i] for i in z["labels"]] == [ls[0] for ls in table["labels"]]
         row = {int(s): i for i, s in enumerate(ids)}
         assert np.allclose(z["pred_probs"], probs[[row[int(s)] for s in z["sample_ids"]]])
+        assert z["rejected"].sum() == 1
 
 
 def test_cleanlab_multi(multi: Workspace, tmp_path: Path) -> None:
     ids = multi.store.sample_ids()
     k = len(multi.store.class_names())
-    run = multi.store.add_run("head", {}, last_event_id=0)
-    multi.artifacts.save_arrays("predictions", f"run-{run}",
-                                {"ids": ids, "probs": np.full((len(ids), k), 0.5, np.float32)}, config={})
-    out = export(multi, "cleanlab", tmp_path / "ml", run_id=run)
+    out = export(multi, "cleanlab", tmp_path / "ml", pred_probs=(ids, np.full((len(ids), k), 0.5, np.float32)))
     assert out.suffix == ".npz"
     with np.load(out) as z:
         assert z["label_matrix"].shape == (6, k) and z["label_matrix"].sum() == 9
@@ -214,4 +212,4 @@ def test_drop_same_images_and_dated_default_destination(single: Workspace) -> No
     assert set(pd.read_csv(export(single, "csv", out.with_name("all.csv")))["sample_id"]) == set(ids.tolist())
     assert export(single, "csv") != export(single, "csv")  # two exports in one second get two names
     folder = export(single, "hf", drop_same_images=True)
-    assert folder.is_dir() and folder.name.startswith("hf-") and (folder / "metadata.jsonl").exists()
+    assert folder.is_dir() and folder.name.startswith("hf-") and (folder / "train" / "metadata.jsonl").exists()

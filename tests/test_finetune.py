@@ -16,11 +16,11 @@ from curation.core.progress import Cancelled, null_progress
 from curation.data.workspace import Workspace
 from curation.features.embed import embed_workspace, load_embeddings
 from curation.features.encoders import EncoderError, get_encoder, register_tiny_openclip
+from curation.features.tuned import encoder_name
 from curation.models.finetune import (
     FinetuneConfig,
     augment_batch,
     base_encoder_name,
-    encoder_name,
     load_training_state,
     run_finetune,
     unfreeze_last,
@@ -162,7 +162,7 @@ def test_reembed_with_the_tuned_tower(img_ws: Workspace, monkeypatch: pytest.Mon
     with pytest.raises(EncoderError, match="workspace"):
         get_encoder(encoder_name(rid))
     for step in ("_map", "_clusters", "_suggest"):  # tested elsewhere; here: the embedding and the active encoder
-        monkeypatch.setattr(jobs, step, lambda ws, params, progress: {})
+        monkeypatch.setattr(tasks, step, lambda ws, params, progress: {})
     res = tasks.JOBS["reembed"](ws, {"run_id": rid}, null_progress)
     emb = load_embeddings(ws)
     assert res["embed"]["encoder"] == encoder_name(rid) == emb.encoder_name == ws.store.meta("encoder")

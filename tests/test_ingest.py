@@ -13,9 +13,9 @@ from badfiles import ManifestCase, make_bad_manifests, make_corpus, shown
 from PIL import Image
 
 from curation.core.progress import Cancelled
+from curation.core.vocab import POSITIVE
 from curation.data.export import export
 from curation.data.ingest import IngestError, IngestReport, ingest, parse_labels
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -410,3 +410,33 @@ def test_cli_ingest_lists_each_skipped_file_then_a_fixed_file_is_added(tmp_path,
     img(root / "cat" / "broken.png")
     assert main(["ingest", str(tmp_path / "ws"), str(root)]) == 0
     assert "1 new images, 1 already known" in capsys.readouterr().out
+
+
+def test_rejected_column_is_imported_in_the_same_batch(ws: Workspace, pics: Path) -> None:
+    """A manifest's ``rejected`` column (as export writes it) becomes rejected labels, in the import batch."""
+    from curation.data.store import REJECTED
+
+    files = sorted(p.relative_to(pics).as_posix() for p in pics.rglob("*.png"))[:2]
+    pd.DataFrame({"path": files, "label": ["cat", "dog"], "rejected": ["dog", ""]}).to_csv(pics / "r.csv", index=False)
+    ingest(ws, pics / "r.csv")
+    sid = int(ws.store.samples().index[ws.store.samples()["path"] == files[0]][0])
+    m = ws.store.label_matrix(np.array([sid]))
+    assert m[0, ws.store.class_names().index("dog")] == REJECTED
+    assert len(ws.store.batches()) == 1
+
+
+def test_escaping_rows_need_a_matching_sha1(ws: Workspace, tmp_path: Path) -> None:
+    """Rows of an exported manifest may point outside its folder only when their sha1 matches the file: a forged
+    manifest cannot widen the image root to reach other files."""
+    import hashlib
+
+    good = img(tmp_path / "data" / "imgs" / "a.png")
+    other = img(tmp_path / "data" / "imgs" / "b.png")
+    sha = hashlib.sha1(good.read_bytes()).hexdigest()
+    (tmp_path / "data" / "exp").mkdir()
+    pd.DataFrame({"path": ["../imgs/a.png", "../imgs/b.png"], "label": ["x", "y"],
+                  "sha1": [sha, "0" * 40]}).to_csv(tmp_path / "data" / "exp" / "m.csv", index=False)
+    r = ingest(ws, tmp_path / "data" / "exp" / "m.csv")
+    assert r.added == 1 and list(r.skipped["path"]) == ["../imgs/b.png"]
+    assert ws.store.samples()["path"].tolist() == ["imgs/a.png"]
+    assert other.exists()

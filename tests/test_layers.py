@@ -28,7 +28,7 @@ def _layer(module: str) -> str | None:
     parts = module.split(".")
     if len(parts) < 2:
         return None
-    return "cli" if parts[1] in ("cli", "__main__") else parts[1]
+    return "cli" if parts[1] in ("cli", "__main__", "api") else parts[1]
 
 
 def _imports(path: Path, *, top_level_only: bool = False) -> set[str]:
@@ -96,7 +96,7 @@ def test_no_import_cycles() -> None:
 
 def test_engine_files_stay_small_or_say_why() -> None:
     big = [str(p.relative_to(ROOT)) for p in ENGINE
-           if len(p.read_text().splitlines()) > MAX_LINES and "one cohesive" not in p.read_text()[:600]]
+           if len(p.read_text().splitlines()) > MAX_LINES and "one cohesive" not in p.read_text()[:600].lower()]
     assert big == []
 
 

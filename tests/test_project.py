@@ -114,7 +114,7 @@ def test_pca_map_and_small_sets(ws, blobs):
     np.testing.assert_array_equal(project.compute_map(ws, emb, method="pca"), p)
     assert project.umap_map(x[:10]).shape == (10, 2)  # too few for UMAP: PCA
     assert project.pca_map(np.zeros((0, 4), np.float32)).shape == (0, 2)
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="use one of"):
         project.compute_map(ws, emb, method="tsne")
 
 

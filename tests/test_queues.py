@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation.data.store import POSITIVE, REJECTED
+from curation.core.vocab import POSITIVE, REJECTED
 from curation.labels import queues
 
 NAMES = ["cat", "dog", "fox"]

@@ -13,7 +13,7 @@ from conftest import assert_ok, open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from curation.data.store import POSITIVE, REJECTED
+from curation.core.vocab import POSITIVE, REJECTED
 from curation.data.workspace import Workspace
 from curation.ui import state
 

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curation.data.store import POSITIVE, REJECTED, SCHEMA_VERSION, UNKNOWN, StoreError
+from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN
+from curation.data.store import SCHEMA_VERSION, StoreError
 from curation.data.workspace import Workspace, WorkspaceError
 
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from curation.core.progress import Cancelled
+from curation.core.vocab import POSITIVE, REJECTED
 from curation.data.pins import pin, pinned, unpin
-from curation.data.store import POSITIVE, REJECTED
 from curation.data.workspace import Workspace
 from curation.models.heads import HeadConfig, TrainingCancelled, TrainingError, hash_unit, pick_device, train_head
 from curation.models.runs import compare_runs, latest_run, load_head, load_predictions, run_training, split_labelled

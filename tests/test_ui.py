@@ -12,8 +12,8 @@ from conftest import open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from curation.core.vocab import POSITIVE
 from curation.data import pins
-from curation.data.store import POSITIVE
 from curation.data.workspace import Workspace
 from curation.ui import labels, mapview, runs, selection, state
 
@@ -215,9 +215,9 @@ def test_history_undo_restores_labels(workspace):
 
 
 def test_evaluate_drilldown_with_a_run(embedded):
-    runs = pytest.importorskip("curation.models.runs")
+    model_runs = pytest.importorskip("curation.models.runs")
     ws = embedded
-    run_id = runs.run_training(ws, {"epochs": 20, "val_fraction": 0.3})
+    run_id = model_runs.run_training(ws, {"epochs": 20, "val_fraction": 0.3})
     at = _app("pages/5_Evaluate.py")
     assert [m.label for m in at.metric][:4] == list(runs.METRICS.values())
     next(r for r in at.radio if r.key == "eval_set").set_value("labelled")
@@ -226,7 +226,7 @@ def test_evaluate_drilldown_with_a_run(embedded):
     next(s for s in at.selectbox if s.key == "eval_pred").set_value(0)
     at.run()
     assert not at.exception
-    ids, probs = runs.load_predictions(ws, run_id)
+    ids, probs = model_runs.load_predictions(ws, run_id)
     y = ws.store.single_labels(ids)
     expected = {int(i) for i, t, p in zip(ids, y, probs.argmax(1)) if t == 0 and p == 0}
     shown = {int(c.value.split(" ")[0].lstrip("#")) for c in at.caption if c.value.startswith("#")}
@@ -421,7 +421,7 @@ def test_history_export_with_automatic_destination(workspace):
 def test_bulk_accept_fills_gaps_unless_asked_to_replace_labels(workspace):
     """A bulk accept labels only unlabelled images, never with a class a person rejected for them; relabelling
     images whose label disagrees with the suggestion takes the explicit ``replace_labels``."""
-    from curation.data.store import REJECTED
+    from curation.core.vocab import REJECTED
     from curation.ui import actions
 
     ws = workspace

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from curation.data.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,7 @@ class Artifacts:
                 extra: dict[str, Any] | None) -> None:
         meta = {"kind": kind, "key": key, "config": config, "created": time.time(),
                 "files": list(files), "sha256": {e: file_sha256(p) for e, p in files.items()}, **(extra or {})}
-        tmp = self._meta_path(kind, key).with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=1, default=str))
-        os.replace(tmp, self._meta_path(kind, key))
+        atomic_write(self._meta_path(kind, key), json.dumps(meta, indent=1, default=str))
 
     def save_array(self, kind: str, key: str, arr: np.ndarray, *, config: dict[str, Any],
                    extra: dict[str, Any] | None = None, name: str = "npy") -> Path:
@@ -84,10 +84,7 @@ class Artifacts:
         for name, arr in arrays.items():
             ext = name if name.endswith("npy") else f"{name}.npy"
             final = self.path(kind, key, ext)
-            tmp = final.with_name(final.name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-            os.replace(tmp, final)
+            atomic_write(final, partial(_save_npy, arr))
             files[ext] = final
         self._finish(kind, key, files, config, extra)
         return {n: files[n if n.endswith("npy") else f"{n}.npy"] for n in arrays}
@@ -109,9 +106,7 @@ class Artifacts:
     def save_frame(self, kind: str, key: str, df: pd.DataFrame, *, config: dict[str, Any],
                    extra: dict[str, Any] | None = None) -> Path:
         final = self.path(kind, key, "parquet")
-        tmp = final.with_name(final.name + ".tmp")
-        df.to_parquet(tmp)
-        os.replace(tmp, final)
+        atomic_write(final, df.to_parquet)
         self._finish(kind, key, {"parquet": final}, config, extra)
         return final
 
@@ -122,9 +117,7 @@ class Artifacts:
 
     def save_json(self, kind: str, key: str, obj: Any, *, config: dict[str, Any]) -> Path:
         final = self.path(kind, key, "json")
-        tmp = final.with_name(final.name + ".tmp")
-        tmp.write_text(json.dumps(obj, default=str))
-        os.replace(tmp, final)
+        atomic_write(final, json.dumps(obj, default=str))
         self._finish(kind, key, {"json": final}, config, None)
         return final
 
@@ -171,3 +164,8 @@ class Artifacts:
     def delete(self, kind: str, key: str) -> None:
         for p in (self.root / kind).glob(f"{key}.*"):
             p.unlink(missing_ok=True)
+
+
+def _save_npy(arr: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)

@@ -21,7 +21,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], content: bytes | str | Writer) -> Path:
+def atomic_write(path: str | os.PathLike[str], content: bytes | str | Writer, *, durable: bool = True) -> Path:
     """Write ``path`` so that a reader sees the old file or the new one, never half of either.
 
     Parameters
@@ -29,6 +29,8 @@ def atomic_write(path: str | os.PathLike[str], content: bytes | str | Writer) ->
     path : the destination; its folder is created when missing.
     content : bytes or text (UTF-8), or a function that writes the file at the temporary path it is given
         (``np.save``, ``df.to_parquet``, ``safetensors.torch.save_file``, ...).
+    durable : fsync the file and its folder (the default). False only for caches that are rebuilt when lost
+        (thumbnails): the write is still all-or-nothing, just not forced to disk before returning.
 
     The temporary name is unique per call (two processes writing one key never share it), the file is
     fsynced before the rename and the folder after it, so a crash leaves either version, never a mix.
@@ -48,13 +50,15 @@ def atomic_write(path: str | os.PathLike[str], content: bytes | str | Writer) ->
             with os.fdopen(fd, "wb") as f:
                 fd = -1
                 f.write(data)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    if durable:
+        _fsync_dir(dest.parent)
     return dest

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.core.validate import check_choice
 from curation.data.ingest import ingest
 from curation.data.store import StoreError
 from curation.data.workspace import DB_NAME, Workspace
@@ -198,8 +199,7 @@ def build_demo(dest: Path | str, *, n: int = 3000, flip_rate: float = 0.08, unla
             raise DemoUnavailable(f"{dest} is a workspace with images that is not a demo: choose an empty folder "
                                   "for the demo.")
     notice = None
-    if source not in ("auto", "fashion-mnist", "digits"):
-        raise ValueError(f"Unknown demo source {source!r}: use 'auto', 'fashion-mnist' or 'digits'.")
+    check_choice("demo source", source, ("auto", "fashion-mnist", "digits"))
     if source == "auto":
         source = "fashion-mnist" if fashion_available() else "digits"
         if source == "digits":

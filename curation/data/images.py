@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.data import sources
+from curation.data.atomic import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
@@ -70,7 +72,15 @@ class ImageInfo:
 
 # ---------------------------------------------------------------------- checking and loading
 def _read_bytes(path: Path) -> bytes:
-    """The bytes of a regular file; pipes, devices and oversized files are refused before reading."""
+    """The bytes of a regular file (or of an image embedded in a Parquet / Arrow row, see ``curation.data.sources``);
+    pipes, devices and oversized files are refused before reading."""
+    if sources.split_ref(path) is not None:
+        try:
+            return sources.read_bytes(path)
+        except FileNotFoundError:
+            raise ImageError("file not found") from None
+        except Exception as exc:  # noqa: BLE001 - a broken container is one unreadable image
+            raise ImageError(f"unreadable: {_short(exc)}") from None
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
@@ -173,7 +183,13 @@ def check_image(path: Path | str, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         "too large: N pixels, limit M", "too large: N bytes, limit M", "file not found",
         "is a folder, not a file", "not a regular file (...)", "unreadable: ...".
     """
-    data = _read_bytes(Path(path))
+    return check_image_data(_read_bytes(Path(path)), max_pixels=max_pixels)
+
+
+def check_image_data(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """:func:`check_image` on encoded image bytes already in memory (an embedded image)."""
+    if not data:
+        raise ImageError("empty file")
     im = _open_decoded(data, max_pixels=max_pixels)
     w, h = im.size
     if _orientation(im) in _SWAPS_AXES:
@@ -234,7 +250,7 @@ def load_image(path: Path | str, *, max_pixels: int = MAX_PIXELS, draft: int | N
 
 
 # ---------------------------------------------------------------------- thumbnails
-def _thumb_candidates(ws: "Workspace", sample_id: int, size: int) -> tuple[Path, Path]:
+def _thumb_candidates(ws: Workspace, sample_id: int, size: int) -> tuple[Path, Path]:
     d = ws.thumbs / str(int(size))
     return d / f"{int(sample_id)}.jpg", d / f"{int(sample_id)}.png"
 
@@ -259,7 +275,7 @@ def render_thumbnail(im: Image.Image, size: int = THUMB_SIZE) -> tuple[Image.Ima
     return im, False
 
 
-def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> Path:
+def thumbnail_path(ws: Workspace, sample_id: int, size: int = THUMB_SIZE) -> Path:
     """The cached thumbnail of a sample, created on demand under ``ws.thumbs/<size>/``.
 
     Parameters
@@ -280,7 +296,7 @@ def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> P
     src = ws.resolve_image(int(sample_id))
     jpg, png = _thumb_candidates(ws, sample_id, size)
     try:
-        src_mtime = src.stat().st_mtime
+        src_mtime = sources.mtime(src)
     except OSError:
         raise ImageError("file not found") from None
     for cand in (png, jpg):
@@ -293,18 +309,14 @@ def thumbnail_path(ws: "Workspace", sample_id: int, size: int = THUMB_SIZE) -> P
     thumb, upscaled = render_thumbnail(im, size)
     dest = png if upscaled or thumb.size[0] * thumb.size[1] <= 64 * 64 else jpg
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(thumb)}.tmp")
-    if dest.suffix == ".png":
-        thumb.save(tmp, format="PNG", optimize=False)
-    else:
-        thumb.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, dest)
+    fmt = {"format": "PNG", "optimize": False} if dest.suffix == ".png" else {"format": "JPEG", "quality": 85}
+    atomic_write(dest, lambda tmp: thumb.save(tmp, **fmt), durable=False)  # a cache: rebuilt when lost
     other = jpg if dest == png else png
     other.unlink(missing_ok=True)
     return dest
 
 
-def make_thumbnails(ws: "Workspace", sample_ids: Iterable[int], *, size: int = THUMB_SIZE,
+def make_thumbnails(ws: Workspace, sample_ids: Iterable[int], *, size: int = THUMB_SIZE,
                     progress: ProgressFn | None = None, workers: int | None = None) -> dict[int, Path]:
     """Create (or reuse) the thumbnails of many samples in parallel threads.
 

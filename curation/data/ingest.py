@@ -1,23 +1,43 @@
-"""Image folders and manifests (CSV, JSONL, Parquet, HF metadata.jsonl) in; samples and imported labels out."""
+"""Image folders, manifests, HF / COCO / FiftyOne datasets in; samples and imported labels (one batch) out."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Sequence
-from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
-from curation.data.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image
+from curation.data import sources
+from curation.data.formats.common import (  # noqa: F401 - IngestError, parse_labels, SPLIT_ALIASES re-exported
+    NOT_CLASSES,
+    SPLIT_ALIASES,
+    IngestError,
+    Listing,
+    _folder_class,
+    _link_problem,
+    _rel,
+    _safe_relative,
+    _shown,
+    _text_problem,
+    parse_labels,
+    split_name,
+)
+from curation.data.formats.manifest import (  # noqa: F401 - re-exported
+    HF_METADATA,
+    LABEL_COLUMNS,
+    MANIFEST_SUFFIXES,
+    PATH_COLUMNS,
+    SPLIT_COLUMNS,
+    _manifest_rows,
+    read_manifest,
+)
+from curation.data.images import IMAGE_EXTENSIONS, ImageError, ImageInfo, check_image, check_image_data
 from curation.data.store import StoreError, class_name_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,18 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-PATH_COLUMNS = ("path", "file_name", "file", "filename", "image")
-LABEL_COLUMNS = ("label", "labels", "class", "category", "tags")
-SPLIT_COLUMNS = ("split", "subset")
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
-HF_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "dev": "val", "test": "test", "testing": "test", "all": "", "": ""}
-"""Split names recognised in manifests and as top-level folders (lower-cased), mapped to the store's splits."""
-
-
-class IngestError(StoreError):
-    """A source that cannot be ingested as a whole; the message names the file and says what to do."""
+SIDECARS = ("classes.txt",)
+"""Files at the top of an image folder that belong to its layout (the class list an ImageFolder export writes)."""
 
 
 @dataclass
@@ -100,19 +110,31 @@ class IngestReport:
 
 
 # ---------------------------------------------------------------------- public entry points
-def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
+def ingest(ws: Workspace, source: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
            split: str | None = None, progress: ProgressFn | None = None) -> IngestReport:
     """Add the images of a folder or a manifest to the workspace, with their labels.
 
     Parameters
     ----------
     ws : the workspace.
-    source : a folder (ImageFolder ``<class>/<file>``, optionally under ``train/``, ``val/``, ``test/``;
-        or flat = unlabelled; a folder holding an HF ``metadata.jsonl`` is read through it), or a manifest
-        file (.csv, .tsv, .jsonl, .parquet).
-    labels : "auto" (folder names / the label column), "folders" (folder names, also for the paths of a
-        manifest: the first folder of each path), "none" (ignore labels), or the name of the manifest column
-        holding labels.
+    source : a folder or a file, recognised in this order:
+
+        * a FiftyOne image-classification export (``data/`` + ``labels.json``, or one per split folder);
+        * a COCO annotation file (``.json`` with ``images`` and ``categories``; in a folder ``annotations.json``,
+          ``labels.json`` or ``annotations/*.json``): each image's categories are its labels (several =
+          multi-label), boxes are kept as artifact ``annotations/coco``;
+        * an HF imagefolder manifest (``metadata.jsonl`` / ``.csv`` / ``.parquet`` at the root, or one per split
+          folder);
+        * HF tables with embedded images: a ``save_to_disk`` folder, Parquet / Arrow shards or one such file,
+          ``ClassLabel`` and ``Sequence(ClassLabel)`` names decoded; images stay where they are (sample paths
+          ``<file>#<row>``, read by row through :mod:`curation.data.sources`);
+        * an image folder (torchvision ImageFolder ``<class>/<file>``, optionally under ``train/``, ``val/``,
+          ``test/``; flat = unlabelled). A tree whose class folders would be ``images``, ``data`` or a split
+          name is refused with the reason (``labels="none"`` adds its images unlabelled);
+        * a manifest file (.csv, .tsv, .jsonl, .parquet) with paths, labels, ``split`` and ``rejected``.
+    labels : "auto" (folder names / the label column / categories), "folders" (folder names, also for the paths
+        of a manifest: the first folder of each path), "none" (ignore labels), or the name of the manifest or
+        table column holding labels.
     image_root : folder that relative manifest paths start from (default: the manifest's folder).
     split : force this split ("train", "val", "test" or "") on every image listed.
     progress : ``progress(fraction, message)``; may raise ``Cancelled``.
@@ -130,18 +152,115 @@ def ingest(ws: "Workspace", source: Path | str, *, labels: str = "auto", image_r
     if not src.exists():
         raise IngestError(f"{src} does not exist: give the path of an image folder or a manifest file "
                           "(.csv, .jsonl, .parquet).")
-    if split is not None and _split_name(split) is None:
+    if split is not None and split_name(split) is None:
         raise IngestError(f"Unknown split {split!r}: use one of train, val, test or ''.")
+    kw: dict[str, Any] = {"labels": labels, "split": split, "progress": progress}
     if src.is_dir():
-        meta = next((src / m for m in HF_METADATA if (src / m).is_file()), None)
-        if meta is not None:
-            log.info("%s holds %s: reading it as a Hugging Face imagefolder manifest", src, meta.name)
-            return ingest_manifest(ws, meta, labels=labels, image_root=image_root, split=split, progress=progress)
-        return ingest_folder(ws, src, labels=labels, split=split, progress=progress)
-    return ingest_manifest(ws, src, labels=labels, image_root=image_root, split=split, progress=progress)
+        return _ingest_dir(ws, src.resolve(), image_root=image_root, **kw)
+    if src.suffix.lower() == ".json":
+        return ingest_json(ws, src, image_root=image_root, **kw)
+    from curation.data.formats import hf
+
+    if hf.is_table_file(src):
+        src = src.resolve()
+        listing = hf.read_tables(src.parent, [(src, hf.split_of_file(src.name))], labels=labels)
+        return ingest_listing(ws, listing, source=str(src), split=split, progress=progress)
+    return ingest_manifest(ws, src, image_root=image_root, **kw)
 
 
-def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", split: str | None = None,
+def _ingest_dir(ws: Workspace, src: Path, *, image_root: Path | str | None, **kw: Any) -> IngestReport:
+    """A folder: FiftyOne, COCO, HF (save_to_disk, Parquet shards, imagefolder metadata) or an image tree."""
+    from curation.data.formats import coco, fiftyone, hf
+
+    fo = fiftyone.fiftyone_dirs(src)
+    if fo is not None:
+        listing = fiftyone.read_fiftyone(src, fo, labels=kw["labels"])
+        return ingest_listing(ws, listing, source=str(src), split=kw["split"], progress=kw["progress"])
+    jsons = [src / "annotations.json", src / "labels.json", *sorted(src.glob("*coco*.json")),
+             *sorted(src.glob("instances*.json")), *sorted((src / "annotations").glob("*.json"))]
+    cocos = list(dict.fromkeys(j for j in jsons if j.is_file() and coco.is_coco_file(j)))
+    if cocos:
+        root = Path(image_root).expanduser() if image_root is not None else None
+        listing = coco.read_coco_files(cocos, image_root=root, labels=kw["labels"])
+        return ingest_listing(ws, listing, source=str(src), split=kw["split"], progress=kw["progress"])
+    meta = next((src / m for m in HF_METADATA if (src / m).is_file()), None)
+    if meta is not None:
+        log.info("%s holds %s: reading it as a Hugging Face imagefolder manifest", src, meta.name)
+        return ingest_manifest(ws, meta, image_root=image_root, **kw)
+    per_split = [(d, m) for d in sorted(src.iterdir()) if d.is_dir() and split_name(d.name) is not None
+                 for m in [next((d / n for n in HF_METADATA if (d / n).is_file()), None)] if m is not None]
+    if per_split:
+        return _ingest_split_metadata(ws, src, per_split, **kw)
+    tables = hf.hf_folder_files(src)
+    if tables:
+        listing = hf.read_tables(src, tables, labels=kw["labels"])
+        return ingest_listing(ws, listing, source=str(src), split=kw["split"], progress=kw["progress"])
+    return ingest_folder(ws, src, **kw)
+
+
+def ingest_json(ws: Workspace, path: Path | str, *, labels: str = "auto", image_root: Path | str | None = None,
+                split: str | None = None, progress: ProgressFn | None = None) -> IngestReport:
+    """Ingest a COCO annotation file, or a FiftyOne ``labels.json`` (its folder is read)."""
+    from curation.data.formats import coco, fiftyone
+
+    path = Path(path).expanduser().resolve()
+    doc = coco.load_json(path)
+    if coco.looks_like_coco(doc):
+        root = Path(image_root).expanduser() if image_root is not None else None
+        listing = coco.read_coco(path, doc, image_root=root, labels=labels)
+        return ingest_listing(ws, listing, source=str(path), split=split, progress=progress)
+    if fiftyone.looks_like_fiftyone(doc) and (path.parent / "data").is_dir():
+        listing = fiftyone.read_fiftyone(path.parent, [(path.parent, "")], labels=labels)
+        return ingest_listing(ws, listing, source=str(path), split=split, progress=progress)
+    raise IngestError(f"{path.name} is neither a COCO annotation file (with 'images' and 'categories') nor a "
+                      "FiftyOne labels.json (with 'labels', beside a data/ folder): give one of those, or a "
+                      "manifest (.csv, .jsonl, .parquet).")
+
+
+def _ingest_split_metadata(ws: Workspace, root: Path, per_split: list[tuple[Path, Path]], *, labels: str,
+                           split: str | None, progress: ProgressFn | None) -> IngestReport:
+    """HF imagefolder with one ``metadata.jsonl`` per split folder (``train/metadata.jsonl``...)."""
+    frames, skipped, notes = [], [], []
+    for d, meta in per_split:
+        frame, sk, nt = _manifest_rows(meta, d, labels=labels, split_default=split_name(d.name) or "")
+        frames.append(frame.assign(path=d.name + "/" + frame["path"]))
+        skipped += [(f"{d.name}/{p}", r) for p, r in sk]
+        notes += nt
+    frame = pd.concat(frames, ignore_index=True)
+    notes.insert(0, f"Hugging Face imagefolder with per-split metadata: {', '.join(d.name for d, _ in per_split)}.")
+    if frame.empty:
+        raise IngestError(f"No usable rows in the metadata files of {root}: check their file_name columns.")
+    listing = Listing(root=root, frame=frame.drop(columns="line"), notes=notes, skipped=skipped)
+    return ingest_listing(ws, listing, source=str(root), split=split, progress=progress, checked_paths=True)
+
+
+def ingest_listing(ws: Workspace, listing: Listing, *, source: str, split: str | None = None,
+                   progress: ProgressFn | None = None, checked_paths: bool = False) -> IngestReport:
+    """Ingest the rows a format reader listed (``curation.data.formats``): paths are checked to stay inside
+    ``listing.root`` (plain files), images are checked, then samples and labels are written in one batch."""
+    root = listing.root.resolve()
+    frame = listing.frame.reset_index(drop=True)
+    skipped = list(listing.skipped)
+    if not checked_paths and listing.chunks is None:
+        ok = np.ones(len(frame), bool)
+        rels = []
+        for i, raw in enumerate(frame["path"]):
+            rel, why = _safe_relative(raw, root)
+            if why:
+                skipped.append((raw, why))
+                ok[i] = False
+            rels.append(rel)
+        frame = frame.assign(path=rels)[ok].reset_index(drop=True)
+        if listing.extra is not None:
+            listing.extra = listing.extra[ok].reset_index(drop=True)
+    if frame.empty:
+        raise IngestError(f"No usable images in {source} ({len(skipped)} rows skipped, e.g. "
+                          f"{skipped[0] if skipped else 'none listed'}): check the paths and the image folder.")
+    return _ingest_rows(ws, root, frame, source=source, skipped=skipped, notes=list(listing.notes), split=split,
+                        progress=progress, chunks=listing.chunks, extra=listing.extra, extra_key=listing.extra_key)
+
+
+def ingest_folder(ws: Workspace, folder: Path | str, *, labels: str = "auto", split: str | None = None,
                   progress: ProgressFn | None = None) -> IngestReport:
     """Ingest an image folder: class sub-folders give labels, top-level split folders give splits.
 
@@ -168,7 +287,7 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
             keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or (dpath == root and name in SIDECARS):
                 continue
             rel = _rel(dpath / name, root)
             if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -186,6 +305,8 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
     parts = [PurePosixPath(r).parts for r in rel_files]
     top_dirs = {p[0] for p in parts if len(p) > 1}
     split_layout = bool(top_dirs) and all(d.lower() in SPLIT_ALIASES for d in top_dirs)
+    if labels != "none":
+        _check_layout(root, parts, split_layout)
     rows = []
     for rel, p in zip(rel_files, parts):
         dirs = list(p[:-1])
@@ -206,265 +327,81 @@ def ingest_folder(ws: "Workspace", folder: Path | str, *, labels: str = "auto", 
                         progress=progress)
 
 
-def ingest_manifest(ws: "Workspace", manifest: Path | str, *, labels: str = "auto",
+def _check_layout(root: Path, parts: list[tuple[str, ...]], split_layout: bool) -> None:
+    """Refuse a folder tree whose class folders would be a split name, ``images`` or ``data`` (with the reason)."""
+    depth = 1 if split_layout else 0
+    class_dirs = {p[depth] for p in parts if len(p) > depth + 1}
+    bad = sorted(d for d in class_dirs if d.lower() in NOT_CLASSES)
+    if bad:
+        raise IngestError(
+            f"{root}: folder {bad[0]!r} would become a class, but {bad[0]!r} holds the images of a COCO, FiftyOne "
+            "or VOC layout, not a class. Give the annotation file instead (COCO .json, FiftyOne labels.json, a "
+            "manifest), or ingest with labels='none' (`--labels none`) to add the images unlabelled.")
+    if not split_layout:
+        splits = sorted(d for d in class_dirs if split_name(d) not in (None, ""))
+        if splits:
+            others = sorted(class_dirs - set(splits))[:3]
+            raise IngestError(
+                f"{root}: {', '.join(repr(d) for d in splits)} would become a class, but it names a split"
+                + (f" while {', '.join(others)} look like classes" if others else "")
+                + ". Put every class folder under train/, val/ or test/ (or none of them), or ingest each "
+                "split folder on its own with split=.")
+    deeper = sorted({p[depth + 1] for p in parts if len(p) > depth + 2 and split_name(p[depth + 1]) not in (None, "")})
+    if deeper:
+        raise IngestError(f"{root}: split folders ({', '.join(deeper)}) sit inside class folders one level down: "
+                          "give the folder that holds train/, val/ and test/ directly.")
+
+
+def ingest_manifest(ws: Workspace, manifest: Path | str, *, labels: str = "auto",
                     image_root: Path | str | None = None, split: str | None = None,
                     progress: ProgressFn | None = None) -> IngestReport:
     """Ingest the images listed in a manifest (.csv, .tsv, .jsonl, .parquet, HF ``metadata.jsonl``).
 
     The path column is found among ``path, file_name, file, filename, image``, the label column among
-    ``label, labels, class, category, tags`` (or named by ``labels``), the split column ``split``.
-    A label cell holds one name, several names separated by ``|``, a list (JSONL / Parquet), or a JSON
-    list string (CSV). Paths are relative to ``image_root`` (default: the manifest's folder); paths
-    escaping it (``..``, absolute elsewhere, symlinks out) are skipped with a reason.
+    ``label, labels, class, category, tags`` (or named by ``labels``), the split column ``split``, rejected
+    labels in ``rejected`` (as export writes them). A label cell holds one name, several names separated by
+    ``|``, a list (JSONL / Parquet), or a JSON list string (CSV). Paths are relative to ``image_root``
+    (default: the manifest's folder); paths escaping it (``..``, absolute elsewhere, symlinks out) are skipped
+    with a reason, except in a manifest this studio exported: rows whose ``sha1`` matches the file they name
+    are kept, and the image root becomes the folder holding them all (at least two levels deep).
     """
     path = Path(manifest).expanduser().resolve()
     root = Path(image_root).expanduser().resolve() if image_root is not None else path.parent
     if not root.is_dir():
         raise IngestError(f"Image root {root} is not a folder: pass image_root= the folder the manifest's "
                           "paths start from.")
-    df = read_manifest(path)
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    path_col = next((cols[c] for c in PATH_COLUMNS if c in cols), None)
-    if path_col is None:
-        raise IngestError(f"{path.name} has no path column (columns: {', '.join(map(str, df.columns)) or 'none'}): "
-                          f"name the column holding image paths one of {', '.join(PATH_COLUMNS)}.")
-    from_folders = labels in ("folder", "folders")
-    if labels == "none" or from_folders:
-        label_col = None
-    elif labels in ("auto", "column"):
-        label_col = next((cols[c] for c in LABEL_COLUMNS if c in cols), None)
-    else:
-        if labels not in df.columns and labels.lower() not in cols:
-            raise IngestError(f"{path.name} has no column {labels!r} (columns: {', '.join(map(str, df.columns))}): "
-                              "pass labels= one of them, 'auto' or 'none'.")
-        label_col = labels if labels in df.columns else cols[labels.lower()]
-    split_col = next((cols[c] for c in SPLIT_COLUMNS if c in cols), None)
-    _check_column_types(df, path, path_col, label_col)
-    hf = path.name.lower() in HF_METADATA
-
-    skipped: list[tuple[str, str]] = []
-    notes: list[str] = []
-    if labels == "auto" and label_col is None:
-        notes.append(f"{path.name} has no label column ({', '.join(LABEL_COLUMNS)}): its images were added "
-                     "unlabelled; name the column holding class names one of those to import labels.")
-    n_empty_labels = 0
-    unknown_splits: set[str] = set()
-    out_path, out_labels, out_split, out_line = [], [], [], []
-    first_line = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
-    path_vals = df[path_col].tolist()
-    label_vals = df[label_col].tolist() if label_col is not None else [None] * len(df)
-    split_vals = df[split_col].tolist() if split_col is not None else [None] * len(df)
-    for i, (pv, lv, sv) in enumerate(zip(path_vals, label_vals, split_vals)):
-        line = i + first_line
-        where = f"{path.name} row {line}"
-        if not isinstance(pv, str) or not pv.strip():
-            skipped.append((f"<{where}>", "no path in this row"))
-            continue
-        rel, why = _safe_relative(pv.strip(), root)
-        if why:
-            skipped.append((pv, why))
-            continue
-        try:
-            names, n_empty = parse_labels(lv)
-            if from_folders:
-                dirs = PurePosixPath(rel).parts[:-1]
-                names = parse_labels([_folder_class(dirs[0])])[0] if dirs else []
-        except ValueError as exc:
-            skipped.append((pv, f"{where}: {exc}"))
-            continue
-        n_empty_labels += n_empty
-        s = ""
-        if sv is not None and not _is_nan(sv) and str(sv).strip():
-            mapped = _split_name(str(sv))
-            if mapped is None:
-                unknown_splits.add(str(sv))
-                mapped = ""
-            s = mapped
-        elif hf:
-            first = PurePosixPath(rel).parts[0].lower() if len(PurePosixPath(rel).parts) > 1 else ""
-            s = SPLIT_ALIASES.get(first, "") if first in SPLIT_ALIASES else ""
-        out_path.append(rel)
-        out_labels.append(names)
-        out_split.append(s)
-        out_line.append(line)
-    if n_empty_labels:
-        notes.append(f"Dropped {n_empty_labels} empty or blank label names in {path.name}.")
-    if unknown_splits:
-        notes.append(f"Unknown split values {sorted(unknown_splits)[:5]} in {path.name} were left blank; "
-                     "use train, val or test.")
-    frame = pd.DataFrame({"path": out_path, "labels": out_labels, "split": out_split, "line": out_line})
-    frame = _merge_duplicate_rows(frame, path.name, notes)
+    frame, skipped, notes = _manifest_rows(path, root, labels=labels, widen=image_root is None)
+    if frame.attrs.get("root"):
+        root = frame.attrs["root"]
     if frame.empty:
         reasons = pd.Series([r for _, r in skipped]).map(lambda r: str(r).split(":")[0]).value_counts()
         detail = "; ".join(f"{n} {r}" for r, n in reasons.head(3).items()) if len(reasons) else "it has no rows"
         raise IngestError(f"No usable rows in {path} ({detail}). Paths must be relative to {root} (or absolute "
                           "inside it): pass image_root= the folder the paths start from.")
     return _ingest_rows(ws, root, frame.drop(columns="line"), source=str(path), skipped=skipped, notes=notes,
-                        split=split, progress=progress, manifest=path)
-
-
-# ---------------------------------------------------------------------- reading manifests
-def read_manifest(path: Path) -> pd.DataFrame:
-    """Read a manifest file into a DataFrame (CSV cells as strings); errors name the file and the fix."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise IngestError(f"{path} is not a file: give a manifest (.csv, .jsonl, .parquet) or an image folder.")
-    if path.stat().st_size == 0:
-        raise IngestError(f"{path} is empty: write a header line (path,label) and one row per image.")
-    try:
-        if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                               sep="\t" if suffix == ".tsv" else ",")
-        if suffix in (".jsonl", ".ndjson"):
-            return _read_jsonl(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8, e.g. "
-                          f"`iconv -f latin1 -t utf-8 {path.name} > fixed{suffix}`.") from None
-    except IngestError:
-        raise
-    except pd.errors.EmptyDataError:
-        raise IngestError(f"{path} has no columns: write a header line (path,label) and one row per image.") from None
-    except pd.errors.ParserError as exc:
-        raise IngestError(f"{path} is not valid CSV ({str(exc).strip()}): quote cells that contain commas, "
-                          "and give every row the same number of cells.") from None
-    except Exception as exc:  # noqa: BLE001 - pyarrow and friends raise many types
-        raise IngestError(f"{path} could not be read as {suffix[1:]} ({exc}): check the file is complete and "
-                          "really in that format.") from None
-    raise IngestError(f"{path.name}: unknown manifest type {suffix or '(no extension)'}; use .csv, .tsv, .jsonl "
-                      "or .parquet, or give an image folder.")
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    records = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IngestError(f"{path.name} line {n} is not valid JSON ({exc.msg}): each line must be one "
-                                  'JSON object like {"file_name": "a.jpg", "label": "cat"}.') from None
-            if not isinstance(obj, dict):
-                raise IngestError(f"{path.name} line {n} is a JSON {type(obj).__name__}, not an object: each line "
-                                  'must look like {"file_name": "a.jpg", "label": "cat"}.')
-            if "\\u" in line and _text_problem(json.dumps(obj, ensure_ascii=False)):
-                raise IngestError(f"{path.name} line {n} holds an escaped lone surrogate (like \\udcff), which is "
-                                  "not text: fix or remove that line.")
-            records.append(obj)
-    if not records:
-        raise IngestError(f"{path} has no records: write one JSON object per line.")
-    return pd.DataFrame.from_records(records)
-
-
-def _check_column_types(df: pd.DataFrame, path: Path, path_col: Any, label_col: Any) -> None:
-    col = df[path_col]
-    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        raise IngestError(f"Column {path_col!r} of {path.name} holds {col.dtype} values, not file paths: "
-                          "put the image paths (relative to the manifest's folder) in it.")
-    if label_col is not None and pd.api.types.is_float_dtype(df[label_col]):
-        vals = df[label_col].dropna()
-        if len(vals) and not np.all(np.mod(vals, 1) == 0):
-            raise IngestError(f"Column {label_col!r} of {path.name} holds fractional numbers, not class names: "
-                              "write class names (or integer class ids).")
-
-
-def parse_labels(value: Any) -> tuple[list[str], int]:
-    """Class names in one manifest cell.
-
-    Parameters
-    ----------
-    value : None/NaN (unlabelled), a string ("cat", "cat|dog", '["cat", "dog"]'), a number (class id),
-        or a list/array of those.
-
-    Returns
-    -------
-    (names, n_dropped): stripped, de-duplicated names in order, and how many empty names were dropped.
-
-    Raises
-    ------
-    ValueError for values that are not names (dicts, nested lists).
-    """
-    if value is None or _is_nan(value):
-        return [], 0
-    if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
-        items = list(value)
-    elif isinstance(value, str):
-        s = value.strip()
-        if not s:
-            return [], 1 if value else 0
-        if s.startswith("[") and s.endswith("]"):
-            try:
-                items = json.loads(s)
-            except json.JSONDecodeError:
-                items = s.split("|")
-            if not isinstance(items, list):
-                items = [s]
-        else:
-            items = s.split("|")
-    elif isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"label {value!r} is a boolean, not a class name")
-    elif isinstance(value, (int, np.integer, float, np.floating)):
-        items = [value]
-    else:
-        raise ValueError(f"label of type {type(value).__name__} is not a class name or list of names")
-    names: list[str] = []
-    dropped = 0
-    for it in items:
-        if it is None or _is_nan(it):
-            dropped += 1
-            continue
-        if isinstance(it, (list, tuple, dict, np.ndarray)):
-            raise ValueError(f"label {it!r} is nested; give a flat list of class names")
-        if isinstance(it, (bool, np.bool_)):
-            raise ValueError(f"label {it!r} is a boolean, not a class name")
-        if isinstance(it, (float, np.floating)) and float(it).is_integer():
-            it = int(it)
-        name = str(it).strip()
-        if not name:
-            dropped += 1
-            continue
-        why = class_name_problem(name)
-        if why:
-            raise ValueError(f"label {name!r} cannot be a class name: {why}")
-        if name not in names:
-            names.append(name)
-    return names, dropped
-
-
-def _merge_duplicate_rows(frame: pd.DataFrame, name: str, notes: list[str]) -> pd.DataFrame:
-    """Rows listing one path several times: identical ones are dropped, differing labels are merged (long format)."""
-    if frame.empty or not frame["path"].duplicated().any():
-        return frame
-    key = frame["labels"].map(lambda x: "\x00".join(sorted(x)))
-    exact = frame.assign(_k=key).duplicated(["path", "_k"])
-    n_exact = int(exact.sum())
-    frame = frame[~exact]
-    dup = frame["path"].duplicated(keep=False)
-    if dup.any():
-        merged = frame[dup].groupby("path", sort=False).agg(
-            labels=("labels", lambda s: list(dict.fromkeys(n for names in s for n in names))),
-            split=("split", "first"), line=("line", "first")).reset_index()
-        notes.append(f"{merged.shape[0]} paths are listed on several rows of {name} with different labels: "
-                     "their labels were merged (one row per label, the 'long' format).")
-        frame = pd.concat([frame[~dup], merged], ignore_index=True).sort_values("line", kind="stable")
-    if n_exact:
-        notes.append(f"Dropped {n_exact} duplicated rows of {name}.")
-    return frame.reset_index(drop=True)
+                        split=split, progress=progress)
 
 
 # ---------------------------------------------------------------------- the common path
-def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: str,
+def _ingest_rows(ws: Workspace, root: Path, frame: pd.DataFrame, *, source: str,
                  skipped: list[tuple[str, str]], notes: list[str], split: str | None,
-                 progress: ProgressFn | None, manifest: Path | None = None) -> IngestReport:
-    """Check listed files in parallel, then write samples + labels in one transaction and flag missing."""
+                 progress: ProgressFn | None, chunks: Any = None, extra: pd.DataFrame | None = None,
+                 extra_key: str = "") -> IngestReport:
+    """Check listed images in parallel, then write samples + labels in one transaction and flag missing.
+
+    ``frame`` holds path, labels, split and optionally rejected; ``chunks`` (embedded images) yields the encoded
+    bytes of the rows in order; ``extra`` (aligned with ``frame``) is kept as artifact ``annotations/<extra_key>``.
+    """
     progress = progress or null_progress
     store = ws.store
+    if "rejected" not in frame:
+        frame = frame.assign(rejected=[[] for _ in range(len(frame))])
     if split is not None:
-        frame = frame.assign(split=_split_name(split) or "")
-    infos, errors = check_images([root / p for p in frame["path"]], progress=sub_progress(progress, 0.0, 0.9))
+        frame = frame.assign(split=split_name(split) or "")
+    if chunks is None:
+        infos, errors = check_images([root / p for p in frame["path"]], progress=sub_progress(progress, 0.0, 0.9))
+    else:
+        infos, errors = check_embedded(chunks(), len(frame), progress=sub_progress(progress, 0.0, 0.9))
     ok = np.array([i is not None for i in infos], bool)
     for p, err in zip(frame["path"][~ok], [e for e in errors if e is not None]):
         skipped.append((p, err))
@@ -483,6 +420,7 @@ def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: st
     known = dict(zip(mine["path"], mine.index))
     new_mask = ~good["path"].isin(known.keys()).to_numpy()
     labels_list = good["labels"].tolist()
+    rejected_list = good["rejected"].tolist()
     n_multi = sum(1 for names, new in zip(labels_list, new_mask) if new and len(names) > 1)
     classes_before = set(store.class_names())
     task_changed = False
@@ -494,10 +432,14 @@ def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: st
             notes.append(f"{n_multi} new images carry several labels but this workspace is single-label and "
                          "already has labels: all labels were kept; switch the task to multi-label or resolve them.")
     note = f"ingest of {Path(source).name}"
+    has_rej = any(rejected_list)
     try:
-        ids, is_new = store.add_samples(root_id, records, labels=labels_list if len(records) else None, note=note)
+        ids, is_new = store.add_samples(root_id, records, labels=labels_list if len(records) else None, note=note,
+                                        rejected=rejected_list if has_rej and len(records) else None)
     except StoreError as exc:
         raise IngestError(f"Could not write the images of {source}: {exc}") from None
+    if extra is not None and len(records):
+        _keep_extra(ws, extra[ok].reset_index(drop=True), ids, extra_key)
 
     # vanished / restored, batched
     present = set(records["path"])
@@ -507,7 +449,7 @@ def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: st
         if p in present:
             if missing:
                 back_ids.append(int(sid))
-        elif not missing and (p in bad_listed or not (root / p).exists()):
+        elif not missing and (p in bad_listed or not sources.exists(root / p)):
             gone_ids.append(int(sid))
     if gone_ids:
         store.set_missing(gone_ids, True)
@@ -519,6 +461,9 @@ def _ingest_rows(ws: "Workspace", root: Path, frame: pd.DataFrame, *, source: st
         notes.append(f"{n_dups} listed images have the same content as another one (exact duplicates).")
     classes_added = [c for c in store.class_names() if c not in classes_before]
     labels_imported = sum(len(n) for n, new in zip(labels_list, is_new) if new)
+    if has_rej:
+        n_rej = sum(len(r) for r, new in zip(rejected_list, is_new) if new)
+        notes.append(f"Imported {n_rej} rejected labels (classes a person ruled out).")
     report = IngestReport(source=source, root=str(root), added=int(is_new.sum()), existing=int((~is_new).sum()),
                           vanished=len(gone_ids), restored=len(back_ids),
                           skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
@@ -565,79 +510,43 @@ def check_images(paths: Sequence[Path], *, progress: ProgressFn | None = None,
     return infos, errors
 
 
-# ---------------------------------------------------------------------- helpers
-def _rel(p: Path, root: Path) -> str:
-    return p.relative_to(root).as_posix()
+def check_embedded(chunks: Any, n: int, *, progress: ProgressFn | None = None,
+                   workers: int | None = None) -> tuple[list[ImageInfo | None], list[str | None]]:
+    """:func:`check_images` for images embedded in table rows: ``chunks`` yields lists of encoded bytes
+    (None = no image in the row), in row order, ``n`` rows in all."""
+    progress = progress or null_progress
+    infos: list[ImageInfo | None] = []
+    errors: list[str | None] = []
+
+    def one(data: bytes | None) -> tuple[ImageInfo | None, str | None]:
+        if data is None:
+            return None, "no image bytes in this row"
+        try:
+            return check_image_data(data), None
+        except ImageError as exc:
+            return None, exc.reason
+        except Exception as exc:  # noqa: BLE001 - one bad row, not a crash
+            return None, f"unreadable: {exc}"
+
+    workers = workers or min(32, (os.cpu_count() or 2) * 4)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for chunk in chunks:
+            for info, err in pool.map(one, chunk):
+                infos.append(info)
+                errors.append(err)
+            progress(min(1.0, len(infos) / max(n, 1)), f"checked {len(infos)}/{n} images")
+    if len(infos) != n:
+        raise IngestError(f"The table changed while it was read ({len(infos)} rows, {n} expected): ingest again.")
+    return infos, errors
 
 
-def _text_problem(path: str) -> str | None:
-    """A reason when a file name cannot be stored as text (bytes that are not UTF-8), else None."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "file name is not valid UTF-8 text: rename the file (e.g. `convmv -f latin1 -t utf-8 -r --notest .`)"
-    return None
+def _keep_extra(ws: Workspace, extra: pd.DataFrame, ids: np.ndarray, key: str) -> None:
+    """Per-image metadata of a format (COCO boxes) as artifact ``annotations/<key>``, merged by sample id."""
+    from curation.data.formats.coco import ANNOTATIONS_KIND
 
-
-def _shown(path: str) -> str:
-    """A path made printable: characters that are not valid text are shown as ``\\udcNN`` escapes."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _link_problem(link: Path, root: Path) -> str | None:
-    """A reason when a symlink in an image folder must not be followed (it leaves the root, or loops), else None."""
-    try:
-        target = link.resolve()
-    except (OSError, RuntimeError):  # Python raises RuntimeError for a symlink loop
-        return "symlink loop"
-    return None if target.is_relative_to(root) else "symlink resolves outside the image root"
-
-
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, (float, np.floating)) and math.isnan(v)
-
-
-def _split_name(value: str) -> str | None:
-    return SPLIT_ALIASES.get(str(value).strip().lower()) if str(value).strip().lower() in SPLIT_ALIASES else None
-
-
-def _folder_class(name: str) -> str:
-    """The class a folder name stands for: percent escapes (``a%2Fb``, ``%F0%9F%90%B1``), as export writes
-    names a folder cannot hold, are decoded when every ``%`` starts one and the bytes are valid UTF-8."""
-    if not re.fullmatch(r"(?:[^%]|%[0-9A-Fa-f]{2})*", name) or "%" not in name:
-        return name
-    try:
-        return unquote(name, errors="strict")
-    except UnicodeDecodeError:
-        return name
-
-
-def _safe_relative(raw: str, root: Path) -> tuple[str, str | None]:
-    """(path relative to root in posix form, None) or ("", reason) for paths that escape the root."""
-    s = raw.replace("\\", "/") if os.sep == "/" and "\\" in raw and not (root / raw).exists() else raw
-    p = Path(s)
-    if p.is_absolute():
-        norm = Path(os.path.normpath(p))
-        if not norm.is_relative_to(root):
-            # the root itself may be reached through a symlink: compare resolved forms too
-            resolved = norm.resolve()
-            if not resolved.is_relative_to(root):
-                return "", f"absolute path outside the image root {root}: pass image_root= a folder containing it"
-            norm = resolved
-        rel = norm.relative_to(root).as_posix()
-    else:
-        rel = os.path.normpath(s).replace(os.sep, "/")
-        if rel == ".." or rel.startswith("../"):
-            return "", "path escapes the image root with '..'"
-    if rel in ("", "."):
-        return "", "path names the image root itself, not a file"
-    full = root / rel
-    try:
-        real = full.resolve()
-    except (OSError, RuntimeError):
-        return "", "path cannot be resolved (symlink loop?)"
-    if not real.is_relative_to(root):
-        return "", "symlink resolves outside the image root"
-    if not full.exists():
-        return "", "file not found"
-    return rel, None
+    new = extra.assign(sample_id=np.asarray(ids, np.int64))
+    old = ws.artifacts.load_frame(ANNOTATIONS_KIND, key)
+    if old is not None:
+        new = pd.concat([old[~old["sample_id"].isin(new["sample_id"])], new], ignore_index=True)
+    ws.artifacts.save_frame(ANNOTATIONS_KIND, key, new.sort_values("sample_id").reset_index(drop=True),
+                            config={"key": key})

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from curation.data.workspace import Workspace
 
 
-def pinned(ws: "Workspace") -> np.ndarray:
+def pinned(ws: Workspace) -> np.ndarray:
     """(M,) int64 ascending ids of the must-not-fail samples (kept in the store's meta as JSON)."""
     return _id_set(ws.store.meta("pinned"))
 
@@ -20,7 +20,7 @@ def _id_set(raw: str | None) -> np.ndarray:
     return np.array(sorted(set(json.loads(raw))) if raw else [], np.int64)
 
 
-def _edit_pinned(ws: "Workspace", ids: Sequence[int] | np.ndarray,
+def _edit_pinned(ws: Workspace, ids: Sequence[int] | np.ndarray,
                  combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """``combine(current, ids)`` applied to the slice in one store transaction (concurrent edits never lose one)."""
     ids = np.asarray(ids, np.int64).ravel()
@@ -31,11 +31,11 @@ def _edit_pinned(ws: "Workspace", ids: Sequence[int] | np.ndarray,
     return _id_set(ws.store.update_meta("pinned", update))
 
 
-def pin(ws: "Workspace", ids: Sequence[int] | np.ndarray) -> np.ndarray:
+def pin(ws: Workspace, ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """Add samples to the must-not-fail slice; every later run reports its accuracy on them."""
     return _edit_pinned(ws, ids, np.union1d)
 
 
-def unpin(ws: "Workspace", ids: Sequence[int] | np.ndarray) -> np.ndarray:
+def unpin(ws: Workspace, ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """Remove samples from the must-not-fail slice."""
     return _edit_pinned(ws, ids, np.setdiff1d)

@@ -1,4 +1,8 @@
-"""SQLite label store (WAL): samples, classes, append-only label events, runs, jobs, reviews."""
+"""SQLite label store (WAL): samples, classes, append-only label events, runs, jobs, reviews.
+
+One cohesive module: the SQLite schema and every transaction on it (events, projection, undo, runs, jobs,
+reviews); the words it checks come from :mod:`curation.core.vocab`.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from curation.core.validate import check_choice
+from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
 from curation.data import cells as _cells
+from curation.data.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
-STATE_NAMES = {POSITIVE: "positive", UNKNOWN: "unknown", REJECTED: "rejected"}
-SOURCES = ("import", "human", "suggestion", "bulk", "undo", "review")
-TASKS = ("single", "multi")
 SPLITS = ("train", "val", "test", "")
 FEW_SAMPLES = 5_000
 """Up to this many ids, ``label_matrix`` reads their cells by key instead of scanning every label."""
@@ -119,7 +122,25 @@ CREATE INDEX IF NOT EXISTS reviews_sample ON reviews(sample_id);
 CREATE INDEX IF NOT EXISTS samples_present ON samples(missing, id);
 """
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+
+
+class Review:
+    """Review rows to record: the samples, the queue they were judged in and the verdict (validated here).
+
+    Parameters
+    ----------
+    sample_ids : (M,) int sample ids.
+    queue : a key of :data:`curation.core.vocab.QUEUES`.
+    verdict : a key of :data:`curation.core.vocab.VERDICTS`.
+    run_id : the training run whose prediction was judged, if any.
+    """
+
+    def __init__(self, sample_ids: Sequence[int] | np.ndarray, *, queue: str, verdict: str,
+                 run_id: int | None = None) -> None:
+        check_choice("review queue", queue, QUEUES)
+        check_choice("verdict", verdict, VERDICTS)
+        self.sample_ids = np.asarray(sample_ids, np.int64).ravel()
+        self.queue, self.verdict, self.run_id = queue, verdict, None if run_id is None else int(run_id)
 
 
 class StoreError(RuntimeError):
@@ -163,7 +184,7 @@ class Store:
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             self.close()
             raise StoreError(f"{self.path} cannot be opened as a label store ({exc}): restore a backup with "
-                             f"`python -m curation restore BACKUP_FILE {self.path.parent}`.") from exc
+                             f"`python -m curation restore {self.path.parent} BACKUP_FILE`.") from exc
 
     # ------------------------------------------------------------------ connection
     def _con(self) -> sqlite3.Connection:
@@ -277,7 +298,8 @@ class Store:
         return {i: Path(p) for i, p in self._read("SELECT id, path FROM roots")}
 
     def add_samples(self, root_id: int, records: pd.DataFrame, *, labels: Sequence[Sequence[str]] | None = None,
-                    actor: str = "import", note: str = "") -> tuple[np.ndarray, np.ndarray]:
+                    actor: str = "import", note: str = "",
+                    rejected: Sequence[Sequence[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Insert samples and their imported labels in one transaction; known paths are left untouched.
 
         Parameters
@@ -287,6 +309,8 @@ class Store:
         labels : one list of class names per record (empty list = unlabelled). Classes are created
             as needed. Labels are imported (source "import", one batch) only for *new* samples, so
             re-ingesting a folder never touches labels people have edited.
+        rejected : optional, one list of class names per record that a person ruled out (an exported
+            ``rejected`` column); imported in the same batch, new samples only.
 
         Returns
         -------
@@ -317,17 +341,20 @@ class Store:
             dup = np.ones(len(ids), bool)
             dup[first] = False
             is_new &= ~dup
-            if labels is not None:
-                if len(labels) != len(recs):
+            if labels is not None or rejected is not None:
+                given = [(labels, POSITIVE), (rejected, REJECTED)]
+                if any(x is not None and len(x) != len(recs) for x, _ in given):
                     raise StoreError("labels must hold one list of class names per record.")
-                pairs = [(i, validate_class_name(n)) for i, names in enumerate(labels) if is_new[i] for n in names]
+                pairs = [(i, validate_class_name(n), state) for x, state in given if x is not None
+                         for i, names in enumerate(x) if is_new[i] for n in names]
                 if pairs:
-                    names = sorted({n for _, n in pairs})
+                    names = sorted({n for _, n, _ in pairs})
                     con.executemany("INSERT OR IGNORE INTO classes(name) VALUES (?)", [(n,) for n in names])
                     cid = dict(con.execute("SELECT name, id FROM classes").fetchall())
-                    s = ids[[i for i, _ in pairs]]
-                    c = np.array([cid[n] for _, n in pairs], np.int64)
-                    _cells.load_cells(con, s, c, np.full(len(s), POSITIVE, np.int64))
+                    s = ids[[i for i, _, _ in pairs]]
+                    c = np.array([cid[n] for _, n, _ in pairs], np.int64)
+                    st = np.array([state for _, _, state in pairs], np.int64)
+                    _cells.load_cells(con, s, c, st)
                     _cells.append_batch(con, source="import", actor=actor,
                                         note=note or f"imported labels of {int(is_new.sum())} new samples")
         return ids, is_new
@@ -406,23 +433,25 @@ class Store:
     # ------------------------------------------------------------------ labels
     def apply(self, sample_ids: Sequence[int] | np.ndarray, class_ids: Sequence[int] | np.ndarray,
               states: Sequence[int] | np.ndarray | int, *, source: str, actor: str = "user",
-              note: str = "", exclusive: bool | None = None) -> int | None:
+              note: str = "", exclusive: bool | None = None, review: Review | None = None) -> int | None:
         """Append one batch of label events and update the projection, in one transaction.
 
         Parameters
         ----------
-        sample_ids, class_ids : (M,) int arrays, the cells to change.
+        sample_ids, class_ids : (M,) int arrays, the cells to change (M may be 0 with a ``review``).
         states : (M,) int array or one int, each POSITIVE, UNKNOWN or REJECTED.
         source : one of SOURCES.
         exclusive : when true (the default for single-label workspaces), setting a class positive
             turns the sample's other positive classes to UNKNOWN within the same batch.
+        review : review rows written in the same transaction, pointing at the batch (or at none when no
+            label changed): a decision and its label changes land together or not at all.
 
         Returns
         -------
         The batch id, or None when nothing changed (no batch is written).
         """
         if source not in SOURCES:
-            raise StoreError(f"Unknown event source {source!r}; use one of {SOURCES}.")
+            raise StoreError(f"Unknown event source {source!r}; use one of: {', '.join(SOURCES)}.")
         s = np.asarray(sample_ids, dtype=np.int64).ravel()
         c = np.asarray(class_ids, dtype=np.int64).ravel()
         if c.size == 1 and s.size > 1:
@@ -432,7 +461,7 @@ class Store:
             st = np.full(s.size, st[0], np.int64)
         if not (s.size == c.size == st.size):
             raise StoreError("sample_ids, class_ids and states must have the same length.")
-        if not np.isin(st, (POSITIVE, UNKNOWN, REJECTED)).all():
+        if not np.isin(st, STATES).all():
             raise StoreError("Label states must be 1 (positive), 0 (unknown) or -1 (rejected).")
         if exclusive is None:
             exclusive = self.task == "single"
@@ -440,12 +469,15 @@ class Store:
             known_c = np.array([r[0] for r in con.execute("SELECT id FROM classes")], np.int64)
             if c.size and not np.isin(c, known_c).all():
                 raise StoreError(f"Unknown class ids {sorted(set(c[~np.isin(c, known_c)].tolist()))[:5]}.")
-            if s.size == 0:
-                return None
-            _cells.load_cells(con, s, c, st)  # set operations in SQLite: O(changed cells), not O(store)
-            if exclusive and (st == POSITIVE).any():
-                _cells.add_exclusive_clears(con)  # other positives of those samples go back to unknown
-            return _cells.append_batch(con, source=source, actor=actor, note=note)
+            batch = None
+            if s.size:
+                _cells.load_cells(con, s, c, st)  # set operations in SQLite: O(changed cells), not O(store)
+                if exclusive and (st == POSITIVE).any():
+                    _cells.add_exclusive_clears(con)  # other positives of those samples go back to unknown
+                batch = _cells.append_batch(con, source=source, actor=actor, note=note)
+            if review is not None:
+                _insert_reviews(con, review, batch, actor)
+            return batch
 
     def set_label(self, sample_ids: Sequence[int] | np.ndarray, class_id: int, *, source: str = "human",
                   actor: str = "user", note: str = "") -> int | None:
@@ -661,10 +693,7 @@ class Store:
         if dest.is_dir():
             raise StoreError(f"{dest} is a folder; give a file name for the backup (e.g. {dest / 'curation.db'}).")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        copy_database(self._con(), tmp)
-        os.replace(tmp, dest)
-        return dest
+        return atomic_write(dest, lambda tmp: copy_database(self._con(), tmp))
 
     # ------------------------------------------------------------------ runs
     def add_run(self, kind: str, config: dict, *, last_event_id: int, encoder: str = "", device: str = "",
@@ -771,12 +800,11 @@ class Store:
     # ------------------------------------------------------------------ reviews
     def add_reviews(self, sample_ids: Sequence[int], *, queue: str, verdict: str, run_id: int | None = None,
                     batch_id: int | None = None, actor: str = "user") -> None:
-        """Record human review decisions (e.g. "label wrong", "model wrong", "both valid", "ambiguous")."""
-        now = time.time()
+        """Record review decisions that change no label (a queue and a verdict of :mod:`curation.core.vocab`);
+        decisions that change labels go through ``apply(..., review=Review(...))`` in one transaction."""
+        review = Review(sample_ids, queue=queue, verdict=verdict, run_id=run_id)
         with self._write() as con:
-            con.executemany("INSERT INTO reviews(time, sample_id, queue, verdict, run_id, batch_id, actor) "
-                            "VALUES (?,?,?,?,?,?,?)",
-                            [(now, int(s), queue, verdict, run_id, batch_id, actor) for s in sample_ids])
+            _insert_reviews(con, review, batch_id, actor)
 
     def reviews(self, queue: str | None = None) -> pd.DataFrame:
         if queue is None:
@@ -785,6 +813,13 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+def _insert_reviews(con: sqlite3.Connection, review: Review, batch_id: int | None, actor: str) -> None:
+    now = time.time()
+    con.executemany("INSERT INTO reviews(time, sample_id, queue, verdict, run_id, batch_id, actor) VALUES (?,?,?,?,?,?,?)",
+                    [(now, int(s), review.queue, review.verdict, review.run_id, batch_id, actor)
+                     for s in review.sample_ids.tolist()])
+
+
 def single_from_matrix(m: np.ndarray) -> np.ndarray:
     """(N,) int64 column of each row's positive label in a (N, K) label matrix, -1 when none (the lowest
     positive column when a row has several)."""

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def write_safetensors(path: Any, tensors: dict[str, "torch.Tensor"], key: str, obj: dict[str, Any]) -> None:
+def write_safetensors(path: Any, tensors: dict[str, torch.Tensor], key: str, obj: dict[str, Any]) -> None:
     """Write ``tensors`` (name -> contiguous CPU tensor) with ``obj`` as JSON under metadata entry ``key``,
     atomically (:func:`curation.data.atomic.atomic_write`): a reader never sees half a checkpoint."""
     from safetensors.torch import save
@@ -20,7 +20,7 @@ def write_safetensors(path: Any, tensors: dict[str, "torch.Tensor"], key: str, o
 
 
 def read_safetensors(path: Any, key: str, *,
-                      skip_prefix: str = "") -> tuple[dict[str, Any], dict[str, "torch.Tensor"]]:
+                      skip_prefix: str = "") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A safetensors file's JSON metadata entry and its tensors, without unpickling.
 
     Parameters

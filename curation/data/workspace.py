@@ -40,7 +40,7 @@ class Workspace:
         self.images = root / "images"
 
     @classmethod
-    def create(cls, root: Path | str, *, task: str = "single", exist_ok: bool = True) -> "Workspace":
+    def create(cls, root: Path | str, *, task: str = "single", exist_ok: bool = True) -> Workspace:
         """Create (or open, when ``exist_ok``) a workspace folder."""
         root = Path(root).expanduser().resolve()
         if root.exists() and not root.is_dir():
@@ -58,7 +58,7 @@ class Workspace:
         return cls(root, store)
 
     @classmethod
-    def open(cls, root: Path | str) -> "Workspace":
+    def open(cls, root: Path | str) -> Workspace:
         """Open an existing workspace, migrating an older schema; errors say what to do."""
         root = Path(root).expanduser().resolve()
         if not root.exists():

@@ -18,12 +18,7 @@ import pandas as pd
 from curation.core.progress import ProgressFn, null_progress
 from curation.data.artifacts import make_key
 from curation.data.atomic import atomic_write
-from curation.features.encoders import (
-    Encoder,
-    PrecomputedEncoder,
-    default_encoder,
-    get_encoder,
-)
+from curation.features.encoders import Encoder, PrecomputedEncoder, default_encoder, get_encoder
 from curation.features.imageset import ImageDataset, auto_batch_size, auto_workers, collate_images, worker_init
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,7 @@
-"""Image/text encoder registry: OpenCLIP (default), EfficientNet-Lite0 (offline), user-supplied vectors."""
+"""Image/text encoder registry: OpenCLIP (default), EfficientNet-Lite0 (offline), user-supplied vectors.
+
+One cohesive module: the encoder registry and the encoder families behind its single interface.
+"""
 
 from __future__ import annotations
 

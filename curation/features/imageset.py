@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from curation.data import sources
 from curation.features.encoders import (  # noqa: F401 - re-exported: curation.features.embed is the public face
     DEFAULT_ENCODER,
     OFFLINE_ENCODER,
@@ -59,7 +60,7 @@ class ImageDataset:
             real = os.path.realpath(path)
             if not any(real == a or real.startswith(a.rstrip(os.sep) + os.sep) for a in self.allowed):
                 raise PermissionError("outside the workspace and its image folders")
-            if not os.path.exists(real):
+            if not sources.exists(real):
                 raise FileNotFoundError("file not found")
             x = self.transform(_load_pil(real))
             return x, ""

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,23 +23,10 @@ from curation.features.embed import (
     write_chunk,
     write_store_info,
 )
-from curation.features.encoders import (  # noqa: F401 - re-exported: curation.features.embed is the public face
-    DEFAULT_ENCODER,
-    OFFLINE_ENCODER,
-    TINY_TEST,
-    Encoder,
-    EncoderError,
-    EncoderUnavailable,
-    NoTextTower,
-    PrecomputedEncoder,
-    default_encoder,
-    get_encoder,
-    list_encoders,
-    offline,
-    pick_device,
-    register_encoder,
-    register_tiny_openclip,
-)
+from curation.features.encoders import PrecomputedEncoder, register_encoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +101,7 @@ def _keys_from_table(df: pd.DataFrame, src: str) -> list[Any]:
                          f"{list(df.columns)}.")
 
 
-def _match_ids(ws: Any, keys: Sequence[Any], src: str) -> np.ndarray:
+def _match_ids(ws: "Workspace", keys: Sequence[Any], src: str) -> np.ndarray:
     """Sample ids (or image paths, relative to their root or absolute) → (N,) int64 sample ids."""
     frame = ws.store.samples(include_missing=True)
     keys = list(keys)
@@ -144,7 +131,7 @@ def _match_ids(ws: Any, keys: Sequence[Any], src: str) -> np.ndarray:
     return ids
 
 
-def import_embeddings(ws: Any, path: str | Path, *, ids_or_paths: None | str | Path | Sequence[Any] = None,
+def import_embeddings(ws: "Workspace", path: str | Path, *, ids_or_paths: None | str | Path | Sequence[Any] = None,
                       column: str | None = None, name: str = "user", chunk_size: int = 65536) -> Embeddings:
     """Bring your own vectors: ``.npy`` (rows aligned with ``ids_or_paths``) or a Parquet file.
 

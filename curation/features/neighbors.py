@@ -7,11 +7,15 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.data.atomic import atomic_write
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ def _method(kind: str) -> str:
     return {"flat": "exact", "hnsw": f"hnsw{HNSW_M}", "ivf": "ivf"}[kind]
 
 
-def embedding_index(ws: Any, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any:
+def embedding_index(ws: Workspace, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any:
     """The one faiss index of an embeddings artifact, built once per process and reused by every search.
 
     Exact (``IndexFlatIP``) up to ``exact_limit`` vectors, approximate above (saved as artifact kind
@@ -245,9 +249,7 @@ def embedding_index(ws: Any, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any
         index = build_index(emb.vectors, kind=kind)
         if saved:
             path = ws.artifacts.path("index", key, "faiss")
-            tmp = path.with_name(path.name + ".tmp")
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
             ws.artifacts.register_file("index", key, "faiss", config=config)
     with _index_lock:
         _indexes[key] = index
@@ -256,7 +258,7 @@ def embedding_index(ws: Any, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any
     return index
 
 
-def knn_graph(ws: Any, emb: Any, *, k: int = 15, exact_limit: int = EXACT_LIMIT,
+def knn_graph(ws: Workspace, emb: Any, *, k: int = 15, exact_limit: int = EXACT_LIMIT,
               progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The kNN graph of a workspace's embeddings, cached as artifact kind ``knn`` (searched in :func:`embedding_index`).
 

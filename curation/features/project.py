@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.core.validate import check_choice
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +272,7 @@ def umap_map(vectors: np.ndarray, *, idx: np.ndarray | None = None, sims: np.nda
 
 # ---------------------------------------------------------------------- workspace API
 def _params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    if method not in METHODS:
-        raise ValueError(f"Unknown map method {method!r}; choose one of {METHODS}.")
+    check_choice("map method", method, METHODS)
     bad = set(params) - set(DEFAULTS)
     if bad:
         raise TypeError(f"Unknown map parameters {sorted(bad)}; known: {sorted(DEFAULTS)}.")
@@ -292,7 +295,7 @@ def map_key(emb: Any, *, method: str = "umap", **params: Any) -> tuple[str, dict
     return make_key(config), config
 
 
-def load_map(ws: Any, emb: Any, *, method: str = "umap", **params: Any) -> np.ndarray | None:
+def load_map(ws: Workspace, emb: Any, *, method: str = "umap", **params: Any) -> np.ndarray | None:
     """The cached map of ``emb`` for these parameters, or None when it was not computed yet.
 
     Returns
@@ -307,7 +310,7 @@ def load_map(ws: Any, emb: Any, *, method: str = "umap", **params: Any) -> np.nd
     return arr
 
 
-def latest_map(ws: Any, emb: Any, *, method: str = "umap") -> tuple[np.ndarray, dict[str, Any]] | None:
+def latest_map(ws: Workspace, emb: Any, *, method: str = "umap") -> tuple[np.ndarray, dict[str, Any]] | None:
     """The newest cached map of ``emb`` by ``method``, reproducible or fast, with the config that made it.
 
     Returns
@@ -327,7 +330,7 @@ def latest_map(ws: Any, emb: Any, *, method: str = "umap") -> tuple[np.ndarray, 
     return None
 
 
-def compute_map(ws: Any, emb: Any, *, method: str = "umap", reproducible: bool = True, k: int = 15,
+def compute_map(ws: Workspace, emb: Any, *, method: str = "umap", reproducible: bool = True, k: int = 15,
                 min_dist: float = 0.1, seed: int = 0, sample_limit: int = SAMPLE_LIMIT,
                 progress: ProgressFn | None = None) -> np.ndarray:
     """The 2-D map of a workspace's embeddings, cached as artifact kind ``map``.

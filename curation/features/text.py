@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from curation.data.artifacts import make_key
 from curation.features.embed import TEXT_KIND, EmbeddingError, Embeddings
-from curation.features.encoders import (  # noqa: F401 - re-exported: curation.features.embed is the public face
-    DEFAULT_ENCODER,
-    OFFLINE_ENCODER,
-    TINY_TEST,
-    Encoder,
-    EncoderError,
-    EncoderUnavailable,
-    NoTextTower,
-    PrecomputedEncoder,
-    default_encoder,
-    get_encoder,
-    list_encoders,
-    offline,
-    pick_device,
-    register_encoder,
-    register_tiny_openclip,
-)
+from curation.features.encoders import DEFAULT_ENCODER, Encoder, NoTextTower, get_encoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +64,7 @@ def class_prompts(class_names: Sequence[str], *, templates: Sequence[str] | None
 
 
 def text_embeddings(encoder: str | Encoder, class_names: Sequence[str], *, templates: Sequence[str] | None = None,
-                    prompts: Sequence[str | None] | None = None, ws: Any = None) -> np.ndarray:
+                    prompts: Sequence[str | None] | None = None, ws: "Workspace" = None) -> np.ndarray:
     """CLIP zero-shot class embeddings: per class, the mean of its L2-normalised prompt embeddings,
     renormalised.
 
@@ -114,7 +101,7 @@ def text_embeddings(encoder: str | Encoder, class_names: Sequence[str], *, templ
     return out
 
 
-def class_text_embeddings(ws: Any, encoder: str | Encoder | None = None, *,
+def class_text_embeddings(ws: "Workspace", encoder: str | Encoder | None = None, *,
                           templates: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Text embeddings of the workspace's classes (their prompts override the templates).
 
@@ -131,7 +118,7 @@ def class_text_embeddings(ws: Any, encoder: str | Encoder | None = None, *,
 
 
 # ---------------------------------------------------------------------- search
-def _top_k(emb: Embeddings, q: np.ndarray, k: int, ws: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def _top_k(emb: Embeddings, q: np.ndarray, k: int, ws: "Workspace" = None) -> tuple[np.ndarray, np.ndarray]:
     """(Q, D) queries → (Q, k) row positions and cosine similarities, best first, on the embeddings' one
     faiss index (built once per process, see ``curation.features.neighbors.embedding_index``)."""
     from curation.features.neighbors import embedding_index, search
@@ -139,7 +126,7 @@ def _top_k(emb: Embeddings, q: np.ndarray, k: int, ws: Any = None) -> tuple[np.n
     return search(emb.vectors, q.astype(np.float32), k=k, index=embedding_index(ws, emb))
 
 
-def search_text(ws: Any, emb: Embeddings, query: str, *, k: int = 48,
+def search_text(ws: "Workspace", emb: Embeddings, query: str, *, k: int = 48,
                 encoder: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images best matching a text query.
 

@@ -22,11 +22,11 @@ CHECKPOINT_KIND = "checkpoints"
 FINETUNE_RUN_KIND = "finetune"
 
 
-def prefixed(tensors: dict[str, "torch.Tensor"], prefix: str) -> dict[str, "torch.Tensor"]:
+def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_tower(enc: Encoder, tensors: dict[str, "torch.Tensor"], source: str) -> None:
+def load_tower(enc: Encoder, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``tower.``-prefixed tensors into ``enc``'s tower; refuse names the tower does not have."""
     unexpected = enc.tower().load_state_dict(prefixed(tensors, TOWER_PREFIX), strict=False).unexpected_keys
     if unexpected:
@@ -73,7 +73,7 @@ def run_of(name: str) -> int:
     return int(m.group(1))
 
 
-def finetuned_encoder(ws: "Workspace", name: str, *, device: str | None = None) -> FinetunedEncoder:
+def finetuned_encoder(ws: Workspace, name: str, *, device: str | None = None) -> FinetunedEncoder:
     """Build ``finetuned:run-<id>``: the run's base encoder with the tuned tower from its checkpoint
     (the factory behind that registry prefix; use ``get_encoder(name, workspace=ws)``)."""
     from safetensors.torch import load_file
@@ -100,7 +100,7 @@ def finetuned_encoder(ws: "Workspace", name: str, *, device: str | None = None) 
     return FinetunedEncoder(name, base, digest=meta["sha256"]["safetensors"])
 
 
-def tuned_encoder(ws: "Workspace", run_id: int, *, device: str | None = None) -> FinetunedEncoder:
+def tuned_encoder(ws: Workspace, run_id: int, *, device: str | None = None) -> FinetunedEncoder:
     """A fresh (uncached) ``finetuned:run-<id>`` encoder: a long-lived worker keeps no tower after its job."""
     return get_encoder(encoder_name(run_id), device=device, cache=False, workspace=ws)  # type: ignore[return-value]
 

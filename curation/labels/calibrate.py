@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from curation.core.validate import check_choice
+from curation.core.vocab import TASKS
+
 log = logging.getLogger(__name__)
 
 _EPS = 1e-12
@@ -152,8 +155,6 @@ class PooledEnsemble:
 
     def __init__(self, *, task: str = "single", l2: float = 1e-3, min_samples: int = 20, min_pattern: int = 30,
                  eps: float = 1e-6) -> None:
-        if task not in ("single", "multi"):
-            raise ValueError(f"task must be 'single' or 'multi', not {task!r}.")
         self.task, self.l2, self.min_samples, self.min_pattern, self.eps = task, l2, min_samples, min_pattern, eps
 
     # ------------------------------------------------------------------ helpers
@@ -207,7 +208,7 @@ class PooledEnsemble:
         return float(np.exp(minimize_scalar(bce, bounds=tuple(np.log(PATTERN_T_BOUNDS)), method="bounded").x))
 
     # ------------------------------------------------------------------ API
-    def fit(self, sources: dict[str, np.ndarray], labels: np.ndarray) -> "PooledEnsemble":
+    def fit(self, sources: dict[str, np.ndarray], labels: np.ndarray) -> PooledEnsemble:
         """Fit weights, biases and per-pattern temperatures.
 
         Parameters
@@ -219,6 +220,7 @@ class PooledEnsemble:
         """
         from scipy.optimize import minimize
 
+        check_choice("task", self.task, TASKS)
         self.sources_ = list(sources)
         Z, avail = self._features(sources)
         S, N, K = Z.shape
@@ -296,7 +298,7 @@ class PooledEnsemble:
                 "fitted": self.fitted_, "reason": self.reason_, "n_fit": self.n_fit_}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PooledEnsemble":
+    def from_dict(cls, d: dict[str, Any]) -> PooledEnsemble:
         """The ensemble saved by :meth:`to_dict`."""
         self = cls(task=d["task"], l2=d["l2"], min_samples=d["min_samples"], min_pattern=d["min_pattern"],
                    eps=d["eps"])

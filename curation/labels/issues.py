@@ -1,5 +1,7 @@
 """Ranked issues: likely label errors, missing multi-labels, near-duplicates, outliers, ambiguous images.
 
+One cohesive module for now: every issue type is scored from the same out-of-fold probabilities and graph.
+
 Every score lies in [0, 1], lower = worse; tables are DataFrames indexed by sample id (cleanlab's contract).
 """
 
@@ -12,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 METHODS = ("ensemble", "self_confidence", "normalized_margin", "knn")
 KNN_WEIGHT = 0.15
 """Share of the kNN vote in the mixed class probabilities of the ensemble."""

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 DEFAULT_C = 0.001
 """Inverse L2 strength, scikit-learn semantics (objective ``C * sum(loss) + ||W||^2 / 2``) on standardised features.
 Strong on purpose: a head that cannot memorise noisy labels ranks them better (docs/quality.md)."""

@@ -32,17 +32,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from curation.data.store import POSITIVE, REJECTED, UNKNOWN, single_from_matrix
+from curation.core.vocab import POSITIVE, REJECTED, REVIEW_QUEUES, UNKNOWN
+from curation.data.store import single_from_matrix
 
 log = logging.getLogger(__name__)
 
-QUEUES = {
-    "confirm": "Suggestions to confirm",
-    "errors": "Likely label errors",
-    "missing": "Missing labels",
-    "duplicates": "Near-duplicates",
-    "outliers": "Outliers",
-}
+QUEUES = REVIEW_QUEUES
 SCORES = {
     "confirm": "suggestion confidence",
     "errors": "label quality (lower = worse)",

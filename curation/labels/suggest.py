@@ -1,24 +1,34 @@
-"""Pseudo-labels: kNN vote, label propagation, zero-shot, model and out-of-fold heads in one calibrated ensemble."""
+"""Pseudo-labels: kNN vote, label propagation, zero-shot, model and out-of-fold heads in one calibrated ensemble.
+
+One cohesive module: the workspace's label state (graph sources, stale-tolerant refit, calibrated ensemble)
+is one cache with one key; the pure kNN vote lives in :mod:`curation.labels.vote`.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
+from curation.core.validate import check_choice
+from curation.core.vocab import SUGGESTION_SOURCES
 from curation.data.store import single_from_matrix
 from curation.labels.calibrate import has_prediction
 from curation.labels.vote import check_graph, class_prior, labelled_rows, neighbor_vote
 
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ["class_idx", "class_name", "confidence", "source", "label_idx", "agrees"]
-SOURCES = ("knn", "prop", "zeroshot", "model", "oof")
+SOURCES = SUGGESTION_SOURCES
 """Suggestion sources, in the order of the ``p_<source>`` columns and of ``source`` strings."""
 PROB_COLUMNS = [f"p_{s}" for s in SOURCES]
 GRAPH_K = 30
@@ -174,6 +184,8 @@ class LabelState:
 
 
 _MEMO: dict[str, Any] = {}
+_MEMO_LOCK = threading.Lock()
+"""Streamlit runs each session in its own thread: the last state is read and replaced under this lock."""
 """The last :class:`LabelState` of this process and its key (workspace, fit, labels token, newest run): the
 app's suggestions, issues, missing-label and source loaders of one label state share one computation."""
 
@@ -202,7 +214,7 @@ def changed_samples(store: Any, after_event: int) -> int:
     return int(pd.Index(cells[diff]).nunique())
 
 
-def _static_config(ws: Any, emb: Any, *, folds: int, seed: int, C: float) -> tuple[str, dict[str, Any]]:
+def _static_config(ws: Workspace, emb: Any, *, folds: int, seed: int, C: float) -> tuple[str, dict[str, Any]]:
     """Key and config of everything that forces a full refit when it changes (not the labels)."""
     from curation.data.artifacts import make_key
     from curation.features.neighbors import ids_fingerprint
@@ -219,7 +231,7 @@ def _default_C(C: float | None) -> float:
     return DEFAULT_C if C is None else float(C)
 
 
-def fit_status(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | None = None) -> dict[str, Any]:
+def fit_status(ws: Workspace, emb: Any, *, folds: int = 5, seed: int = 0, C: float | None = None) -> dict[str, Any]:
     """Where the expensive fit stands, without computing anything.
 
     Returns
@@ -252,14 +264,14 @@ def _oof(X: np.ndarray, lm: np.ndarray, task: str, *, folds: int, seed: int, C: 
     return out_of_fold_probs(X, y, n_classes=lm.shape[1], folds=folds, seed=seed, C=C, progress=progress)
 
 
-def _graph(ws: Any, emb: Any, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _graph(ws: Workspace, emb: Any, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     from curation.features.neighbors import knn_graph
 
     idx, sims = knn_graph(ws, emb, k=GRAPH_K, progress=progress)
     return np.asarray(idx), np.asarray(sims)
 
 
-def refresh(ws: Any, emb: Any, *, force: bool = False, folds: int = 5, seed: int = 0, C: float | None = None,
+def refresh(ws: Workspace, emb: Any, *, force: bool = False, folds: int = 5, seed: int = 0, C: float | None = None,
             progress: ProgressFn | None = None) -> dict[str, Any]:
     """Refresh the expensive fit when it is stale (or ``force``): out-of-fold heads and K-fold label
     propagation on the current labels, saved as artifact kind ``label_fit`` under a key made of the
@@ -314,7 +326,7 @@ def refresh(ws: Any, emb: Any, *, force: bool = False, folds: int = 5, seed: int
     return {**fit_status(ws, emb, folds=folds, seed=seed, C=C), "refitted": True}
 
 
-def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+def _load_fit(ws: Workspace, key: str) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
     """(arrays of the fit: ``oof`` / ``prop`` (N, K) float32, reasons for the missing ones), or None when gone."""
     meta = ws.artifacts.meta(FIT_KIND, key)
     if meta is None:
@@ -327,7 +339,7 @@ def _load_fit(ws: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, str]]
     return arrays, dict(meta.get("reasons", {}))
 
 
-def _zero_shot(ws: Any, emb: Any, task: str) -> tuple[str | None, np.ndarray | None, str]:
+def _zero_shot(ws: Workspace, emb: Any, task: str) -> tuple[str | None, np.ndarray | None, str]:
     """(key, (N, K) zero-shot probabilities, reason when unavailable), cached as artifact ``zeroshot`` by the
     embeddings, the encoder and the prompt texts (so an edited prompt recomputes it, a label edit never)."""
     from curation.data.artifacts import make_key
@@ -356,7 +368,7 @@ def _zero_shot(ws: Any, emb: Any, task: str) -> tuple[str | None, np.ndarray | N
     return key, probs, ""
 
 
-def _heldout(ws: Any, ids: np.ndarray, run: dict[str, Any], task: str) -> np.ndarray:
+def _heldout(ws: Workspace, ids: np.ndarray, run: dict[str, Any], task: str) -> np.ndarray:
     """(N,) bool: samples the run did NOT train on (its val / test ids and whatever was not labelled at its
     snapshot), cached as artifact ``model_heldout`` per run and id set."""
     from curation.data.artifacts import make_key
@@ -375,12 +387,12 @@ def _heldout(ws: Any, ids: np.ndarray, run: dict[str, Any], task: str) -> np.nda
     return held
 
 
-def _newest_run(ws: Any) -> int | None:
+def _newest_run(ws: Workspace) -> int | None:
     """Id of the newest finished run of a kind in :data:`MODEL_KINDS`, or None."""
     return ws.store.newest_run_id(kinds=MODEL_KINDS)
 
 
-def _model_source(ws: Any, ids: np.ndarray, names: list[str], task: str,
+def _model_source(ws: Workspace, ids: np.ndarray, names: list[str], task: str,
                   run_id: int | None) -> tuple[np.ndarray | None, str]:
     """((N, K) probabilities of run ``run_id`` (:func:`_newest_run`) on its held-out samples — NaN rows
     elsewhere —, reason when unavailable)."""
@@ -411,7 +423,7 @@ def _nan_rows(p: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fit_ensemble(ws: Any, key: str, config: dict[str, Any], sources: dict[str, np.ndarray], lm: np.ndarray,
+def _fit_ensemble(ws: Workspace, key: str, config: dict[str, Any], sources: dict[str, np.ndarray], lm: np.ndarray,
                   task: str) -> dict[str, Any]:
     """Fit the pooled ensemble on the labelled samples (every source is out-of-sample there), save it as
     artifact ``label_ensemble`` with ECE before / after and (multi-label) per-class thresholds."""
@@ -433,7 +445,7 @@ def _fit_ensemble(ws: Any, key: str, config: dict[str, Any], sources: dict[str, 
     return record
 
 
-def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed: int = 0, C: float | None = None,
+def label_state(ws: Workspace, emb: Any, *, refit: str = "auto", folds: int = 5, seed: int = 0, C: float | None = None,
                 progress: ProgressFn | None = None) -> LabelState:
     """The sources, the calibrated ensemble and the kNN graph for the current labels.
 
@@ -467,8 +479,7 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
     """
     from curation.data.artifacts import make_key
 
-    if refit not in ("auto", "never", "always"):
-        raise ValueError(f"refit must be 'auto', 'never' or 'always', not {refit!r}.")
+    check_choice("refit", refit, ("auto", "never", "always"))
     progress = progress or null_progress
     C = _default_C(C)
     status = fit_status(ws, emb, folds=folds, seed=seed, C=C)
@@ -478,8 +489,10 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
         refitted = True
     run_id = _newest_run(ws)
     memo_key = (str(ws.root), status["key"], state_token(ws), run_id)
-    if not refitted and _MEMO.get("key") == memo_key:
-        return replace(_MEMO["state"], info={**_MEMO["state"].info, "refitted": False})
+    with _MEMO_LOCK:
+        memo = dict(_MEMO)
+    if not refitted and memo.get("key") == memo_key:
+        return replace(memo["state"], info={**memo["state"].info, "refitted": False})
     fit = _load_fit(ws, status["key"])
     if fit is None:                                   # deleted by a concurrent refit: take the new one
         status = refresh(ws, emb, force=True, folds=folds, seed=seed, C=C)
@@ -541,11 +554,12 @@ def label_state(ws: Any, emb: Any, *, refit: str = "auto", folds: int = 5, seed:
         a.setflags(write=False)
     state = LabelState(ids=ids, task=task, class_names=names, label_matrix=lm, labels=labels, sources=sources,
                        probs=probs, knn_idx=idx, knn_sims=sims, info=info)
-    _MEMO.update(key=memo_key, state=state)
+    with _MEMO_LOCK:
+        _MEMO.update(key=memo_key, state=state)
     return state
 
 
-def state_token(ws: Any) -> tuple[int, str]:
+def state_token(ws: Workspace) -> tuple[int, str]:
     """A cheap token that changes whenever label-derived frames may change without a new artifact: the last
     label event and the classes with their prompts (a prompt edit writes no label event)."""
     from curation.data.artifacts import make_key
@@ -589,7 +603,7 @@ def suggestion_frame(state: LabelState) -> pd.DataFrame:
     return df
 
 
-def suggestions(ws: Any, emb: Any, *, refit: str = "auto", progress: ProgressFn | None = None) -> pd.DataFrame:
+def suggestions(ws: Workspace, emb: Any, *, refit: str = "auto", progress: ProgressFn | None = None) -> pd.DataFrame:
     """Calibrated suggestions for every sample from the pooled sources (:func:`label_state`).
 
     Parameters
@@ -613,12 +627,12 @@ def suggestions(ws: Any, emb: Any, *, refit: str = "auto", progress: ProgressFn 
     return suggestion_frame(label_state(ws, emb, refit=refit, progress=progress))
 
 
-def load_suggestion_probs(ws: Any, emb: Any, *, refit: str = "auto") -> np.ndarray:
+def load_suggestion_probs(ws: Workspace, emb: Any, *, refit: str = "auto") -> np.ndarray:
     """(N, K) float32 calibrated ensemble probabilities for the current labels (rows of ``emb.ids``)."""
     return label_state(ws, emb, refit=refit).probs
 
 
-def source_table(ws: Any, emb: Any, *, refit: str = "auto") -> pd.DataFrame:
+def source_table(ws: Workspace, emb: Any, *, refit: str = "auto") -> pd.DataFrame:
     """One row per source (index ``source``, :data:`SOURCES` order): ``available`` (bool), ``reason`` (why
     not, "" when available), ``n`` (samples it has a prediction for), ``weight`` (its fitted weight in the
     pooled ensemble, 0 when unused). ``attrs`` carry the ensemble summary: ``fitted``, ``reason``, ``n_fit``,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from curation.core.validate import check_choice
+from curation.core.vocab import TASKS
+
 TEMPERATURE = 0.1
 """Similarity scale of the vote: a neighbour 0.1 less similar than the nearest weighs 1/e as much."""
 HOPS = 2
@@ -16,8 +19,7 @@ CHUNK = 16384
 def check_graph(label_matrix: np.ndarray, knn_idx: np.ndarray, knn_sims: np.ndarray,
                  task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(label matrix int8, knn_idx int64, knn_sims float32), validated against each other and the task."""
-    if task not in ("single", "multi"):
-        raise ValueError(f"task must be 'single' or 'multi', not {task!r}.")
+    check_choice("task", task, TASKS)
     lm = np.asarray(label_matrix, np.int8)
     idx = np.asarray(knn_idx, np.int64)
     sims = np.asarray(knn_sims, np.float32)

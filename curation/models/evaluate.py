@@ -9,9 +9,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from curation.core.vocab import MISTAKE_VERDICTS as VERDICT_NAMES
+from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN
+
 log = logging.getLogger(__name__)
 
-POSITIVE, UNKNOWN, REJECTED = 1, 0, -1
 
 
 # ---------------------------------------------------------------------- calibration
@@ -311,7 +313,7 @@ def multilabel_confusion_pairs(Y: np.ndarray, probs: np.ndarray) -> tuple[np.nda
 
 
 NOT_MISTAKES = ("label_wrong", "both_valid", "ambiguous")
-MISTAKE_VERDICTS = ("model_wrong", *NOT_MISTAKES)
+MISTAKE_VERDICTS = tuple(VERDICT_NAMES)
 
 
 def review_outcomes(reviews: pd.DataFrame, *, queue: str = "evaluate") -> pd.DataFrame:

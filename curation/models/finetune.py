@@ -1,4 +1,8 @@
-"""Fine-tuning an image tower plus a head: mixed precision, on-device augmentation, resumable runs, tuned encoders."""
+"""Fine-tuning an image tower plus a head: mixed precision, on-device augmentation, resumable runs.
+
+One cohesive module: one fine-tuning session (model, optimiser, AMP, augmentation, resumable state) and
+the run it records; tuned encoders are read back by :mod:`curation.features.tuned`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from curation.core.progress import Cancelled, ProgressFn, null_progress
-from curation.data.store import POSITIVE
+from curation.core.vocab import POSITIVE
 from curation.data.tensors import read_safetensors, write_safetensors
 from curation.features.encoders import OFFLINE_ENCODER, Encoder, EncoderError, get_encoder
 from curation.features.imageset import ImageDataset, auto_workers, collate_images, worker_init
@@ -157,8 +161,8 @@ def unfreeze_last(enc: Encoder, n_blocks: int) -> tuple[list[str], list[Any]]:
     return [k for k in tower.state_dict() if is_tuned(k)], [modules[p] for p in prefixes if p in modules]
 
 
-def augment_batch(x: "torch.Tensor", *, generator: "torch.Generator", scale: tuple[float, float] = (0.5, 1.0),
-                  ratio: tuple[float, float] = (3 / 4, 4 / 3), jitter: float = 0.1) -> "torch.Tensor":
+def augment_batch(x: torch.Tensor, *, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0),
+                  ratio: tuple[float, float] = (3 / 4, 4 / 3), jitter: float = 0.1) -> torch.Tensor:
     """Random resized crop, horizontal flip and colour jitter of a whole batch on its device.
 
     Parameters
@@ -196,7 +200,7 @@ def augment_batch(x: "torch.Tensor", *, generator: "torch.Generator", scale: tup
     return out.clamp(0, 255).round().to(torch.uint8)
 
 
-def base_encoder_name(ws: "Workspace", name: str = "") -> str:
+def base_encoder_name(ws: Workspace, name: str = "") -> str:
     """The encoder a fine-tune starts from: ``name``, else the workspace's active encoder (a fine-tuned
     one stands for its base)."""
     name = name or ws.store.meta("encoder") or ""
@@ -220,12 +224,12 @@ def estimate_seconds(n_labelled: int, n_images: int, *, epochs: int, encoder: st
 
 
 # ---------------------------------------------------------------------- training state (resume)
-def save_training_state(path: Path, tensors: dict[str, "torch.Tensor"], state: dict[str, Any]) -> None:
+def save_training_state(path: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     """Write tensors (safetensors) with ``state`` (JSON) in the file's metadata, atomically."""
     write_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, "state", state)
 
 
-def load_training_state(path: Path) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+def load_training_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, state) written by :func:`save_training_state` (never unpickles)."""
     state, tensors = read_safetensors(path, "state")
     if not state:
@@ -233,7 +237,7 @@ def load_training_state(path: Path) -> tuple[dict[str, "torch.Tensor"], dict[str
     return tensors, state
 
 
-def _optimizer_parts(opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+def _optimizer_parts(opt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """An optimiser's state as tensors ``optim.<param>.<name>`` plus its JSON-able rest."""
     import torch
 
@@ -248,7 +252,7 @@ def _optimizer_parts(opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(opt: Any, tensors: dict[str, "torch.Tensor"], info: dict[str, Any]) -> None:
+def _restore_optimizer(opt: Any, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, v in [*prefixed(tensors, "optim.").items(), *info["scalars"].items()]:
         idx, name = key.split(".", 1)
@@ -256,7 +260,7 @@ def _restore_optimizer(opt: Any, tensors: dict[str, "torch.Tensor"], info: dict[
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
-def _resumable(ws: "Workspace", cfg: FinetuneConfig | None, run_id: int | None) -> dict[str, Any] | None:
+def _resumable(ws: Workspace, cfg: FinetuneConfig | None, run_id: int | None) -> dict[str, Any] | None:
     """The run to continue: ``run_id`` (checked), else the newest unfinished fine-tune with this config on
     the current labels that saved a training state; None when there is none."""
     runs = ws.store.runs()
@@ -281,7 +285,7 @@ def _resumable(ws: "Workspace", cfg: FinetuneConfig | None, run_id: int | None) 
 
 
 # ---------------------------------------------------------------------- a training session
-def _amp_dtype(amp: str, device: str) -> "torch.dtype | None":
+def _amp_dtype(amp: str, device: str) -> torch.dtype | None:
     import torch
 
     if amp == "off" or (amp == "auto" and not device.startswith("cuda")):
@@ -296,7 +300,7 @@ def _amp_dtype(amp: str, device: str) -> "torch.dtype | None":
 class _Session:
     """Everything one fine-tune holds on the device; :meth:`release` lets it all go."""
 
-    def __init__(self, ws: "Workspace", cfg: FinetuneConfig, data: RunData, device: str, run_id: int,
+    def __init__(self, ws: Workspace, cfg: FinetuneConfig, data: RunData, device: str, run_id: int,
                  progress: ProgressFn) -> None:
         import torch
 
@@ -340,7 +344,7 @@ class _Session:
         self.y = torch.from_numpy((d.Y == POSITIVE).astype(np.float32)).to(self.device)
         self.w = torch.from_numpy(w).to(self.device)
 
-    def batches(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, "torch.Tensor"]]:
+    def batches(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """(rows (b,) int64, images (b, 3, S, S) uint8 on the device) per batch of ``rows`` in their order;
         unreadable images are recorded in :attr:`skipped` and left out."""
         import torch
@@ -363,12 +367,12 @@ class _Session:
             del loader  # shuts the decoding workers down, also on a cancel
 
     # -- the model
-    def features(self, x: "torch.Tensor") -> "torch.Tensor":
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         return torch.nn.functional.normalize(self.enc.tower_features(self.enc.normalize(x)).float(), dim=-1)
 
-    def logits(self, x: "torch.Tensor") -> "torch.Tensor":
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).float()
 
     def infer(self, rows: np.ndarray, fn: Any, message: str, span: tuple[float, float]) -> tuple[np.ndarray, Any]:
@@ -413,7 +417,7 @@ class _Session:
             groups.append({"params": tower_params, "lr": self.cfg.lr, "base_lr": self.cfg.lr})
         self.opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
 
-    def loss(self, logits: "torch.Tensor", rows: np.ndarray, *, train: bool) -> "torch.Tensor":
+    def loss(self, logits: torch.Tensor, rows: np.ndarray, *, train: bool) -> torch.Tensor:
         import torch.nn.functional as F
 
         r = self.rows_t(rows)
@@ -422,7 +426,7 @@ class _Session:
                                    label_smoothing=self.cfg.label_smoothing if train else 0.0)
         return masked_bce(logits, self.y[r], self.w[r], self.cfg.label_smoothing if train else 0.0)
 
-    def rows_t(self, rows: np.ndarray) -> "torch.Tensor":
+    def rows_t(self, rows: np.ndarray) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(np.asarray(rows, np.int64)).to(self.device)
@@ -434,7 +438,7 @@ class _Session:
         for m in self.train_modules:
             m.train()
 
-    def step(self, rows: np.ndarray, x: "torch.Tensor", gen: "torch.Generator", lr_factor: float) -> float:
+    def step(self, rows: np.ndarray, x: torch.Tensor, gen: torch.Generator, lr_factor: float) -> float:
         import torch
 
         for g in self.opt.param_groups:
@@ -452,7 +456,7 @@ class _Session:
         return float(loss.detach())
 
     # -- checkpoints
-    def tower_tensors(self) -> dict[str, "torch.Tensor"]:
+    def tower_tensors(self) -> dict[str, torch.Tensor]:
         sd = self.enc.tower().state_dict()
         return {TOWER_PREFIX + k: sd[k] for k in self.tuned}
 
@@ -580,7 +584,7 @@ def _lr_factor(step: int, total: int) -> float:
 
 
 # ---------------------------------------------------------------------- runs
-def run_finetune(ws: "Workspace", config: FinetuneConfig | dict | None = None, *, resume: bool | int = False,
+def run_finetune(ws: Workspace, config: FinetuneConfig | dict | None = None, *, resume: bool | int = False,
                  progress: ProgressFn | None = None) -> int:
     """Fine-tune an image tower plus a linear head on the workspace's images and labels; record the run.
 

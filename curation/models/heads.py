@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from curation.core.progress import Cancelled, ProgressFn, null_progress
-from curation.data.store import POSITIVE, REJECTED, UNKNOWN
+from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -37,7 +37,7 @@ class TrainingCancelled(Cancelled):
     run_id : int | None, set by :func:`run_training` to the run that was marked cancelled.
     """
 
-    def __init__(self, head: "TrainedHead | None" = None, run_id: int | None = None) -> None:
+    def __init__(self, head: TrainedHead | None = None, run_id: int | None = None) -> None:
         super().__init__("training cancelled")
         self.head = head
         self.run_id = run_id
@@ -74,7 +74,7 @@ class JsonConfig:
     written back as a JSON-able dict; subclasses check their values in :meth:`_validate`."""
 
     @classmethod
-    def from_any(cls, config: "JsonConfig | dict[str, Any] | None") -> Any:
+    def from_any(cls, config: JsonConfig | dict[str, Any] | None) -> Any:
         """A config from a dict (unknown keys are refused with the list of known ones)."""
         if isinstance(config, cls):
             return copy.copy(config)
@@ -155,7 +155,7 @@ class HeadConfig(JsonConfig):
 
 
 # ---------------------------------------------------------------------- the module
-def build_head(in_dim: int, n_out: int, cfg: HeadConfig) -> "torch.nn.Module":
+def build_head(in_dim: int, n_out: int, cfg: HeadConfig) -> torch.nn.Module:
     import torch
     from torch import nn
 
@@ -172,7 +172,7 @@ def build_head(in_dim: int, n_out: int, cfg: HeadConfig) -> "torch.nn.Module":
             else:
                 self.net = nn.Sequential(nn.Linear(in_dim, n_out))
 
-        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net((x - self.mean) / self.scale)
 
     return Head()
@@ -230,7 +230,7 @@ class TrainedHead:
         p = self.predict_proba(X)
         return p.argmax(1).astype(np.int64) if self.task == "single" else p >= self.thresholds_[None, :]
 
-    def to(self, device: str) -> "TrainedHead":
+    def to(self, device: str) -> TrainedHead:
         self.module.to(device)
         self.device = device
         return self
@@ -290,8 +290,8 @@ def class_weights(y: np.ndarray, K: int, enabled: bool) -> np.ndarray:
     return np.where(counts > 0, counts.sum() / (max((counts > 0).sum(), 1) * np.maximum(counts, 1)), 0.0)
 
 
-def masked_bce(logits: "torch.Tensor", y: "torch.Tensor", w: "torch.Tensor",
-                smoothing: float = 0.0) -> "torch.Tensor":
+def masked_bce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                smoothing: float = 0.0) -> torch.Tensor:
     """Multi-label loss: (B, K) logits, targets and cell weights ``w`` (0 = masked); per-cell BCE,
     label-smoothed targets ``y (1 - e) + e / 2``."""
     import torch.nn.functional as F
@@ -302,7 +302,7 @@ def masked_bce(logits: "torch.Tensor", y: "torch.Tensor", w: "torch.Tensor",
     return (cell * w).sum() / w.sum().clamp_min(1e-6)
 
 
-def val_metric(task: str, logits: "torch.Tensor", y: "torch.Tensor", w: "torch.Tensor | None") -> float:
+def val_metric(task: str, logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> float:
     """Single-label accuracy, or multi-label accuracy over the known (weighted) cells at threshold 0.5."""
     if task == "single":
         return float((logits.argmax(1) == y).float().mean())
@@ -413,7 +413,7 @@ def train_head(X: np.ndarray, Y: np.ndarray, *, task: str = "single", config: He
             yv = torch.from_numpy((np.asarray(Y_val) == POSITIVE).astype(np.float32)).to(device)
             wv = torch.from_numpy(wv_np).to(device)
 
-    def loss_fn(logits: "torch.Tensor", idx: "torch.Tensor | None", train: bool) -> "torch.Tensor":
+    def loss_fn(logits: torch.Tensor, idx: torch.Tensor | None, train: bool) -> torch.Tensor:
         if task == "single":
             y = yt[idx] if train else yv
             loss = F.cross_entropy(logits, y, weight=cw_t if train else None,
@@ -514,7 +514,7 @@ def free_device_memory(device: str) -> None:
 
 # ---------------------------------------------------------------------- checkpoints
 def save_head(head: TrainedHead, path: Any, *, extra: dict[str, Any] | None = None,
-              tensors: dict[str, "torch.Tensor"] | None = None) -> dict[str, Any]:
+              tensors: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Write the head's tensors with safetensors (atomically); its config (JSON) rides in the file's metadata.
 
     ``tensors`` adds other tensors under names that start with ``TOWER_PREFIX`` (a fine-tune's tuned

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from curation.core.progress import Cancelled, ProgressFn, null_progress
-from curation.data.store import POSITIVE, UNKNOWN, single_from_matrix
+from curation.core.vocab import POSITIVE, UNKNOWN
+from curation.data.store import single_from_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -124,7 +125,7 @@ class RunData:
         """(N,) bool rows of one split."""
         return self.split == name
 
-    def subset(self, keep: np.ndarray) -> "RunData":
+    def subset(self, keep: np.ndarray) -> RunData:
         """The rows where ``keep`` (N,) bool is true (e.g. without unreadable images)."""
         return RunData(self.task, self.names, self.snapshot, self.ids[keep], self.Y[keep], self.labelled[keep],
                        self.split[keep], self.split_source)
@@ -138,7 +139,7 @@ class RunData:
                 "test_ids": self.ids[te].tolist()}
 
 
-def run_data(ws: "Workspace", ids: np.ndarray, *, val_fraction: float, seed: int,
+def run_data(ws: Workspace, ids: np.ndarray, *, val_fraction: float, seed: int,
              snapshot: int | None = None) -> RunData:
     """Labels of ``ids`` replayed up to ``snapshot`` (default: the newest event) and their split."""
     store = ws.store
@@ -156,7 +157,7 @@ def run_data(ws: "Workspace", ids: np.ndarray, *, val_fraction: float, seed: int
     return RunData(store.task, store.class_names(), snapshot, ids, Y, labelled, split, source)
 
 
-def run_metrics(ws: "Workspace", data: RunData, probs: np.ndarray, head: TrainedHead) -> dict[str, Any]:
+def run_metrics(ws: Workspace, data: RunData, probs: np.ndarray, head: TrainedHead) -> dict[str, Any]:
     """A finished run's metrics from its predictions ``probs`` (N, K) on ``data.ids`` (see :func:`run_training`)."""
     task, names, Y = data.task, data.names, data.Y
     va, te = data.mask("val"), data.mask("test")
@@ -184,8 +185,8 @@ def run_metrics(ws: "Workspace", data: RunData, probs: np.ndarray, head: Trained
     return metrics
 
 
-def save_run_checkpoint(ws: "Workspace", run_id: int, head: TrainedHead, *, extra: dict[str, Any],
-                        tensors: dict[str, "torch.Tensor"] | None = None) -> str:
+def save_run_checkpoint(ws: Workspace, run_id: int, head: TrainedHead, *, extra: dict[str, Any],
+                        tensors: dict[str, torch.Tensor] | None = None) -> str:
     """Write ``checkpoints/run-<id>.safetensors`` (head, plus ``tower.*`` tensors when given); returns the
     artifact name the run record keeps."""
     key = f"run-{int(run_id)}"
@@ -195,8 +196,8 @@ def save_run_checkpoint(ws: "Workspace", run_id: int, head: TrainedHead, *, extr
     return f"{CHECKPOINT_KIND}/{key}"
 
 
-def finish_run(ws: "Workspace", run_id: int, data: RunData, probs: np.ndarray, head: TrainedHead, *,
-               duration: float, checkpoint_extra: dict[str, Any], tensors: dict[str, "torch.Tensor"] | None = None,
+def finish_run(ws: Workspace, run_id: int, data: RunData, probs: np.ndarray, head: TrainedHead, *,
+               duration: float, checkpoint_extra: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
                metrics_extra: dict[str, Any] | None = None) -> None:
     """Evaluate; save the predictions (``ids``, ``probs`` of every row of ``data``) and the checkpoint; mark it done."""
     metrics = {**run_metrics(ws, data, probs, head), **(metrics_extra or {})}
@@ -227,7 +228,7 @@ class LiveCurves:
                               metrics={"curves": list(curves), "epochs": self.epochs})
 
 
-def run_training(ws: "Workspace", config: HeadConfig | dict | None = None, *, emb: Any = None,
+def run_training(ws: Workspace, config: HeadConfig | dict | None = None, *, emb: Any = None,
                  progress: ProgressFn | None = None) -> int:
     """Train a head on the workspace's embeddings and labels, evaluate it, and record the run.
 
@@ -306,7 +307,7 @@ def run_training(ws: "Workspace", config: HeadConfig | dict | None = None, *, em
         free_device_memory(device)
 
 
-def load_predictions(ws: "Workspace", run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+def load_predictions(ws: Workspace, run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(ids (N,) int64, probs (N, K) float32) predicted by a run for every embedded sample, or None."""
     key = f"run-{int(run_id)}"
     ids = ws.artifacts.load_array(PREDICTIONS_KIND, key, name="ids")
@@ -316,7 +317,7 @@ def load_predictions(ws: "Workspace", run_id: int) -> tuple[np.ndarray, np.ndarr
     return ids, probs
 
 
-def load_head(ws: "Workspace", run_id: int, *, device: str = "cpu") -> TrainedHead:
+def load_head(ws: Workspace, run_id: int, *, device: str = "cpu") -> TrainedHead:
     """The head a run saved (safetensors, checked against its recorded sha256), on ``device``."""
     key = f"run-{int(run_id)}"
     if not ws.artifacts.exists(CHECKPOINT_KIND, key):
@@ -326,13 +327,13 @@ def load_head(ws: "Workspace", run_id: int, *, device: str = "cpu") -> TrainedHe
     return load_head_file(ws.artifacts.path(CHECKPOINT_KIND, key, "safetensors"), device=device)
 
 
-def latest_run(ws: "Workspace", status: str | None = "done", *, kind: str | None = RUN_KIND) -> dict[str, Any] | None:
+def latest_run(ws: Workspace, status: str | None = "done", *, kind: str | None = RUN_KIND) -> dict[str, Any] | None:
     """The newest run with this status (None = any) and kind (None = any), as ``store.run`` returns it."""
     run_id = ws.store.newest_run_id(status=status, kinds=None if kind is None else [kind])
     return None if run_id is None else {**ws.store.run(run_id), "id": run_id}
 
 
-def compare_runs(ws: "Workspace", run_a: int, run_b: int) -> dict[str, Any]:
+def compare_runs(ws: Workspace, run_a: int, run_b: int) -> dict[str, Any]:
     """What changed from run A to run B.
 
     Both runs are judged on their shared validation samples against the labels of B's snapshot (so a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -11,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from curation.data import sources
 from curation.data.artifacts import ArtifactError
+from curation.data.atomic import atomic_write
 from curation.data.store import Store, StoreError, copy_database
 from curation.data.workspace import DB_NAME, Workspace
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600
 """Temporary files (``*.tmp``) older than this are leftovers of a killed write, never a write in progress."""
 
-RESTORE_HINT = "restore a backup: `python -m curation restore BACKUP_FILE WORKSPACE`"
+RESTORE_HINT = "restore a backup: `python -m curation restore WORKSPACE BACKUP_FILE`"
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _check_images(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
     if not len(samples):
         return
     paths = [Path(r) / p for r, p in zip(samples["root"], samples["path"])]
-    exists = np.array([p.exists() for p in paths])
+    exists = np.array([sources.exists(p) for p in paths])
     gone = (~exists) & (samples["missing"] == 0).to_numpy()
     vanished = samples.index[gone].to_numpy()
     back = samples.index[exists & (samples["missing"] == 1)].to_numpy()
@@ -184,11 +185,9 @@ def restore(backup: Path | str, workspace: Path | str) -> None:
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError:  # the old file is not a database at all: nobody can be using it
-            tmp = db.with_name(f".{DB_NAME}.restore.tmp")
-            copy_database(src, tmp)
             for stale in (f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
                 (workspace / stale).unlink(missing_ok=True)
-            os.replace(tmp, db)
+            atomic_write(db, lambda tmp: copy_database(src, tmp))
     finally:
         src.close()
     problems = Store(workspace / DB_NAME).check()

@@ -20,6 +20,8 @@ from typing import IO, Iterator
 import pandas as pd
 
 from curation.core.progress import Cancelled, ProgressFn
+from curation.core.validate import check_choice
+from curation.data.atomic import atomic_write
 from curation.data.workspace import Workspace
 from curation.runtime.liveness import ACTIVE, WORKER_LOCK, WORKER_PID, process_alive, refresh, worker_pid
 from curation.runtime.tasks import JOBS
@@ -48,8 +50,7 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int:
     -------
     The job id; follow it with ``ws.store.job(job_id)``.
     """
-    if kind not in JOBS:
-        raise ValueError(f"Unknown job kind {kind!r}; known: {', '.join(sorted(JOBS))}.")
+    check_choice("job kind", kind, sorted(JOBS))
     job_id = ws.store.submit_job(kind, params or {})
     with open(ws.root / WORKER_START_LOCK, "a+") as starting:  # two pages submitting at once start one worker
         fcntl.flock(starting, fcntl.LOCK_EX)
@@ -68,7 +69,7 @@ def _start_worker(ws: Workspace) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "curation", "worker", str(ws.root)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
-    (ws.root / WORKER_PID).write_text(str(proc.pid))  # "starting": the next submit waits for this one
+    atomic_write(ws.root / WORKER_PID, str(proc.pid))  # "starting": the next submit waits for this one
     threading.Thread(target=proc.wait, daemon=True).start()  # reap, so a finished worker is no zombie
     log.info("started the warm worker of %s (pid %d)", ws.root, proc.pid)
     return int(proc.pid)
@@ -214,14 +215,14 @@ def _take_worker_lock(ws: Workspace, *, wait: float) -> IO[str] | None:
                 lock.close()
                 return None
             time.sleep(0.05)
-    (ws.root / WORKER_PID).write_text(str(os.getpid()))
+    atomic_write(ws.root / WORKER_PID, str(os.getpid()))
     return lock
 
 
 def _let_go(ws: Workspace, lock: IO[str]) -> None:
     """Stop being the workspace's worker: clear the pid file, then release the worker lock."""
     try:
-        (ws.root / WORKER_PID).write_text("")
+        atomic_write(ws.root / WORKER_PID, "")
     except OSError:  # the workspace folder was deleted
         pass
     lock.close()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from curation.core.vocab import ACTIVE_JOB_STATES
 from curation.data.workspace import Workspace
 
-ACTIVE = ("queued", "running", "cancelling")
+ACTIVE = ACTIVE_JOB_STATES
 """Job states that still own work (a job in one of them whose process is gone is ``interrupted``)."""
 WORKER_LOCK, WORKER_PID = ".worker.lock", ".worker.pid"
 

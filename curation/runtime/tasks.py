@@ -144,7 +144,7 @@ def _finetune(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 def _reembed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     """Re-embed with a fine-tune run's tower (``finetuned:run-<id>`` becomes the active encoder), then map,
     clusters and suggestions; the tower is built uncached, so the worker keeps none after the job."""
-    from curation.models.finetune import tuned_encoder
+    from curation.features.tuned import tuned_encoder
 
     return _pipeline(ws, {"encoder": tuned_encoder(ws, int(params["run_id"]))}, progress)
 

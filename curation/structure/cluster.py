@@ -1,16 +1,24 @@
-"""Clusters: spherical and hierarchical k-means (faiss) with automatic k, HDBSCAN, summaries, medoids, splits."""
+"""Clusters: spherical and hierarchical k-means (faiss) with automatic k, HDBSCAN, summaries, medoids, splits.
+
+One cohesive module: fitting (k-means with automatic k, hierarchical k-means, HDBSCAN), the per-cluster
+summaries and the stored clustering share one key and one dataclass.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress
+from curation.core.validate import check_choice
 from curation.structure.naming import PROFILE_KIND, compute_names, load_names, unique_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +260,7 @@ def choose_k(vectors: np.ndarray, *, k_grid: Sequence[int] = K_GRID, sample: int
 
 def resolve_method(method: str, n: int, k: int | None = None) -> str:
     """The concrete method behind ``method`` for ``n`` vectors: ``auto`` → ``kmeans`` or ``hkmeans``."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown clustering method {method!r}; choose one of {METHODS}.")
+    check_choice("clustering method", method, METHODS)
     if method != "auto":
         return method
     return "hkmeans" if n > HKMEANS_MIN_N or (k or 0) >= HKMEANS_MIN_K else "kmeans"
@@ -573,7 +580,7 @@ def _current_key(emb: Any) -> str:
     return make_key({"current": str(emb.key), "ids": ids_fingerprint(emb.ids)})
 
 
-def _key(ws: Any, emb: Any, *, k: int | None, method: str | None, seed: int) -> str:
+def _key(ws: Workspace, emb: Any, *, k: int | None, method: str | None, seed: int) -> str:
     """The artifact key of a clustering; ``method=None`` = the one in use (else automatic k-means)."""
     from curation.data.artifacts import make_key
 
@@ -585,7 +592,7 @@ def _key(ws: Any, emb: Any, *, k: int | None, method: str | None, seed: int) -> 
     return make_key(_clusters_config(emb, k=k, method=resolve_method(method, len(emb.ids), k), seed=seed))
 
 
-def load_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str | None = None,
+def load_clusters(ws: Workspace, emb: Any, *, k: int | None = None, method: str | None = None,
                   seed: int = 0) -> pd.DataFrame | None:
     """The cached clustering of these embeddings (as :func:`compute_clusters` made it), or None.
 
@@ -594,13 +601,13 @@ def load_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str | None
     return _load_frame(ws, emb, _key(ws, emb, k=k, method=method, seed=seed))
 
 
-def _load_frame(ws: Any, emb: Any, key: str) -> pd.DataFrame | None:
+def _load_frame(ws: Workspace, emb: Any, key: str) -> pd.DataFrame | None:
     """The stored cluster-per-sample frame under ``key`` when it covers ``emb.ids``, else None."""
     df = ws.artifacts.load_frame(KINDS["labels"], key)
     return df if df is not None and len(df) == len(emb.ids) else None
 
 
-def load_clustering(ws: Any, emb: Any, *, k: int | None = None, method: str | None = None,
+def load_clustering(ws: Workspace, emb: Any, *, k: int | None = None, method: str | None = None,
                     seed: int = 0) -> Clustering | None:
     """A stored clustering with its label-free profile (centroids, medoids, names), or None when absent."""
     key = _key(ws, emb, k=k, method=method, seed=seed)
@@ -620,7 +627,7 @@ def load_clustering(ws: Any, emb: Any, *, k: int | None = None, method: str | No
         names=load_names(ws, emb, key), key=key)
 
 
-def compute_clusters(ws: Any, emb: Any, *, k: int | None = None, method: str = "auto", seed: int = 0,
+def compute_clusters(ws: Workspace, emb: Any, *, k: int | None = None, method: str = "auto", seed: int = 0,
                      current: bool = True, progress: ProgressFn | None = None) -> pd.DataFrame:
     """Cluster a workspace's embeddings, cached under a key of (embeddings, ids, method, k, seed).
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.data.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +116,14 @@ def _names_key(emb: Any, clusters_key: str, class_names: Sequence[str], vocab: S
     return make_key(config), config
 
 
-def load_names(ws: Any, emb: Any, clusters_key: str) -> list[str] | None:
+def load_names(ws: Workspace, emb: Any, clusters_key: str) -> list[str] | None:
     """Names stored by :func:`compute_names` for this clustering, the current class names and vocabulary."""
     key, _ = _names_key(emb, clusters_key, ws.store.class_names(), vocabulary())
     names = ws.artifacts.load_json(NAMES_KIND, key)
     return None if names is None else [str(n) for n in names]
 
 
-def compute_names(ws: Any, emb: Any, clusters_key: str) -> list[str] | None:
+def compute_names(ws: Workspace, emb: Any, clusters_key: str) -> list[str] | None:
     """Name each cluster of a stored clustering with the text tower (vocabulary + class names), cached.
 
     Text embeddings come from :func:`curation.features.text.text_embeddings` / ``class_text_embeddings`` with

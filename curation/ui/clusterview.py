@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from curation.data.store import POSITIVE
+from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.structure import pockets
 from curation.structure.cluster import K_REPEATS, K_SCAN_DIMS

@@ -6,9 +6,9 @@ import time
 
 import pandas as pd
 
-from curation.data.store import STATE_NAMES
+from curation.core.vocab import STATE_NAMES
 
-EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "imagefolder", "cleanlab")
+EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "hf-parquet", "imagefolder", "fiftyone", "coco", "cleanlab")
 
 
 def _when(t: float) -> str:

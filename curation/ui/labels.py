@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from curation.data.store import POSITIVE
+from curation.core.vocab import POSITIVE
 
 NONE = "(unlabelled)"
 SOURCE_NAMES = {"p_knn": "neighbours", "p_prop": "propagation", "p_zeroshot": "zero-shot", "p_model": "model",

@@ -89,7 +89,7 @@ def legend_frame(values: Sequence[str], colours: dict[str, str]) -> pd.DataFrame
                          "points": [int(counts[c]) for c in shown]})
 
 
-def legend_style(legend: pd.DataFrame) -> "pd.io.formats.style.Styler":
+def legend_style(legend: pd.DataFrame) -> pd.io.formats.style.Styler:
     """The colour key styled for ``st.dataframe``: each colour cell painted in its colour, text hidden."""
     return (legend.style.apply(lambda col: [f"background-color: {c}" for c in col], subset=["colour"])
             .format({"colour": lambda _: ""}))

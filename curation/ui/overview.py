@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.data.store import POSITIVE
+from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.ui import loaders
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.data.store import REJECTED
+from curation.core.vocab import REJECTED
+from curation.data import sources
 from curation.data.workspace import Workspace
 from curation.labels import queues
 from curation.ui import actions, labels, state, widgets
@@ -117,7 +118,13 @@ def queue_picker(built: dict[str, pd.DataFrame]) -> str:
 
 def _image(ws: Workspace, sample_id: int, caption: str, width: int) -> None:
     with widgets.guard("showing the image"):
-        st.image(str(ws.resolve_image(int(sample_id))), width=width, caption=caption)
+        path = ws.resolve_image(int(sample_id))
+        if sources.split_ref(path) is not None:  # embedded in a Parquet / Arrow row: decode it here
+            from curation.data.images import load_image
+
+            st.image(load_image(path), width=width, caption=caption)
+        else:
+            st.image(str(path), width=width, caption=caption)
 
 
 def _labels_text(matrix_row: np.ndarray, names: Sequence[str]) -> str:

@@ -125,7 +125,7 @@ def filter_mask(kind: str, ids: np.ndarray, *, labels: np.ndarray | None = None,
     -------
     (N,) bool.
     """
-    from curation.data.store import POSITIVE
+    from curation.core.vocab import POSITIVE
 
     ids = np.asarray(ids, np.int64)
     if kind == "all":

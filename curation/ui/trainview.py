@@ -140,7 +140,8 @@ def live_curves(ws: Workspace, runs: pd.DataFrame) -> None:
 
 def reembed_form(ws: Workspace, runs: pd.DataFrame) -> None:
     """For finished fine-tune runs: re-embed every image with the tuned tower (it becomes the active encoder)."""
-    from curation.models.finetune import RUN_KIND, encoder_name
+    from curation.features.tuned import FINETUNE_RUN_KIND as RUN_KIND
+    from curation.features.tuned import encoder_name
 
     done = runs[(runs["kind"] == RUN_KIND) & (runs["status"] == "done")] if len(runs) else runs
     if done.empty:
