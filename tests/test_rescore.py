@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,4 +78,16 @@ def test_requests_in_a_burst_share_one_queued_job(scored) -> None:
     assert loaders.request_rescore(ws) == queued
     assert loaders.request_rescore(ws) == queued
     assert rescore.pending_job(ws)["id"] == queued
+    assert (ws.store.jobs()["kind"] == rescore.KIND).sum() == 1
+
+
+def test_a_failed_rescore_is_not_resubmitted_on_every_rerun(scored) -> None:
+    from curation.ui import loaders
+
+    ws, ids, _ = scored
+    ws.store.set_label(ids[2::3][:3], ws.store.class_id("c1"))
+    job = ws.store.submit_job(rescore.KIND, {})
+    ws.store.update_job(job, status="failed", finished=time.time(), error="boom")
+    assert rescore.failed_recently(ws)
+    assert loaders.request_rescore(ws) is None
     assert (ws.store.jobs()["kind"] == rescore.KIND).sum() == 1

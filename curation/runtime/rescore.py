@@ -29,6 +29,8 @@ DEBOUNCE = 1.0
 DEBOUNCE_MAX = 8.0
 """The longest the job waits for labels to settle."""
 KEEP = 2
+RETRY_AFTER = 120.0
+"""Seconds after a failed rescore before a page queues another."""
 """Score folders kept (the current one and the one before, which a page may still be reading)."""
 
 
@@ -159,3 +161,13 @@ def pending_job(ws: Workspace) -> dict[str, Any] | None:
     queued = live[live["status"] == "queued"]
     row = queued.iloc[0] if len(queued) else live.iloc[0]
     return {"id": int(row.name), "status": str(row["status"]), "progress": float(row["progress"] or 0.0)}
+
+
+def failed_recently(ws: Workspace, *, within: float = RETRY_AFTER) -> bool:
+    """Whether the newest rescore job failed less than ``within`` seconds ago (pages then wait before retrying)."""
+    jobs = ws.store.jobs(limit=50)
+    mine = jobs[jobs["kind"] == KIND]
+    if mine.empty:
+        return False
+    newest = mine.iloc[0]
+    return newest["status"] == "failed" and time.time() - float(newest["finished"] or 0) < within

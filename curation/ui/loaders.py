@@ -197,6 +197,8 @@ def request_rescore(ws: Workspace) -> int | None:
     pending = rescore.pending_job(ws)
     if pending is not None and pending["status"] == "queued":
         return pending["id"]
+    if rescore.failed_recently(ws):  # no retry on every rerun: the job panel shows the error
+        return None
     try:
         return jobs.submit(ws, rescore.KIND, {})
     except Exception:  # noqa: BLE001 - the page still shows the scores it has; the panel shows the job error
