@@ -187,6 +187,8 @@ class Projection:
             else:
                 self._grow(class_ids, max_sid)
                 if last > self._last:
+                    # copy on write: a reader in another thread may still be copying rows out of the old one
+                    self._mat = self._mat.copy()
                     ev = np.array(con.execute("SELECT sample_id, class_id, state FROM events WHERE id > ? "
                                               "ORDER BY id", (self._last,)).fetchall(), np.int64).reshape(-1, 3)
                     self._scatter(ev, keep_last=True)
