@@ -22,7 +22,10 @@ else:
                                                   f"{batches.loc[b, 'n_events']} events · {batches.loc[b, 'note']}")
     undone_by = batches.loc[batch_id, "undone_by"]
     with st.container(border=True):
-        st.dataframe(history.events_table(ws.store.events(batch_id)), hide_index=True, height=240)
+        shown = ws.store.events(batch_id, limit=history.EVENTS_SHOWN)
+        st.dataframe(history.events_table(shown), hide_index=True, height=240)
+        if int(batches.loc[batch_id, "n_events"]) > len(shown):
+            st.caption(f"The first {len(shown):,} of {int(batches.loc[batch_id, 'n_events']):,} events.")
         if pd.notna(undone_by):
             st.caption(f"Already undone by batch {int(undone_by)}.")
         if st.button(f"Undo batch {batch_id}", key="history_undo", disabled=bool(pd.notna(undone_by))):

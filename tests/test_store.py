@@ -464,3 +464,10 @@ def test_bulk_relabel_and_undo_rows(ws: Workspace) -> None:
     assert (m[:10, 0] == POSITIVE).all() and (m[10:20, 1] == POSITIVE).all() and (m[20:] == 0).all()
     assert ws.store.set_label(ids[10:20], cls[1]) is None  # a no-op writes no batch
     assert ws.store.check() == []
+
+
+def test_events_limit_reads_the_first_events_of_a_batch(ws: Workspace) -> None:
+    ids, cls = _filled(ws, n=30)
+    b = ws.store.set_label(ids, cls[0], source="bulk")
+    first = ws.store.events(b, limit=7)
+    assert len(first) == 7 and (first.index.to_numpy() == ws.store.events(b).index.to_numpy()[:7]).all()

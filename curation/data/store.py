@@ -624,9 +624,10 @@ class Store:
         df["undone_by"] = df.index.map(_live_undos(self._con())).astype("float64")
         return df
 
-    def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None
-               ) -> pd.DataFrame:
-        """Events (one batch, or an id range) with class names and batch source."""
+    def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None,
+               limit: int | None = None) -> pd.DataFrame:
+        """Events (one batch, or an id range) with class names and batch source; the first ``limit`` only when
+        given (a page showing a million-event batch reads a screenful)."""
         where, params = ["e.id > ?"], [int(after_event)]
         if batch_id is not None:
             where.append("e.batch_id = ?")
@@ -636,8 +637,8 @@ class Store:
             params.append(int(upto_event))
         return self._frame("SELECT e.id, e.batch_id, e.sample_id, e.class_id, c.name AS class_name, e.state, "
                            "e.prev_state, b.source, b.actor, b.time FROM events e JOIN classes c ON c.id=e.class_id "
-                           "JOIN batches b ON b.id=e.batch_id WHERE " + " AND ".join(where) + " ORDER BY e.id",
-                           params, index="id")
+                           "JOIN batches b ON b.id=e.batch_id WHERE " + " AND ".join(where) + " ORDER BY e.id"
+                           + ("" if limit is None else f" LIMIT {int(limit)}"), params, index="id")
 
     def label_counts(self) -> pd.DataFrame:
         """Per class (indexed by id): name, positives and rejections among present samples."""
