@@ -3,6 +3,7 @@
 import streamlit as st
 
 from curation.ui import jobpanel, loaders, overview, setup, state, widgets
+from curation.ui.text import plain
 
 st.set_page_config(page_title="Curation studio", page_icon="🗂️", layout="wide")
 st.title("Curation studio")
@@ -10,8 +11,12 @@ widgets.sidebar()
 
 path = state.workspace_path()
 ws = None
+opened = False
 with widgets.guard("opening the workspace"):
     ws = loaders.current_workspace()
+    opened = True
+if not opened:  # the folder holds a workspace that cannot be opened: say why, offer no "create" over it
+    st.stop()
 
 if ws is None:
     st.info(f"No workspace at {widgets.md_escape(str(path))} yet.")
@@ -27,6 +32,7 @@ with widgets.guard("reading the workspace"):
     s = overview.summarize(ws)
 if s is None:
     st.stop()
+widgets.read_only_banner(ws)
 
 cols = st.columns(5)
 cols[0].metric("Samples", f"{s.samples:,}")
@@ -35,9 +41,10 @@ cols[2].metric("Labelled", f"{s.labelled:,}")
 cols[3].metric("Unlabelled", f"{s.unlabelled:,}")
 cols[4].metric("Task", "multi-label" if s.task == "multi" else "single-label")
 if s.encoder:
-    st.caption(f"Encoder: {s.encoder} on {s.device} · {s.embedded:,} of {s.samples:,} samples embedded")
+    st.caption(f"Encoder: {plain(s.encoder)} on {plain(s.device)} · {s.embedded:,} of {s.samples:,} samples embedded")
     if s.has_text is False:
-        st.info(overview.OFFLINE_NOTICE.format(name=s.encoder))
+        st.info(overview.OFFLINE_NOTICE.format(name=plain(s.encoder)))
+    overview.failures_panel(ws)
 else:
     st.caption("No embeddings yet: run the pipeline.")
 
@@ -47,9 +54,10 @@ c1.write((":material/check_circle:" if s.encoder and s.embedded == s.samples els
 c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_unchecked:") + " Map")
 c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
 c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
+engine = jobpanel.engine_choice()
 if st.button("Run pipeline (embed → map → clusters → suggestions → issues)", type="primary",
              disabled=s.samples == 0):
-    jobpanel.submit(ws, "pipeline", {})
+    jobpanel.submit(ws, "pipeline", engine)
 jobpanel.jobs_panel(ws, key="home_jobs")
 
 st.subheader("Next")

@@ -1,11 +1,12 @@
 """Reliability figures: kill -9 of label writers, the app server and job workers; concurrent writers; bad input.
 
-Run: ``.venv/bin/python benchmarks/reliability.py [--trials 5] [--n 100000] [--actions 1000]``
+Run: ``.venv/bin/python benchmarks/reliability.py [--trials 5] [--n 100000] [--actions 1000] [--ingest-trials 2]``
 
-Prints the five figures of docs/reliability.md: kills survived / tried (label writers, the Streamlit
-server, job workers), acknowledged events lost, concurrent actions landed / sent, bad image files
-handled / tried, broken manifests handled with a message / tried. The tests run the same functions at
-smaller sizes (tests/test_reliability.py, tests/test_server_kill.py).
+Prints the figures of docs/reliability.md: kills survived / tried (label writers, the Streamlit server, job
+workers, the CLI ingest), acknowledged events lost, concurrent actions landed / sent, bad image files handled /
+tried, broken manifests handled with a message / tried, and the trust cases: embedding failures, read-only and
+full disks (root: bind and tmpfs mounts), hostile text. The tests run the same functions at smaller sizes
+(tests/test_reliability.py, tests/test_server_kill.py, tests/test_embed_failures.py, tests/test_readonly.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ from curation.data.workspace import Workspace  # noqa: E402
 from curation.runtime import jobs, liveness  # noqa: E402
 
 TINY = "openclip:tiny-test:random"
+
+_INGESTER = r"""
+import sys
+from pathlib import Path
+from curation.data.ingest import ingest
+from curation.data.workspace import Workspace
+ws = Workspace.open(sys.argv[1])
+ingest(ws, Path(sys.argv[2]), progress=lambda f, m="": print(f"progress {f:.4f} {m}", flush=True))
+print("done", flush=True)
+"""
 
 _WRITER = r"""
 import sys, json, numpy as np
@@ -85,24 +96,34 @@ def image_workspace(dest: Path, n: int, *, size: int = 32, n_classes: int = 3) -
     return ws
 
 
-def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0) -> dict:
-    """Start a writer process, SIGKILL it at a random moment, then check the store.
+def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0, min_acks: int = 1) -> dict:
+    """Start a writer process, let it acknowledge ``min_acks`` batches, SIGKILL it at a random moment after
+    that (while it keeps writing), then check the store.
 
     Returns
     -------
-    dict with ``ok`` (store check passed), ``acked`` (batches the writer confirmed), ``acked_events`` (their
-    events), ``lost`` and ``lost_events`` (confirmed batches, and their events, missing or incomplete after
-    the kill) and ``half`` (batches whose event count differs from the one recorded).
+    dict with ``ok`` (store check passed), ``acked`` (batches the writer confirmed), ``acked_before_kill``
+    (confirmations read before the kill was sent: at least ``min_acks``, so the trial always has something
+    to lose), ``alive_at_kill`` (the writer was still writing: the kill landed mid-work), ``acked_events``
+    (their events), ``lost`` and ``lost_events`` (confirmed batches, and their events, missing or incomplete
+    after the kill) and ``half`` (batches whose event count differs from the one recorded).
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), mode, str(seed)], stdout=subprocess.PIPE,
                             text=True, env=env)
     assert proc.stdout is not None
     proc.stdout.readline()  # "ready"
-    time.sleep(random.Random(seed).uniform(0.05, max_wait))
+    early = []
+    while len(early) < min_acks:  # the writer prints one line per committed batch
+        line = proc.stdout.readline()
+        if not line:
+            break
+        early.append(line)
+    time.sleep(random.Random(seed).uniform(0.0, max_wait))
+    alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in [*early, *out.splitlines()] if line.startswith("{")]
     acked = {r["ack"]: r["events"] for r in records if r["ack"] is not None}
     store = Store(db)
     problems = store.check()
@@ -111,6 +132,7 @@ def kill_trial(db: Path, mode: str, *, seed: int, max_wait: float = 3.0) -> dict
     lost = {b: n for b, n in acked.items() if have.get(b, 0) != n}
     store.close()
     return {"ok": not problems, "problems": problems, "acked": len(acked), "acked_events": sum(acked.values()),
+            "acked_before_kill": sum(line.startswith("{") for line in early), "alive_at_kill": alive,
             "lost": len(lost), "lost_events": sum(lost.values()),
             "half": sum("number of events" in p for p in problems)}
 
@@ -149,6 +171,86 @@ print(json.dumps(want), flush=True)
     cids = np.array(store.classes().index.tolist())
     landed = int((cids[got[got >= 0]] == np.array([want[i] for i in ids])[got >= 0]).sum())
     return {"sent": writers * actions, "landed": landed, "errors": len(errors), "ok": not store.check()}
+
+
+def _sample_count(db: Path) -> int:
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(con.execute("SELECT count(*) FROM samples").fetchone()[0])
+    finally:
+        con.close()
+
+
+def ingest_kill(dest: Path, *, n: int = 1200, at: str = "checking", timeout: float = 300.0) -> dict:
+    """Ingest ``n`` images in a process that reports its progress, SIGKILL it ``at`` a known point, then ingest
+    again with the CLI.
+
+    ``at``: ``"checking"`` (the ingest reports progress below 50%: images are being decoded, nothing is
+    written yet) or ``"writing"`` (its one write transaction is open: another
+    connection sees the write lock held; polled every 2 ms, so a very short transaction can be missed, which
+    the result says with ``seen``). The process is frozen (SIGSTOP) once the point is seen, its state
+    recorded, then killed, so the kill provably lands mid-ingest.
+
+    Returns
+    -------
+    dict with ``alive_at_kill``, ``seen`` (the point was reached), ``samples_at_kill`` and ``samples_after``
+    (rows in the store; all or nothing), ``labels_with_samples`` (every sample carries its imported label),
+    ``check`` (store problems after the kill), ``reingested`` (a second ingest ends with exactly ``n``
+    samples, each labelled once, and a clean store).
+    """
+    if at not in ("checking", "writing"):
+        raise ValueError(f"at must be 'checking' or 'writing', not {at!r}")
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    folder = dest / "imgs"
+    for i in range(n):
+        (folder / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"class{i % 3}" / f"{i}.png")
+    ws_dir = dest / "ws"
+    Workspace.create(ws_dir).store.close()
+    db = ws_dir / "curation.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", _INGESTER, str(ws_dir), str(folder)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    seen, end = False, time.monotonic() + timeout
+    while time.monotonic() < end and not seen:  # progress lines: "progress FRACTION MESSAGE"
+        line = proc.stdout.readline()
+        if not line:
+            break
+        parts = line.split()
+        seen = len(parts) > 1 and parts[0] == "progress" and 0.0 < float(parts[1]) < 0.5  # checking images
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep the pipe drained
+    if at == "writing":
+        seen = False
+        while time.monotonic() < end and proc.poll() is None and not seen:
+            try:
+                seen = write_locked(db)
+            except sqlite3.OperationalError:
+                pass
+            if not seen:
+                time.sleep(0.002)
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGSTOP)  # frozen: nothing more is written between the look and the kill
+    at_kill = _sample_count(db)
+    proc.kill()
+    proc.wait()
+    store = Store(db)
+    problems = store.check()
+    after = len(store.sample_ids())
+    labelled = bool((store.label_matrix() == 1).any(1).all()) if after else True
+    subprocess.run([sys.executable, "-m", "curation", "ingest", str(ws_dir), str(folder)], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ids = store.sample_ids()
+    again = bool(len(ids) == n and store.check() == [] and int((store.label_matrix(ids) == 1).sum()) == n)
+    store.close()
+    return {"alive_at_kill": alive, "seen": seen, "samples_at_kill": at_kill, "samples_after": after,
+            "labels_with_samples": labelled, "check": problems, "reingested": again,
+            "ok": alive and seen and after in (0, n) and labelled and not problems and again}
 
 
 # ---------------------------------------------------------------------- the app server
@@ -356,12 +458,201 @@ def bad_manifests_trial(root: Path) -> tuple[int, int]:
     return handled, len(cases)
 
 
+# ---------------------------------------------------------------------- embedding failures, read-only, full disk
+def embed_failure_trial(dest: Path) -> dict[str, bool]:
+    """Images that cannot be embedded never break embedding: each case ``True`` when handled.
+
+    Cases: every image gone (a clear error, then a full recovery once the folder is back); a FIFO in place of
+    the only image (same); 5 of 9 images broken (counts truthful, failures listed by doctor with reason and
+    time, the fixed ones re-embedded by the next run, the rest by ``retry_failed`` only when asked).
+    """
+    import shutil
+
+    from curation.features.embed import EmbeddingError, embed_workspace, embedding_failures
+    from curation.runtime.doctor import doctor
+
+    def fresh(name: str, n: int) -> tuple[Workspace, Path]:
+        folder = dest / name / "imgs"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        from PIL import Image
+
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        ws = Workspace.create(dest / name / "ws")
+        ingest(ws, folder)
+        return ws, folder
+
+    out: dict[str, bool] = {}
+    ws, folder = fresh("gone", 9)
+    shutil.move(folder, folder.with_name("away"))
+    try:
+        embed_workspace(ws, TINY, num_workers=0)
+        clear = False
+    except EmbeddingError as exc:
+        clear = "None of the 9 images" in str(exc)
+    listed = len(embedding_failures(ws)) == 9 and any("could not be embedded" in p for p in doctor(ws).problems)
+    shutil.move(folder.with_name("away"), folder)
+    out["all images gone, then back"] = clear and listed and len(embed_workspace(ws, TINY, num_workers=0)) == 9
+
+    ws, folder = fresh("fifo", 1)
+    only = next(folder.glob("*.png"))
+    shutil.move(only, folder.parent / "kept.png")
+    os.mkfifo(only)
+    try:
+        embed_workspace(ws, TINY, num_workers=0)
+        clear = False
+    except EmbeddingError as exc:
+        clear = "not a regular file" in str(exc)
+    only.unlink()
+    shutil.move(folder.parent / "kept.png", only)
+    out["a FIFO for the only image, then the image"] = clear and len(embed_workspace(ws, TINY, num_workers=0)) == 1
+
+    ws, folder = fresh("partial", 9)
+    broken = sorted(folder.glob("*.png"))[:5]
+    for b in broken:
+        shutil.move(b, b.with_suffix(".bak"))
+        b.write_bytes(b"not an image")
+    msgs: list[str] = []
+    emb = embed_workspace(ws, TINY, num_workers=0, progress=lambda f, m: msgs.append(m))
+    truthful = len(emb) == 4 and "embedded 4 of 9 images" in msgs[-1] and "5 could not be read" in msgs[-1]
+    failed = embedding_failures(ws)
+    listed = len(failed) == 5 and failed["reason"].str.len().gt(0).all() and failed["time"].notna().all()
+    same = len(embed_workspace(ws, TINY, num_workers=0)) == 4  # nothing changed: nothing retried
+    for b in broken[:2]:
+        shutil.move(b.with_suffix(".bak"), b)
+    fixed = len(embed_workspace(ws, TINY, num_workers=0)) == 6
+    asked = len(embed_workspace(ws, TINY, num_workers=0, retry_failed=True)) == 6 and \
+        int(embedding_failures(ws)["attempts"].max()) == 2
+    out["5 of 9 broken, 2 fixed"] = truthful and listed and same and fixed and asked
+    return out
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True, check=False).returncode == 0
+
+
+def _umount(path: Path) -> None:
+    if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def read_only_trial(dest: Path) -> dict[str, bool]:
+    """A workspace on a read-only mount and on a full disk (root only: bind and tmpfs mounts; else skipped).
+
+    Cases: opening writes nothing and reads work; a label write is refused naming the reason ("nothing was
+    written"); the CLI refuses writing commands with one line ``workspace is read-only: ...`` and exit 1 and
+    runs ``doctor``; on a full disk a commit and a migrating open both say "nothing was written" and the
+    labels stay as they were.
+    """
+    from curation.data.store import ReadOnlyStore, StoreError, StoreFull
+
+    out: dict[str, bool] = {}
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        return out
+    ws = make_workspace(dest / "src", 100)
+    ws.store.close()
+    view = dest / "ro"
+    view.mkdir()
+    if not _mount("--bind", "-o", "ro", str(ws.root), str(view)):
+        return out
+    try:
+        before = {p.name: p.stat().st_mtime_ns for p in ws.root.glob("curation.db*")}
+        ro = Workspace.open(view)
+        out["read-only: opens and reads, writes nothing"] = ro.read_only and len(ro.store.sample_ids()) == 100 and \
+            before == {p.name: p.stat().st_mtime_ns for p in ws.root.glob("curation.db*")}
+        try:
+            ro.store.set_label(ro.store.sample_ids()[:3], 1)
+            out["read-only: a label write is refused"] = False
+        except ReadOnlyStore as exc:
+            out["read-only: a label write is refused"] = "nothing was written" in str(exc)
+        ro.store.close()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        r = subprocess.run([sys.executable, "-m", "curation", "embed", str(view)], capture_output=True, text=True,
+                           env=env, check=False)
+        out["read-only: CLI one line, exit 1"] = r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 \
+            and r.stderr.startswith("workspace is read-only: ")
+        r = subprocess.run([sys.executable, "-m", "curation", "doctor", str(view)], capture_output=True, text=True,
+                           env=env, check=False)
+        out["read-only: doctor runs"] = r.returncode in (0, 1) and "read-only workspace" in r.stdout and \
+            "Traceback" not in r.stderr  # exit 1: it reports the fake samples' missing files
+    finally:
+        _umount(view)
+    small = dest / "small"
+    small.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)):
+        return out
+    try:
+        full = Workspace.create(small / "ws")
+        full.store.add_classes(["cat"])
+        full.store.close()
+        import shutil
+
+        shutil.copytree(full.root, small / "old")
+        con = sqlite3.connect(small / "old" / "curation.db")
+        con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        con.commit()
+        con.close()
+        full = Workspace.open(small / "ws")
+        full.store.class_names()
+        with open(small / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        try:
+            full.store.add_classes([f"class-{i}-" + "x" * 200 for i in range(3000)])
+            out["full disk: commit says nothing was written"] = False
+        except StoreFull as exc:
+            out["full disk: commit says nothing was written"] = "nothing was written" in str(exc) and \
+                full.store.class_names() == ["cat"]
+        try:
+            Workspace.open(small / "old")
+            out["full disk: a migrating open says nothing was written"] = False
+        except StoreError as exc:
+            out["full disk: a migrating open says nothing was written"] = "nothing was written" in str(exc)
+        out["full disk: a current workspace still opens"] = Workspace.open(small / "ws").store.class_names() == ["cat"]
+        full.store.close()
+    finally:
+        _umount(small)
+    return out
+
+
+def hostile_text_trial(dest: Path) -> dict[str, bool]:
+    """Hostile names: the one rendering rule leaves no Markdown construct (checked structurally; the browser
+    test renders them on every page) and a CSV export holds no cell a spreadsheet would run as a formula."""
+    from curation.data.export import export
+    from curation.ui.text import plain
+
+    hostile = ["![x](http://127.0.0.1:1/b.png)", "[a](https://evil.example)", "https://evil%2Eexample/login",
+               "www.evil.example", "m@evil.example", "<img src=x>", "abc\u202egpj", ":material/home:", "$x$"]
+    punct = set("!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~")
+    ok_plain = True
+    for h in hostile:
+        bare = plain(h).replace("\\\\", "").replace("\u2060", "")
+        ok_plain &= all(ch not in punct or (i and bare[i - 1] == "\\") for i, ch in enumerate(bare))
+        ok_plain &= "\u202e" not in plain(h)
+    ws = make_workspace(dest / "csv", 6)
+    for k, name in enumerate(['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(1)"]):
+        cid = ws.store.add_classes([name])[0]
+        ws.store.set_label(ws.store.sample_ids()[k:k + 1], cid)
+    path = export(ws, "csv", dest / "out.csv")
+    cells = pd.read_csv(path, dtype=str, keep_default_na=False).to_numpy().ravel()
+    live = [c for c in cells if c and c[0] in "=+-@\t\r" and not re.fullmatch(r"[+-]?\d+(\.\d*)?", c)]
+    return {"user text rendered plain": bool(ok_plain), "CSV export: no live formula": not live}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5, help="kills per writer mode, and server kills")
     ap.add_argument("--n", type=int, default=100_000, help="samples in the bulk-relabel workspace")
     ap.add_argument("--actions", type=int, default=1000)
     ap.add_argument("--worker-trials", type=int, default=2, help="kills of embedding and of training workers")
+    ap.add_argument("--ingest-trials", type=int, default=2, help="kills of the CLI ingest, at each of two points")
+    ap.add_argument("--ingest-n", type=int, default=1200, help="images in each killed ingest")
+    ap.add_argument("--no-server", action="store_true", help="skip the app-server kills (Chromium)")
     a = ap.parse_args()
     os.environ.setdefault("CURATION_WORKER_IDLE", "2")
     os.environ.setdefault("CURATION_WARM_UMAP", "0")
@@ -375,10 +666,12 @@ def main() -> None:
             kills += [r["ok"] for r in res]
             lost, half = lost + sum(r["lost_events"] for r in res), half + sum(r["half"] for r in res)
             print(f"kill -9 during {mode:>5} writes ({a.n:,} samples): survived {sum(r['ok'] for r in res)}/"
-                  f"{len(res)}, acknowledged batches {sum(r['acked'] for r in res)} "
+                  f"{len(res)}, writer alive at the kill {sum(r['alive_at_kill'] for r in res)}/{len(res)}, "
+                  f"acknowledged before the kill {min(r['acked_before_kill'] for r in res)}+ per trial, "
+                  f"acknowledged batches {sum(r['acked'] for r in res)} "
                   f"({sum(r['acked_events'] for r in res):,} events), lost {sum(r['lost'] for r in res)}, "
                   f"half batches {sum(r['half'] for r in res)}")
-        if Path(CHROMIUM).exists() and a.trials:
+        if Path(CHROMIUM).exists() and a.trials and not a.no_server:
             ws.store.set_label(ws.store.sample_ids(), 1, source="bulk", note="relabel every sample")
             server = AppServer(ws.root, Path(tmp) / "server.log")
             server.start()
@@ -404,6 +697,14 @@ def main() -> None:
             print(f"kill -9 of a worker during {name}: interrupted, resumed to done"
                   f"{', vectors equal to an uninterrupted run' if name == 'embedding' else ', no run left running'}"
                   f": {sum(ok)}/{len(res)}")
+        for at in ("checking", "writing"):
+            res = [ingest_kill(Path(tmp) / f"ingest-{at}{s}", n=a.ingest_n, at=at) for s in range(a.ingest_trials)]
+            kills += [r["ok"] for r in res]
+            print(f"kill -9 of `curation ingest` of {a.ingest_n:,} images while {at}: survived "
+                  f"{sum(r['ok'] for r in res)}/{len(res)} (seen mid-ingest and alive at the kill "
+                  f"{sum(r['seen'] and r['alive_at_kill'] for r in res)}, rows after the kill "
+                  f"{sorted({r['samples_after'] for r in res})}: all or nothing; re-ingest complete "
+                  f"{sum(r['reingested'] for r in res)})")
         print(f"KILLS SURVIVED: {sum(kills)}/{len(kills)}")
         print(f"ACKNOWLEDGED EVENTS LOST: {lost} (half batches visible: {half})")
         ws2 = make_workspace(Path(tmp) / "conc", 3 * a.actions)
@@ -416,6 +717,13 @@ def main() -> None:
         handled, n = bad_manifests_trial(Path(tmp) / "badmanifests")
         print(f"BROKEN MANIFESTS HANDLED WITH A MESSAGE: {handled}/{n} (refused naming the file, or bad rows "
               "skipped naming file and row)")
+        for title, trial in (("EMBEDDING FAILURES HANDLED", embed_failure_trial),
+                             ("READ-ONLY AND FULL-DISK CASES HANDLED", read_only_trial),
+                             ("HOSTILE TEXT CASES HANDLED", hostile_text_trial)):
+            res = trial(Path(tmp) / title.split()[0].lower())
+            print(f"{title}: {sum(res.values())}/{len(res)}" + ("" if res else " (needs root for the mounts)"))
+            for case, good in res.items():
+                print(f"  {'ok  ' if good else 'FAIL'} {case}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from curation.core.progress import TqdmProgress, null_progress
-from curation.data.store import StoreError
+from curation.data.disk import DISK_ERRORS, StoreError, check_writable, disk_message
 from curation.data.workspace import DB_NAME, Workspace
+from curation.runtime.engines import add_engine_args
 
 log = logging.getLogger(__name__)
 DEFAULT_DEMO = Path("demo-workspace")
@@ -121,18 +122,17 @@ def cmd_demo(a: argparse.Namespace) -> None:
     emit(a, f"demo workspace ready at {ws.root}: {res['images']} images", res)
 
 
-def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None = None) -> Any:
+def _run_pipeline(a: argparse.Namespace, ws: Workspace, *, encoder: str | None = None, **engine: str | None) -> Any:
     from curation.runtime.tasks import JOBS
 
-    return _with_bar(a, "pipeline", JOBS["pipeline"], ws, {"encoder": encoder})
+    return _with_bar(a, "pipeline", JOBS["pipeline"], ws, {"encoder": encoder, **engine})
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
-    from curation.features.embed import embed_workspace
+    from curation.runtime.ray_jobs import embed_function
     ws = Workspace.open(a.workspace)
-    emb = _with_bar(a, "embed", embed_workspace, ws, a.encoder)
-    emit(a, f"{len(emb.ids)} embeddings ({emb.encoder_name}, {emb.vectors.shape[1]}-d) on {emb.device}",
-         {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "dim": int(emb.vectors.shape[1]), "device": emb.device})
+    emb = _with_bar(a, "embed", embed_function(a.engine, a.address), ws, a.encoder, retry_failed=a.retry_failed)
+    emit(a, emb.summary(), emb.record())
 
 
 def cmd_import_embeddings(a: argparse.Namespace) -> None:
@@ -208,7 +208,7 @@ def cmd_issues(a: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(a: argparse.Namespace) -> None:
-    res = _run_pipeline(a, Workspace.open(a.workspace), encoder=a.encoder)
+    res = _run_pipeline(a, Workspace.open(a.workspace), encoder=a.encoder, engine=a.engine, address=a.address)
     emit(a, "pipeline done: " + ", ".join(str(k) for k in (res or {})), res)
 
 
@@ -456,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed the images (resumable)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None, help="encoder name (see `list`); default OpenCLIP, else offline")
+    sp.add_argument("--retry-failed", action="store_true", help="embed every image that failed before again")
+    add_engine_args(sp)
     sp = add("import-embeddings", cmd_import_embeddings, "bring your own embeddings (.npy or Parquet)")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("file", type=Path)
@@ -482,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("pipeline", cmd_pipeline, "embed → map → clusters → suggestions → issues")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--encoder", default=None)
+    add_engine_args(sp)
     sp = add("train", cmd_train, "train a classifier head on the embeddings, or fine-tune the image tower")
     sp.add_argument("workspace", type=Path)
     sp.add_argument("--kind", choices=("linear", "mlp"), default=None, help="head on embeddings (default linear)")
@@ -574,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     as_json = getattr(args, "json", False)
     try:
+        check_writable(args.command, getattr(args, "workspace", None), repair=getattr(args, "repair", False))
         args.func(args)
     except UsageError as exc:
         _error(as_json, exc, "usage")
@@ -581,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except (StoreError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        _error(as_json, exc, type(exc).__name__)
+    except (StoreError, FileNotFoundError, ValueError, RuntimeError, *DISK_ERRORS) as exc:  # read-only, full: 1 line
+        print(said, file=sys.stderr) if (said := disk_message(exc)) else _error(as_json, exc, type(exc).__name__)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and the next run resumes from it", file=sys.stderr)

@@ -49,7 +49,7 @@ f1, f2 = st.columns([1, 3], vertical_alignment="bottom")
 kind = f1.selectbox("Filter", list(selection.FILTERS), format_func=selection.FILTERS.get, key="map_filter")
 chosen: list = []
 if kind == "class":
-    chosen = f2.multiselect("Classes", names, key="map_filter_classes")
+    chosen = f2.multiselect("Classes", names, key="map_filter_classes", format_func=widgets.clean)
 elif kind == "cluster" and clusters is not None:
     chosen = f2.multiselect("Clusters", sorted(clusters.unique().tolist()), key="map_filter_clusters")
 issues = None

@@ -15,7 +15,7 @@ text_tab, image_tab = st.tabs(["By text", "By image"])
 hits = None
 with text_tab:
     if not emb.has_text:
-        st.info(f"Text search is off: the encoder in use ({emb.encoder_name}) has no text tower. "
+        st.info(f"Text search is off: the encoder in use ({widgets.md_escape(emb.encoder_name)}) has no text tower. "
                 "Embed with OpenCLIP to search by prompt.")
     else:
         query = st.text_input("Describe what you are looking for", placeholder="a photo of a red dress",

@@ -1,11 +1,10 @@
 """History: every label batch (undoable), its events, and exporting the curated labels."""
 
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from curation.ui import history, widgets
+from curation.ui import history, state, widgets
 
 st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
 st.title("History")
@@ -46,6 +45,6 @@ with st.form("export"):
             from curation.data.export import export
             from curation.labels.heldout import export_cleanlab
 
-            where = Path(dest.strip()).expanduser() if dest.strip() else None
+            where = state.confine(dest, what="export to") if dest.strip() else None
             path = export_cleanlab(ws, where) if fmt == "cleanlab" else export(ws, fmt, where, drop_same_images=drop)
-            st.success(f"Written to {path}")
+            st.success(f"Written to {widgets.md_escape(path)}")

@@ -44,7 +44,7 @@ def test_job_params_sort_targets_and_escape():
     assert clusterview.sort_clusters(t, "purity").index.tolist() == [2, 0, 1]
     assert clusterview.sort_clusters(t, "issue_rate").index.tolist() == [1, 2, 0]
     assert clusterview.targets(np.array([4, 2, 9]), [9]).tolist() == [2, 4]
-    assert widgets.md_escape("**<b>x</b>** [a](b)") == r"\*\*\<b\>x\</b\>\*\* \[a\]\(b\)"
+    assert widgets.md_escape("**<b>x</b>** [a](b)") == r"\*\*\<b\>x\<\/b\>\*\* \[a\]\(b\)"
     curve = pd.DataFrame({"silhouette": [0.2, 0.3, 0.25], "se": [0.01, 0.02, 0.01]}, index=pd.Index([5, 6, 7], name="k"))
     fig = clusterview.silhouette_figure(curve, 6)
     assert list(fig.data[0].x) == [5, 6, 7] and fig.layout.shapes[0].x0 == 6

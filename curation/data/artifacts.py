@@ -48,7 +48,11 @@ class Artifacts:
 
     def path(self, kind: str, key: str, ext: str) -> Path:
         d = self.root / kind
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.is_dir():
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError:  # a read-only workspace: reading finds nothing there, writing says why
+                pass
         return d / f"{key}.{ext}"
 
     def _meta_path(self, kind: str, key: str) -> Path:

@@ -16,6 +16,7 @@ import pandas as pd
 from curation.core.vocab import POSITIVE, REJECTED
 from curation.data import sources
 from curation.data.atomic import atomic_write
+from curation.data.csvsafe import guard_frame
 from curation.data.formats.common import SPLIT_DIRS, ExportError, folder_name, prepare_file, prepare_folder  # noqa: F401 - ExportError re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -201,7 +202,7 @@ def _export_manifest(ws: Workspace, table: pd.DataFrame, fmt: str, dest: Path, *
         as_json = _needs_lists(ws.store.class_names())
         join = (lambda xs: json.dumps(xs, ensure_ascii=False) if xs else "") if as_json else "|".join
         csv_out = out.assign(labels=out["labels"].map(join), rejected=out["rejected"].map(join))
-        atomic_write(dest, lambda tmp: csv_out.to_csv(tmp, index=False, encoding="utf-8"))
+        atomic_write(dest, lambda tmp: guard_frame(csv_out).to_csv(tmp, index=False, encoding="utf-8"))  # no formulas
     elif fmt == "jsonl":
         lines = []
         for rec in out.to_dict("records"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -374,10 +375,16 @@ def ingest_manifest(ws: Workspace, manifest: Path | str, *, labels: str = "auto"
     if frame.attrs.get("root"):
         root = frame.attrs["root"]
     if frame.empty:
-        reasons = pd.Series([r for _, r in skipped]).map(lambda r: str(r).split(":")[0]).value_counts()
-        detail = "; ".join(f"{n} {r}" for r, n in reasons.head(3).items()) if len(reasons) else "it has no rows"
-        raise IngestError(f"No usable rows in {path} ({detail}). Paths must be relative to {root} (or absolute "
-                          "inside it): pass image_root= the folder the paths start from.")
+        row_prefix = re.compile(rf"^{re.escape(path.name)} row \d+: ")
+        reasons = pd.Series([row_prefix.sub("", str(r)) for _, r in skipped], dtype=object).value_counts()
+        detail = "; ".join(f"{n} {r}" if n > 1 else r for r, n in reasons.head(3).items()) if len(reasons) \
+            else "it has no rows"
+        if len(skipped) == 1:  # one row: its path and the whole reason
+            detail = f"{skipped[0][0]}: {reasons.index[0]}"
+        path_trouble = any(not row_prefix.match(str(r)) and r != "no path in this row" for _, r in skipped)
+        hint = (f" Paths must be relative to {root} (or absolute inside it): pass image_root= the folder the paths "
+                "start from." if path_trouble else "")
+        raise IngestError(f"No usable rows in {path} ({detail}).{hint}")
     return _ingest_rows(ws, root, frame.drop(columns="line"), source=str(path), skipped=skipped, notes=notes,
                         split=split, progress=progress)
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -25,6 +26,8 @@ from curation.core.validate import check_choice
 from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
 from curation.data import cells as _cells
 from curation.data.atomic import atomic_write
+from curation.data.disk import ReadOnlyStore, StoreError, StoreFull, unwritable_reason, write_problem  # noqa: F401 - the errors and checks are re-exported
+from curation.data.disk import connect_read_only as _connect_read_only
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +146,7 @@ class Review:
         self.queue, self.verdict, self.run_id = queue, verdict, None if run_id is None else int(run_id)
 
 
-class StoreError(RuntimeError):
-    """A problem with the label store that the user can act on (the message says how)."""
+_SCHEMA_OBJECTS = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 class Store:
@@ -162,37 +164,88 @@ class Store:
         Create the database when missing.
     """
 
-    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+    def __init__(self, path: Path | str, *, create: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists() and not create:
             raise StoreError(f"No label store at {self.path}: run `python -m curation init {self.path.parent}`.")
         self._local = threading.local()
         self._projection = _cells.Projection()
         self._ids_cache: dict[bool, tuple[tuple, np.ndarray]] = {}
+        self.read_only_reason = "" if not read_only else "opened read-only on request"
+        if not read_only and self.path.exists():
+            self.read_only_reason = unwritable_reason(self.path)
         try:
-            self._con().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-            with self._write() as con:
-                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
-                else:
-                    _migrate(con, int(row[0]), self.path)
-        except sqlite3.OperationalError:  # locked, unreadable folder...: not damage, say it as it is
-            raise
+            if not self.read_only:
+                self._prepare()
+            else:
+                self._check_version()
+        except sqlite3.OperationalError as exc:
+            self.close()
+            problem = write_problem(exc)
+            if problem == "full":
+                raise StoreFull(f"{self.path} could not be opened: the disk is full ({exc}); nothing was written. "
+                                "Free some space and retry.") from exc
+            if problem == "read-only" and self.path.exists() and not create:
+                self.read_only_reason = f"{exc}"
+                self._check_version()
+            else:
+                raise StoreError(f"{self.path} cannot be opened ({exc}); nothing was written. Check that the "
+                                 "folder exists and is readable, then retry.") from exc
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             self.close()
             raise StoreError(f"{self.path} cannot be opened as a label store ({exc}): restore a backup with "
                              f"`python -m curation restore {self.path.parent} BACKUP_FILE`.") from exc
 
+    @property
+    def read_only(self) -> bool:
+        """True when the store cannot be written (its file or folder is read-only): reads work, writes raise
+        :class:`ReadOnlyStore`."""
+        return bool(self.read_only_reason)
+
+    def _prepare(self) -> None:
+        """Create or migrate the schema, writing only when something is missing or the version changes (so
+        opening a current store on a full disk or a read-only mount writes nothing)."""
+        con = self._con()
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+        version = None
+        if "meta" in have:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            _migrate(con, version, self.path)  # raises: written by a newer curation
+        if version == SCHEMA_VERSION and _SCHEMA_OBJECTS <= have:
+            return
+        con.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('task', 'single')")
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+            else:
+                _migrate(con, int(row[0]), self.path)
+
+    def _check_version(self) -> None:
+        """A read-only store must already have the current schema (it cannot be migrated)."""
+        row = self._con().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                _migrate(self._con(), version, self.path)  # raises with what to do
+            raise ReadOnlyStore(f"{self.path} is read-only ({self.read_only_reason}) and uses the older schema "
+                                f"{version}; open it once where it can be written to upgrade it.")
+
     # ------------------------------------------------------------------ connection
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None or getattr(self._local, "pid", None) != os.getpid():
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
+            if self.read_only:
+                con = _connect_read_only(self.path)
+            else:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
             con.execute("PRAGMA busy_timeout=30000")
             con.execute("PRAGMA foreign_keys=ON")
             con.execute("PRAGMA temp_store=MEMORY")  # a batch's cells sit in temporary tables: keep them off disk
@@ -203,6 +256,10 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, retried while another writer holds the lock."""
+        if self.read_only:
+            raise ReadOnlyStore(f"{self.path.parent} cannot be written ({self.read_only_reason}); nothing was "
+                                "written. Browse, search and export elsewhere work; to change labels, copy the "
+                                "workspace to a writable folder.")
         con = self._con()
         for attempt in range(200):
             try:
@@ -210,12 +267,25 @@ class Store:
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
+                    if write_problem(exc) == "full":
+                        raise StoreFull(f"Could not save the change to {self.path}: the disk is full ({exc}); "
+                                        "nothing was written. Free some space and retry.") from exc
+                    if write_problem(exc) == "read-only":
+                        raise ReadOnlyStore(f"{self.path.parent} cannot be written ({exc}); nothing was "
+                                            "written.") from exc
                     raise
                 time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * (0.5 + random.random()))
         else:
             raise StoreError(f"{self.path} stayed locked by another process for minutes; close it and retry.")
         try:
             yield con
+        except sqlite3.OperationalError as exc:
+            if con.in_transaction:  # a failed statement may have rolled back already
+                con.execute("ROLLBACK")
+            if write_problem(exc) == "full":
+                raise StoreFull(f"Could not save the change to {self.path}: the disk is full ({exc}); nothing "
+                                "was written. Free some space and retry.") from exc
+            raise
         except BaseException:
             if con.in_transaction:  # a failed statement may have rolled back already
                 con.execute("ROLLBACK")
@@ -225,8 +295,9 @@ class Store:
         except sqlite3.Error as exc:
             if con.in_transaction:
                 con.execute("ROLLBACK")
-            raise StoreError(f"Could not save the change to {self.path} ({exc}); nothing was written. Check "
-                             "that the disk has free space and the folder is writable, then retry.") from exc
+            kind = StoreFull if write_problem(exc) == "full" else StoreError
+            raise kind(f"Could not save the change to {self.path} ({exc}); nothing was written. Check "
+                       "that the disk has free space and the folder is writable, then retry.") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con().execute(sql, params).fetchall()
@@ -876,7 +947,8 @@ def _migrate(con: sqlite3.Connection, version: int, path: Path) -> None:
     if version < 2:  # runs remember the pid of the process running them
         if "pid" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
             con.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
-    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+    if version != SCHEMA_VERSION:  # write only when the schema actually changes
+        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _live_undos(con: sqlite3.Connection) -> dict[int, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,19 @@ class Workspace:
         self.artifacts = Artifacts(root / "artifacts")
         self.thumbs = root / "thumbs"
         self.images = root / "images"
+        if self.read_only:  # thumbnails of a read-only workspace are cached outside it
+            tag = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+            self.thumbs = Path(tempfile.gettempdir()) / f"curation-thumbs-{os.getuid() if hasattr(os, 'getuid') else 0}" / tag
+
+    @property
+    def read_only(self) -> bool:
+        """True when the workspace cannot be written: browse, search and export elsewhere work; label changes,
+        ingest and computations raise :class:`~curation.data.store.ReadOnlyStore`."""
+        return self.store.read_only
+
+    @property
+    def read_only_reason(self) -> str:
+        return self.store.read_only_reason
 
     @classmethod
     def create(cls, root: Path | str, *, task: str = "single", exist_ok: bool = True) -> Workspace:
@@ -58,16 +73,22 @@ class Workspace:
         return cls(root, store)
 
     @classmethod
-    def open(cls, root: Path | str) -> Workspace:
-        """Open an existing workspace, migrating an older schema; errors say what to do."""
+    def open(cls, root: Path | str, *, read_only: bool = False) -> Workspace:
+        """Open an existing workspace, migrating an older schema; errors say what to do.
+
+        A workspace that cannot be written (read-only folder, file or mount) opens read-only (see
+        :attr:`read_only`), writing nothing; so does any workspace when ``read_only``."""
         root = Path(root).expanduser().resolve()
         if not root.exists():
             raise WorkspaceError(f"No folder {root}: create a workspace with `python -m curation init {root}`.")
         if not (root / DB_NAME).exists():
             raise WorkspaceError(f"{root} is not a workspace (no {DB_NAME}): run `python -m curation init {root}`.")
-        for sub in ("artifacts", "thumbs", "images"):
-            (root / sub).mkdir(exist_ok=True)
-        return cls(root, Store(root / DB_NAME))
+        store = Store(root / DB_NAME, read_only=read_only)
+        if not store.read_only:
+            for sub in ("artifacts", "thumbs", "images"):
+                if not (root / sub).is_dir():
+                    (root / sub).mkdir(exist_ok=True)
+        return cls(root, store)
 
     def fingerprint(self, sample_ids: np.ndarray | None = None) -> str:
         """Short hash of the present sample set (ids and content hashes): keys every derived artifact."""

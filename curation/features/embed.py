@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import pandas as pd
 from curation.core.progress import ProgressFn, null_progress
 from curation.data.artifacts import make_key
 from curation.data.atomic import atomic_write
+from curation.features.embedder import Embedder
 from curation.features.encoders import Encoder, PrecomputedEncoder, default_encoder, get_encoder
 from curation.features.imageset import ImageDataset, auto_batch_size, auto_workers, collate_images, worker_init
 
@@ -28,6 +29,11 @@ TEXT_KIND = "text_embeddings"
 FORMAT_VERSION = 1
 _CHUNK_RE = re.compile(r"^chunk-(\d{6})\.ids\.npy$")
 
+
+
+ChunkRunner = Callable[..., None]
+"""``runner(ws, encoder, store_dir, frame, todo, *, num_workers, progress)``: embed the planned rows ``todo``
+(M, 3) int64 [sample id, chunk, batch size] and write each chunk with :func:`write_chunk` when complete."""
 
 
 class EmbeddingError(RuntimeError):
@@ -47,7 +53,8 @@ class Embeddings:
     device : str, the device(s) that computed the vectors (``cpu``, ``cuda``, ``precomputed``; ``+``-joined).
     has_text : bool, whether the encoder has a text tower (zero-shot, text search).
     store_key : str, key of the chunk store under ``artifacts/embeddings/<store_key>/``.
-    skipped : DataFrame indexed by sample id with columns path, reason: images that could not be embedded.
+    skipped : DataFrame indexed by sample id with columns path, reason, time, attempts: images that could not
+        be embedded (see :func:`embedding_failures`).
     """
 
     ids: np.ndarray
@@ -58,7 +65,21 @@ class Embeddings:
     device: str
     has_text: bool
     store_key: str = ""
-    skipped: pd.DataFrame = field(default_factory=lambda: _skipped_frame([], [], []))
+    skipped: pd.DataFrame = field(default_factory=lambda: _skipped_frame([]))
+
+    def summary(self) -> str:
+        """What was embedded, and the images that could not be (how many, one example, what to do)."""
+        text = f"{len(self.ids)} embeddings ({self.encoder_name}, {self.dim}-d) on {self.device}"
+        if len(self.skipped):
+            text += (f"\n{len(self.skipped)} images could not be embedded (e.g. {self.skipped['path'].iloc[0]}: "
+                     f"{self.skipped['reason'].iloc[0]}); `doctor` lists them; changed files are retried by the next "
+                     "embed, all of them with `embed --retry-failed`")
+        return text
+
+    def record(self) -> dict[str, Any]:
+        """The summary as data (``--json``): n, encoder, dim, device, failed."""
+        return {"n": len(self), "encoder": self.encoder_name, "dim": self.dim, "device": self.device,
+                "failed": int(len(self.skipped))}
 
     @property
     def dim(self) -> int:
@@ -76,10 +97,26 @@ class Embeddings:
         return np.where(ok, pos, -1).astype(np.int64)
 
 
-def _skipped_frame(ids: Sequence[int], paths: Sequence[str], reasons: Sequence[str]) -> pd.DataFrame:
-    df = pd.DataFrame({"path": list(paths), "reason": list(reasons)},
-                      index=pd.Index(np.asarray(ids, np.int64), name="id"))
+FAILURE_COLUMNS = ("path", "reason", "time", "attempts")
+
+
+def _skipped_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Failure records (dicts with id, path, reason, time, attempts) as a frame indexed by sample id."""
+    df = pd.DataFrame({c: [r.get(c) for r in records] for c in FAILURE_COLUMNS},
+                      index=pd.Index(np.asarray([r["id"] for r in records], np.int64), name="id"))
+    df["time"] = pd.to_numeric(df["time"], errors="coerce").astype(float)
+    df["attempts"] = pd.to_numeric(df["attempts"], errors="coerce").fillna(1).astype(np.int64)
     return df.sort_index()
+
+
+def file_signature(path: str | os.PathLike[str]) -> list[int]:
+    """What a file looks like now, to tell whether it changed since an image failed: [file type, size,
+    mtime in ns, inode], or [] when it does not exist. A file restored, replaced or rewritten differs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [int(st.st_mode) >> 12, int(st.st_size), int(st.st_mtime_ns), int(st.st_ino)]
 
 
 # ---------------------------------------------------------------------- chunk store on disk
@@ -138,22 +175,101 @@ def _chunk_path(d: Path, c: int, what: str) -> Path:
 
 
 def write_chunk(d: Path, c: int, ids: np.ndarray, vecs: np.ndarray, failed: list[tuple[int, str, str]]) -> None:
-    """Write one chunk: vectors, failures (if any), then ids last (the completion marker), each atomically."""
+    """Write one chunk: vectors, failures (if any), then ids last (the completion marker), each atomically.
+
+    Each failure is recorded with its reason, the time and the file's :func:`file_signature`, so a later
+    embed retries it once the file changed."""
     save_npy(_chunk_path(d, c, "vec.npy"), vecs.astype(np.float32, copy=False))
     if failed:
+        now = time.time()
         atomic_write(_chunk_path(d, c, "failed.json"),
-                     json.dumps([{"id": int(i), "path": p, "reason": r} for i, p, r in failed], indent=0))
+                     json.dumps([{"id": int(i), "path": p, "reason": r, "time": now, "sig": file_signature(p)}
+                                 for i, p, r in failed], indent=0))
     save_npy(_chunk_path(d, c, "ids.npy"), ids.astype(np.int64, copy=False))
 
 
-def _read_failures(d: Path, chunks: np.ndarray) -> pd.DataFrame:
-    ids, paths, reasons = [], [], []
+def _failure_records(d: Path, chunks: np.ndarray) -> dict[int, dict[str, Any]]:
+    """{sample id: its newest failure record} over the chunks (ascending), ``attempts`` counting all of them."""
+    out: dict[int, dict[str, Any]] = {}
     for c in chunks.tolist():
         p = _chunk_path(d, c, "failed.json")
-        if p.exists():
-            for r in json.loads(p.read_text()):
-                ids.append(r["id"]), paths.append(r["path"]), reasons.append(r["reason"])
-    return _skipped_frame(ids, paths, reasons)
+        if not p.exists():
+            continue
+        try:
+            records = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("unreadable failure record %s; its images are retried", p)
+            continue
+        for r in records:
+            sid = int(r["id"])
+            attempts = out[sid]["attempts"] + 1 if sid in out else 1
+            out[sid] = {"id": sid, "path": str(r.get("path", "")), "reason": str(r.get("reason", "")),
+                        "time": r.get("time"), "sig": r.get("sig"), "attempts": attempts}
+    return out
+
+
+def _current_failures(d: Path, chunks: np.ndarray, embedded: np.ndarray) -> dict[int, dict[str, Any]]:
+    """Failure records of the samples that still have no vector (``embedded``: ids with one, any order)."""
+    recs = _failure_records(d, chunks)
+    if not recs:
+        return {}
+    failed = np.fromiter(recs, np.int64, len(recs))
+    still = failed[~np.isin(failed, embedded)]
+    return {int(i): recs[int(i)] for i in still.tolist()}
+
+
+def _embedded_ids(d: Path, chunks: np.ndarray) -> np.ndarray:
+    parts = [np.load(_chunk_path(d, c, "ids.npy"), allow_pickle=False) for c in chunks.tolist()]
+    return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+
+
+def _read_failures(d: Path, chunks: np.ndarray, embedded: np.ndarray | None = None) -> pd.DataFrame:
+    if embedded is None:
+        embedded = _embedded_ids(d, chunks)
+    return _skipped_frame(list(_current_failures(d, chunks, embedded).values()))
+
+
+def _retry_candidates(failures: dict[int, dict[str, Any]], present: np.ndarray, *, retry_all: bool
+                      ) -> np.ndarray:
+    """Sorted ids of present failed samples to embed again: all of them, or those whose file changed."""
+    ids = np.array(sorted(failures), np.int64)
+    ids = ids[np.isin(ids, present)]
+    if retry_all or not len(ids):
+        return ids
+    changed = [sid for sid in ids.tolist()
+               if failures[sid]["sig"] is None or file_signature(failures[sid]["path"]) != failures[sid]["sig"]]
+    return np.array(changed, np.int64)
+
+
+def embedding_failures(ws: Any, encoder: None | str | Encoder = None) -> pd.DataFrame:
+    """Present samples the encoder's store could not embed, with why and when.
+
+    Parameters
+    ----------
+    ws : Workspace
+    encoder : as in :func:`load_embeddings` (default: the workspace's active encoder).
+
+    Returns
+    -------
+    DataFrame indexed by sample id with columns path, reason, time (epoch seconds of the last attempt),
+    attempts, changed (the file differs from when it failed: the next embed retries it); empty when none.
+    """
+    key = _store_key_for(ws, encoder)
+    empty = _skipped_frame([]).assign(changed=pd.Series(dtype=bool))
+    if key is None:
+        return empty
+    d = Path(ws.artifacts.root) / KIND / key
+    if not d.is_dir():
+        return empty
+    done = _done_chunks(d)
+    recs = _current_failures(d, done, _embedded_ids(d, done))
+    present = ws.store.sample_ids()
+    keep = set(present.tolist())
+    recs = {k: v for k, v in recs.items() if k in keep}
+    df = _skipped_frame(list(recs.values()))
+    changed = set(_retry_candidates(recs, present, retry_all=False).tolist())
+    df["changed"] = [int(i) in changed for i in df.index]
+    return df
 
 
 def _find_store(ws: Any, name: str) -> str | None:
@@ -169,21 +285,6 @@ def _find_store(ws: Any, name: str) -> str | None:
             if info.get("name") == name and t > best_t:
                 best, best_t = d.name, t
     return best
-
-
-def _encode_safe(encoder: Encoder, x: Any) -> np.ndarray:
-    """encode_images, halving the batch on CUDA out-of-memory."""
-    try:
-        return encoder.encode_images(x)
-    except RuntimeError as exc:
-        if "out of memory" not in str(exc).lower() or len(x) <= 1:
-            raise
-        import torch
-
-        torch.cuda.empty_cache()
-        h = len(x) // 2
-        log.warning("CUDA out of memory at batch %d; splitting", len(x))
-        return np.concatenate([_encode_safe(encoder, x[:h]), _encode_safe(encoder, x[h:])])
 
 
 def _fmt_eta(s: float) -> str:
@@ -212,12 +313,16 @@ def _resolve_encoder(ws: Any, encoder: None | str | Encoder, device: str | None)
 
 def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size: int | None = None,
                     num_workers: int | None = None, chunk_size: int = 1024, device: str | None = None,
-                    progress: ProgressFn | None = None) -> Embeddings:
+                    retry_failed: bool = False, progress: ProgressFn | None = None,
+                    runner: ChunkRunner | None = None) -> Embeddings:
     """Embed every present sample not yet embedded by ``encoder``; resumable; returns all its vectors.
 
     Work is planned once as fixed chunks of ``chunk_size`` sorted sample ids (the plan is saved), each
     chunk written atomically when done, so a killed or cancelled run resumes where it stopped and ends
-    byte-identical to an uninterrupted one. Later runs embed only samples added since.
+    byte-identical to an uninterrupted one. Later runs embed only samples added since, plus images that
+    failed before and whose file changed since (restored, replaced, fixed), or every failed one when
+    ``retry_failed``. Images that cannot be read never stop the run: they are recorded per sample (reason,
+    time) and listed by :func:`embedding_failures`, ``doctor`` and the Home page.
 
     Parameters
     ----------
@@ -229,12 +334,20 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
     num_workers : DataLoader decode workers (auto when None, see :func:`auto_workers`).
     chunk_size : samples per on-disk chunk (the unit of resume).
     device : ``cpu``/``cuda``/``mps``; best available when None.
+    retry_failed : embed again every image that failed before, changed or not.
     progress : ``progress(fraction, message)``; may raise :class:`~curation.core.progress.Cancelled`
         (completed chunks are kept).
+    runner : computes the planned chunks not yet done (default: this process's DataLoader loop); e.g. the
+        Ray engine's (:mod:`curation.runtime.ray_jobs`), which writes the same chunks with :func:`write_chunk`.
 
     Returns
     -------
     Embeddings of the present samples; ``skipped`` lists images that could not be read, with reasons.
+
+    Raises
+    ------
+    EmbeddingError when not one present image could be embedded (the failures are kept: the next embed
+    retries the files that changed).
     """
     progress = progress or null_progress
     if chunk_size < 1:
@@ -277,19 +390,47 @@ def embed_workspace(ws: Any, encoder: None | str | Encoder = None, *, batch_size
         log.debug("batch_size ignored: every sample is already planned")
 
     done = _done_chunks(d)
-    todo = plan[~np.isin(plan[:, 1], done)]
+    pending = ~np.isin(plan[:, 1], done)
+    retry = _retry_candidates(_current_failures(d, done, _embedded_ids(d, done)), present, retry_all=retry_failed)
+    retry = np.setdiff1d(retry, plan[pending, 0])  # already planned again (a killed retry resumes)
+    if len(retry):
+        bs = int(batch_size or auto_batch_size(enc))
+        first = int(plan[:, 1].max()) + 1
+        rows = np.stack([retry, first + np.arange(len(retry)) // chunk_size, np.full(len(retry), bs)], 1)
+        plan = np.concatenate([plan, rows.astype(np.int64)])
+        save_npy(d / "plan.npy", plan)
+        pending = ~np.isin(plan[:, 1], done)
+        log.info("retrying %d images that failed before%s", len(retry), "" if retry_failed else " (their file changed)")
+    todo = plan[pending]
     if len(todo):
-        _run_chunks(ws, enc, d, frame, todo, num_workers=num_workers, progress=progress)
-        if enc.device not in info["devices"]:
-            info["devices"] = sorted([*info["devices"], enc.device])
+        (runner or _run_chunks)(ws, enc, d, frame, todo, num_workers=num_workers, progress=progress)
+        device = str(getattr(runner, "device", None) or enc.device)  # a runner may compute elsewhere ("ray:cpu")
+        if device not in info["devices"]:
+            info["devices"] = sorted([*info["devices"], device])
             write_store_info(d, info)
-    else:
-        progress(1.0, f"all {len(present):,} samples already embedded ({enc.name})")
 
+    done = _done_chunks(d)
+    embedded = np.intersect1d(_embedded_ids(d, done), present)
+    failed = _read_failures(d, done, embedded)
+    failed = failed[failed.index.isin(present)]
     ws.store.set_meta("encoder", enc.name)
     ws.store.set_meta("embeddings_store", key)
+    if len(present) and not len(embedded):
+        ex = failed.iloc[0] if len(failed) else None
+        example = f" (e.g. {ex['path']}: {ex['reason']})" if ex is not None else ""
+        raise EmbeddingError(
+            f"None of the {len(present):,} images could be embedded{example}. Bring the files back or fix them "
+            "and run embed again: images whose file changed are retried (`embed --retry-failed` retries all); "
+            "`python -m curation doctor WS` lists them.")
+    note = f"; {len(failed):,} could not be read (see `doctor`; retried when their file changes)" if len(failed) else ""
+    if len(todo):
+        progress(1.0, f"embedded {len(embedded):,} of {len(present):,} images ({enc.name}){note}")
+    else:
+        progress(1.0, f"all {len(present):,} samples already planned; {len(embedded):,} embedded ({enc.name}){note}"
+                 if note else f"all {len(present):,} samples already embedded ({enc.name})")
     emb = load_embeddings(ws, enc)
-    assert emb is not None
+    if emb is None:
+        raise EmbeddingError(f"No vectors could be loaded for {enc.name}; run embed again.")
     return emb
 
 
@@ -314,6 +455,7 @@ def _run_chunks(ws: Any, enc: Encoder, d: Path, frame: pd.DataFrame, todo: np.nd
             batch_chunk.append(int(chunk_of[s]))
     last_batch_of_chunk = {c: i for i, c in enumerate(batch_chunk)}
 
+    embedder = Embedder.wrap(enc)
     workers = auto_workers(enc.device) if num_workers is None else int(num_workers)
     allowed = [os.path.realpath(p) for p in map(str, ws.allowed_roots())]
     ds = ImageDataset(paths, enc.transform, enc.transform.size, allowed)
@@ -327,6 +469,7 @@ def _run_chunks(ws: Any, enc: Encoder, d: Path, frame: pd.DataFrame, todo: np.nd
     progress(0.0, f"embedding {total:,} images with {enc.name} on {enc.device}")
     t0 = time.perf_counter()
     n_done = 0
+    n_failed = 0
     cur_vecs: list[np.ndarray] = []
     cur_ids: list[np.ndarray] = []
     cur_failed: list[tuple[int, str, str]] = []
@@ -342,9 +485,10 @@ def _run_chunks(ws: Any, enc: Encoder, d: Path, frame: pd.DataFrame, todo: np.nd
                     sid = int(ids[rows_a[r]])
                     log.warning("skipping sample %d (%s): %s", sid, paths[rows_a[r]], reasons[r])
                     cur_failed.append((sid, str(paths[rows_a[r]]), reasons[r]))
+                n_failed += int((~ok).sum())
                 x = x[torch.from_numpy(ok)]
             if len(x):
-                cur_vecs.append(_encode_safe(enc, x))
+                cur_vecs.append(embedder.encode(x))
                 cur_ids.append(ids[rows_a[ok]])
             n_done += len(rows)
             c = batch_chunk[bi]
@@ -357,17 +501,31 @@ def _run_chunks(ws: Any, enc: Encoder, d: Path, frame: pd.DataFrame, todo: np.nd
             dt = time.perf_counter() - t0
             rate = n_done / dt if dt > 0 else 0.0
             eta = (total - n_done) / rate if rate > 0 else float("inf")
-            progress(n_done / total, f"embedded {n_done:,}/{total:,} images · {rate:.1f} img/s · "
-                                     f"ETA {_fmt_eta(eta)} · chunk {chunks_written}/{n_chunks}")
+            bad = f" · {n_failed:,} unreadable" if n_failed else ""
+            progress(n_done / total, f"embedded {n_done - n_failed:,}/{total:,} images{bad} · {rate:.1f} img/s"
+                                     f" · ETA {_fmt_eta(eta)} · chunk {chunks_written}/{n_chunks}")
     finally:
         del it  # shuts the workers down, also on Cancelled / errors
     dt = time.perf_counter() - t0
-    log.info("embedded %d images in %.1fs (%.1f img/s)", total, dt, total / max(dt, 1e-9))
+    log.info("embedded %d of %d images in %.1fs (%.1f img/s); %d could not be read", total - n_failed, total, dt,
+             total / max(dt, 1e-9), n_failed)
 
 
 # ---------------------------------------------------------------------- loading / consolidation
 def _ids_hash(ids: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(ids, np.int64).tobytes()).hexdigest()[:16]
+
+
+def _store_key_for(ws: Any, encoder: None | str | Encoder) -> str | None:
+    """The chunk-store key of ``encoder`` (default: the workspace's active one), or None."""
+    if isinstance(encoder, Encoder) and not isinstance(encoder, PrecomputedEncoder):
+        return store_key_of(encoder)
+    if encoder is not None:
+        return _find_store(ws, encoder if isinstance(encoder, str) else encoder.name)
+    key = ws.store.meta("embeddings_store") or None
+    if key is None and ws.store.meta("encoder"):
+        key = _find_store(ws, ws.store.meta("encoder"))
+    return key
 
 
 def load_embeddings(ws: Any, encoder: None | str | Encoder = None) -> Embeddings | None:
@@ -380,14 +538,7 @@ def load_embeddings(ws: Any, encoder: None | str | Encoder = None) -> Embeddings
     -------
     Embeddings, or None when nothing was embedded with that encoder.
     """
-    if isinstance(encoder, Encoder) and not isinstance(encoder, PrecomputedEncoder):
-        key: str | None = store_key_of(encoder)
-    elif encoder is not None:
-        key = _find_store(ws, encoder if isinstance(encoder, str) else encoder.name)
-    else:
-        key = ws.store.meta("embeddings_store") or None
-        if key is None and ws.store.meta("encoder"):
-            key = _find_store(ws, ws.store.meta("encoder"))
+    key = _store_key_for(ws, encoder)
     if key is None:
         return None
     d = Path(ws.artifacts.root) / KIND / key
@@ -397,10 +548,11 @@ def load_embeddings(ws: Any, encoder: None | str | Encoder = None) -> Embeddings
     done = _done_chunks(d)
     if len(done) == 0:
         return None
-    chunk_ids = [np.load(_chunk_path(d, c, "ids.npy"), allow_pickle=False) for c in done.tolist()]
-    all_ids = np.concatenate(chunk_ids)
+    all_ids = _embedded_ids(d, done)
     present = ws.store.sample_ids()
     keep_ids = np.intersect1d(all_ids, present)  # sorted, unique
+    if len(keep_ids) == 0:  # every image failed (or was removed): nothing to load, the failures are kept
+        return None
     ckey = make_key({"store": key, "ids": _ids_hash(keep_ids)})
     ids = ws.artifacts.load_array(KIND, ckey, name="ids")
     vecs = ws.artifacts.load_array(KIND, ckey, name="vectors")
@@ -411,20 +563,27 @@ def load_embeddings(ws: Any, encoder: None | str | Encoder = None) -> Embeddings
         all_vecs = np.concatenate([v.reshape(-1, dim) for v in vec_parts]) if vec_parts else np.zeros((0, dim))
         order = np.argsort(all_ids, kind="stable")
         sorted_ids = all_ids[order]
-        first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]  # an id embedded twice: keep one
+        first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]][: len(sorted_ids)]  # embedded twice: keep one
         order, sorted_ids = order[first], sorted_ids[first]
         sel = np.isin(sorted_ids, present)
         out_ids, out_vecs = sorted_ids[sel], np.asarray(all_vecs[order[sel]], np.float32)
         config = {"store": key, "ids": _ids_hash(keep_ids), "encoder": info.get("name"),
                   "encoder_id": info.get("id"), "fingerprint": info.get("fingerprint"), "n": int(len(out_ids))}
-        ws.artifacts.save_arrays(KIND, ckey, {"ids": out_ids, "vectors": out_vecs}, config=config)
-        _prune_consolidated(ws, key, keep=ckey)
-        ids = ws.artifacts.load_array(KIND, ckey, name="ids")
-        vecs = ws.artifacts.load_array(KIND, ckey, name="vectors")
+        try:
+            ws.artifacts.save_arrays(KIND, ckey, {"ids": out_ids, "vectors": out_vecs}, config=config)
+        except OSError as exc:  # a read-only or full workspace: serve the vectors from memory
+            log.warning("could not cache the consolidated embeddings (%s); using them from memory", exc)
+            out_vecs.setflags(write=False)
+            ids, vecs = out_ids, out_vecs
+        else:
+            _prune_consolidated(ws, key, keep=ckey)
+            ids = ws.artifacts.load_array(KIND, ckey, name="ids")
+            vecs = ws.artifacts.load_array(KIND, ckey, name="vectors")
     devices = info.get("devices") or (["precomputed"] if str(info.get("name", "")).startswith("precomputed:") else [])
     return Embeddings(ids=ids, vectors=vecs, key=ckey, encoder_id=str(info.get("id", "")),
                       encoder_name=str(info.get("name", "")), device="+".join(devices) or "unknown",
-                      has_text=bool(info.get("has_text", False)), store_key=key, skipped=_read_failures(d, done))
+                      has_text=bool(info.get("has_text", False)), store_key=key,
+                      skipped=_read_failures(d, done, all_ids).pipe(lambda f: f[f.index.isin(present)]))
 
 
 def _prune_consolidated(ws: Any, store_key: str, *, keep: str) -> None:

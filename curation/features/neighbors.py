@@ -184,16 +184,30 @@ def knn(vectors: np.ndarray, *, k: int = 15, index: Any = None,
     if k <= 0:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
     index = build_index(x) if index is None else index
-    idx, sims = _search(index, x, k + 1, progress)
-    is_self = idx == np.arange(n)[:, None]
-    drop = is_self.copy()
-    drop[~is_self.any(1), -1] = True          # self not returned: drop the extra (last) neighbour
-    keep = ~drop
-    idx = idx[keep].reshape(n, k)
-    sims = sims[keep].reshape(n, k)
+    idx, sims = exclude_self(*_search(index, x, k + 1, progress), np.arange(n))
     if (idx < 0).any():  # an approximate index may return -1 when it cannot find enough neighbours
         log.warning("approximate index returned missing neighbours for %d samples", int((idx < 0).any(1).sum()))
     return idx, sims
+
+
+def exclude_self(idx: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each query's own row from its k + 1 results (by position; else the farthest extra neighbour).
+
+    Parameters
+    ----------
+    idx : (Q, k + 1) int64 row positions returned for the queries; sims : (Q, k + 1) float32.
+    rows : (Q,) int64 row position of each query in the database (a shard of a graph passes its own rows).
+
+    Returns
+    -------
+    idx (Q, k) int64, sims (Q, k) float32.
+    """
+    q, k1 = idx.shape
+    is_self = idx == np.asarray(rows, np.int64)[:, None]
+    drop = is_self.copy()
+    drop[~is_self.any(1), -1] = True          # self not returned: drop the extra (last) neighbour
+    keep = ~drop
+    return idx[keep].reshape(q, k1 - 1), sims[keep].reshape(q, k1 - 1)
 
 
 def ids_fingerprint(ids: np.ndarray) -> str:
@@ -212,6 +226,11 @@ def graph_key(emb: Any, *, k: int, method: str) -> tuple[str, dict[str, Any]]:
 def _method(kind: str) -> str:
     """How a graph or index was searched, as recorded in its artifact config."""
     return {"flat": "exact", "hnsw": f"hnsw{HNSW_M}", "ivf": "ivf"}[kind]
+
+
+def graph_method(n: int, *, exact_limit: int = EXACT_LIMIT) -> str:
+    """How the kNN graph of ``n`` vectors is searched (``exact``, ``ivf``), as recorded in its artifact key."""
+    return _method(index_kind(n, exact_limit=exact_limit))
 
 
 def embedding_index(ws: Workspace, emb: Any, *, exact_limit: int = EXACT_LIMIT) -> Any:
@@ -274,7 +293,7 @@ def knn_graph(ws: Workspace, emb: Any, *, k: int = 15, exact_limit: int = EXACT_
     sims : (N, k) float32 cosine similarities.
     """
     n = len(emb.ids)
-    method = _method(index_kind(n, exact_limit=exact_limit))
+    method = graph_method(n, exact_limit=exact_limit)
     key, config = graph_key(emb, k=k, method=method)
     idx = ws.artifacts.load_array("knn", key, name="idx", mmap=False)
     sims = ws.artifacts.load_array("knn", key, name="sims", mmap=False)

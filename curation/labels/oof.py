@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -104,6 +106,51 @@ def _torch_threads() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
+def fit_fold(Xs: np.ndarray, target: np.ndarray, fold: np.ndarray, f: int, *, kind: str, n_out: int, C: float,
+             max_iter: int = 100, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``f``'s head, fitted on the other folds' rows: probabilities of its held-out rows and of the rows in no fold.
+
+    Parameters
+    ----------
+    Xs : (N, D) float32 standardised features. target : (N,) int64 class (``kind="softmax"``) or (N, K) float32
+        in {0, 1} (``kind="sigmoid"``, with ``weight`` (N, K) float32 cell weights). fold : (N,) int64, -1 = in no fold.
+
+    Returns
+    -------
+    (rows with ``fold == f``, K) and (rows with ``fold < 0``, K) float32 probabilities.
+    """
+    import torch
+
+    tr, te, unl = np.flatnonzero((fold >= 0) & (fold != f)), np.flatnonzero(fold == f), np.flatnonzero(fold < 0)
+    Xt = torch.from_numpy(np.ascontiguousarray(Xs, np.float32))
+    w = None if weight is None else torch.from_numpy(np.ascontiguousarray(weight[tr], np.float32))
+    W, b = _fit_linear(Xt[tr], torch.from_numpy(np.ascontiguousarray(target[tr])), n_out=n_out, C=C, kind=kind,
+                       weight=w, max_iter=max_iter)
+    act = (lambda z: torch.softmax(z, 1)) if kind == "softmax" else torch.sigmoid
+    with torch.no_grad():
+        return act(Xt[te] @ W + b).numpy(), act(Xt[unl] @ W + b).numpy()
+
+
+FoldMap = Callable[..., Iterable[tuple[np.ndarray, np.ndarray]]]
+"""``fold_map(folds, Xs, target, fold, **options)``: :func:`fit_fold` of each fold, in order (on a cluster, say)."""
+_FOLD_MAP: ContextVar[FoldMap | None] = ContextVar("curation_oof_fold_map", default=None)
+
+
+def _map_here(folds: Iterable[int], Xs: np.ndarray, target: np.ndarray, fold: np.ndarray,
+              **options: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    return (fit_fold(Xs, target, fold, f, **options) for f in folds)
+
+
+@contextmanager
+def fold_map(fn: FoldMap) -> Iterator[None]:
+    """Inside the block, the out-of-fold functions fit their folds through ``fn`` (the Ray engine's, say)."""
+    token = _FOLD_MAP.set(fn)
+    try:
+        yield
+    finally:
+        _FOLD_MAP.reset(token)
+
+
 def out_of_fold_probs(X: np.ndarray, labels: np.ndarray, *, n_classes: int | None = None, folds: int = 5,
                       seed: int = 0, C: float = DEFAULT_C, max_iter: int = 100,
                       progress: ProgressFn | None = None) -> np.ndarray:
@@ -135,8 +182,6 @@ def out_of_fold_probs(X: np.ndarray, labels: np.ndarray, *, n_classes: int | Non
     its held-out samples then get a low probability for their own class. Such classes are reported in
     the log; label more of them (≥ ``folds`` each) for trustworthy scores.
     """
-    import torch
-
     progress = progress or null_progress
     X = np.asarray(X)
     y = np.asarray(labels, np.int64).ravel()
@@ -157,17 +202,15 @@ def out_of_fold_probs(X: np.ndarray, labels: np.ndarray, *, n_classes: int | Non
         log.warning("classes %s have fewer than %d labelled samples: their out-of-fold scores are unreliable; "
                     "label at least %d of each.", few.tolist()[:10], F, F)
     _torch_threads()
-    Xt = torch.from_numpy(_standardise(X))
+    Xs = _standardise(X)
     fold = stratified_folds(y, folds=F, seed=seed)
     out = np.zeros((len(y), K), np.float32)
     unl = np.flatnonzero(y < 0)
-    for f in range(F):
-        tr, te = np.flatnonzero((fold >= 0) & (fold != f)), np.flatnonzero(fold == f)
-        W, b = _fit_linear(Xt[tr], torch.from_numpy(y[tr]), n_out=K, C=C, kind="softmax", max_iter=max_iter)
-        with torch.no_grad():
-            out[te] = torch.softmax(Xt[te] @ W + b, 1).numpy()
-            if unl.size:
-                out[unl] += torch.softmax(Xt[unl] @ W + b, 1).numpy() / F
+    fits = (_FOLD_MAP.get() or _map_here)(range(F), Xs, y, fold, kind="softmax", n_out=K, C=C, max_iter=max_iter)
+    for f, (p_te, p_unl) in enumerate(fits):
+        out[fold == f] = p_te
+        if unl.size:
+            out[unl] += p_unl / F
         progress((f + 1) / F, f"out-of-fold model {f + 1}/{F}")
     return out
 
@@ -194,8 +237,6 @@ def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, see
     -------
     (N, K) float32 independent per-class probabilities; rows with no known cell get the fold-model average.
     """
-    import torch
-
     progress = progress or null_progress
     Y = np.asarray(Y)
     if Y.ndim != 2 or len(Y) != len(X):
@@ -217,18 +258,15 @@ def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, see
     F = int(min(max(folds, 2), known.sum()))
     fold = stratified_folds(strat, folds=F, seed=seed)
     _torch_threads()
-    Xt = torch.from_numpy(_standardise(np.asarray(X)))
-    T = torch.from_numpy(pos.astype(np.float32))
-    Wt = torch.from_numpy(weight)
+    Xs = _standardise(np.asarray(X))
     out = np.zeros((N, K), np.float32)
     unl = np.flatnonzero(~known)
-    for f in range(F):
-        tr, te = np.flatnonzero((fold >= 0) & (fold != f)), np.flatnonzero(fold == f)
-        W, b = _fit_linear(Xt[tr], T[tr], n_out=K, C=C, kind="sigmoid", weight=Wt[tr], max_iter=max_iter)
-        with torch.no_grad():
-            out[te] = torch.sigmoid(Xt[te] @ W + b).numpy()
-            if unl.size:
-                out[unl] += torch.sigmoid(Xt[unl] @ W + b).numpy() / F
+    fits = (_FOLD_MAP.get() or _map_here)(range(F), Xs, pos.astype(np.float32), fold, kind="sigmoid", n_out=K, C=C,
+                                          max_iter=max_iter, weight=weight)
+    for f, (p_te, p_unl) in enumerate(fits):
+        out[fold == f] = p_te
+        if unl.size:
+            out[unl] += p_unl / F
         progress((f + 1) / F, f"out-of-fold model {f + 1}/{F}")
     return out
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from curation.data import sources
 from curation.data.artifacts import ArtifactError
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600
 """Temporary files (``*.tmp``) older than this are leftovers of a killed write, never a write in progress."""
 
+FAILURES_LISTED = 20
+"""Embedding failures listed one by one in the summary (the rest are counted)."""
+
 RESTORE_HINT = "restore a backup: `python -m curation restore WORKSPACE BACKUP_FILE`"
 
 
@@ -31,11 +35,24 @@ class DoctorReport:
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     problems_left: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: pd.DataFrame | None = None
+    """Images the active encoder could not embed (index sample id; path, reason, time, attempts, changed)."""
 
     def summary(self) -> str:
+        notes = [f"note: {n}" for n in self.notes]
         if not self.problems:
-            return "workspace healthy: store integrity ok, projection == event log, artifacts match their hashes"
-        lines = [f"found {len(self.problems)} problem(s):", *[f"  - {p}" for p in self.problems]]
+            return "\n".join([*notes, "workspace healthy: store integrity ok, projection == event log, artifacts "
+                               "match their hashes, every image embedded"])
+        lines = [*notes, f"found {len(self.problems)} problem(s):", *[f"  - {p}" for p in self.problems]]
+        if self.failures is not None and len(self.failures):
+            lines += ["images that could not be embedded:"]
+            for sid, r in self.failures.head(FAILURES_LISTED).iterrows():
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["time"])) if r["time"] == r["time"] else "?"
+                lines.append(f"  #{sid} {r['path']}: {r['reason']} ({when}, {r['attempts']} attempt(s)"
+                             f"{', file changed: retried on the next embed' if r['changed'] else ''})")
+            if len(self.failures) > FAILURES_LISTED:
+                lines.append(f"  ... and {len(self.failures) - FAILURES_LISTED} more")
         if self.repaired:
             lines += ["repaired:", *[f"  - {r}" for r in self.repaired]]
         if self.problems_left:
@@ -61,6 +78,9 @@ def doctor(ws: Workspace, *, repair: bool = False) -> DoctorReport:
         rep.problems.append(msg)
         rep.problems_left.append(msg)
         return rep
+    if ws.read_only:
+        rep.notes.append(f"read-only workspace ({ws.read_only_reason}): checked only, nothing was written")
+        repair = False
     rep.problems += store_problems
     projection_bad = any("projection" in p for p in store_problems)
     if projection_bad and repair:
@@ -73,7 +93,9 @@ def doctor(ws: Workspace, *, repair: bool = False) -> DoctorReport:
     _check_artifacts(ws, rep, repair)
     _check_temp_files(ws, rep, repair)
     _check_images(ws, rep, repair)
-    _check_processes(ws, rep)
+    _check_embedding_failures(ws, rep)
+    if not ws.read_only:
+        _check_processes(ws, rep)
     return rep
 
 
@@ -131,6 +153,28 @@ def _check_images(ws: Workspace, rep: DoctorReport, repair: bool) -> None:
     if len(back) and repair:
         ws.store.set_missing(back, False)
         rep.repaired.append(f"{len(back)} missing image files are back")
+
+
+def _check_embedding_failures(ws: Workspace, rep: DoctorReport) -> None:
+    """Images the active encoder could not embed: listed with reasons (fixing the files is the user's part)."""
+    from curation.features.embed import embedding_failures
+
+    try:
+        failed = embedding_failures(ws)
+    except Exception as exc:  # noqa: BLE001 - a damaged chunk store must not hide the rest of the report
+        log.warning("could not read the embedding failures", exc_info=True)
+        rep.problems.append(f"the embedding store could not be read ({exc}): delete "
+                            f"{ws.artifacts.root / 'embeddings'} and embed again")
+        rep.problems_left.append(rep.problems[-1])
+        return
+    if not len(failed):
+        return
+    rep.failures = failed
+    first = failed.iloc[0]
+    msg = (f"{len(failed)} images could not be embedded (e.g. {first['path']}: {first['reason']}); fix or restore "
+           "them and run embed (changed files are retried), or `embed --retry-failed`")
+    rep.problems.append(msg)
+    rep.problems_left.append(msg)
 
 
 def _check_processes(ws: Workspace, rep: DoctorReport) -> None:

@@ -29,11 +29,26 @@ def job(kind: str) -> Callable[[JobFn], JobFn]:
 
 @job("embed")
 def _embed(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Params: ``encoder``, ``chunk_size``, ``batch_size``, ``num_workers``; ``engine`` (``local`` | ``ray``) with
+    ``address`` (Ray head ``host:port``; None = a private local Ray), ``workers`` and ``num_gpus`` (per actor)."""
     from curation.features.embed import embed_workspace
+    from curation.runtime.engines import check_engine
+
     options = {k: int(params[k]) for k in ("chunk_size", "batch_size", "num_workers")
                if params.get(k) is not None}
-    emb = embed_workspace(ws, params.get("encoder"), progress=progress, **options)
-    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key}
+    if check_engine(params.get("engine")) == "ray":
+        from curation.runtime.ray_jobs import embed_on_ray
+
+        options.pop("num_workers", None)
+        emb = embed_on_ray(ws, params.get("encoder"), address=params.get("address"), workers=params.get("workers"),
+                           num_gpus=float(params.get("num_gpus") or 0), retry_failed=bool(params.get("retry_failed")),
+                           progress=progress, **options)
+        return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key,
+                "engine": "ray", "failed": int(len(emb.skipped))}
+    emb = embed_workspace(ws, params.get("encoder"), retry_failed=bool(params.get("retry_failed")),
+                          progress=progress, **options)
+    return {"n": int(len(emb.ids)), "encoder": emb.encoder_name, "device": emb.device, "key": emb.key,
+            "failed": int(len(emb.skipped))}
 
 
 @job("map")
@@ -99,10 +114,15 @@ def _issues(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 def _pipeline(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     """Embed → map → clusters → suggestions → issues, each reusing what its artifact key already holds.
 
-    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ...) at top level; ``map`` and ``clusters``
-    optional dicts of those jobs' params (default: seeded UMAP, automatic clusters).
+    Params: the ``embed`` job's (``encoder``, ``chunk_size``, ..., ``engine``, ``address``) at top level; ``map``
+    and ``clusters`` optional dicts of those jobs' params (default: seeded UMAP, automatic clusters). With
+    ``engine="ray"`` the kNN graphs and the out-of-fold folds also run on the cluster.
     """
+    from curation.runtime.engines import check_engine
+
     embed_params = {k: v for k, v in params.items() if k not in ("map", "clusters")}
+    if check_engine(params.get("engine")) == "ray":
+        return _pipeline_on_ray(ws, params, embed_params, progress)
     out = {"embed": _embed(ws, embed_params, sub_progress(progress, 0.0, 0.7))}
     out["map"] = _map(ws, params.get("map") or {}, sub_progress(progress, 0.7, 0.9))
     out["clusters"] = _clusters(ws, params.get("clusters") or {}, sub_progress(progress, 0.9, 0.95))
@@ -120,6 +140,29 @@ def _rescore(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 
     meta = rescore(ws, debounce=float(params.get("debounce", DEBOUNCE)), progress=progress)
     return {k: meta[k] for k in ("last_event", "n", "seconds", "skipped")}
+
+
+def _pipeline_on_ray(ws: Workspace, params: dict, embed_params: dict, progress: ProgressFn) -> dict:
+    """The pipeline with embedding, the kNN graphs (the map's and the label fit's) and the out-of-fold folds on
+    Ray; the map, clusters and issue table then run here on the cached artifacts."""
+    from curation.labels.suggest import GRAPH_K
+    from curation.runtime.ray_jobs import knn_graph_on_ray, oof_on_ray
+
+    address = params.get("address")
+    out = {"embed": _embed(ws, embed_params, sub_progress(progress, 0.0, 0.6))}
+    emb = embeddings_or_raise(ws)
+    ks = sorted({int((params.get("map") or {}).get("k", 15)), GRAPH_K})
+    out["knn"] = [knn_graph_on_ray(ws, emb, k=k, address=address,
+                                   progress=sub_progress(progress, 0.6 + 0.05 * i, 0.65 + 0.05 * i))
+                  for i, k in enumerate(ks)]
+    out["map"] = _map(ws, params.get("map") or {}, sub_progress(progress, 0.7, 0.85))
+    out["clusters"] = _clusters(ws, params.get("clusters") or {}, sub_progress(progress, 0.85, 0.9))
+    with oof_on_ray(address):
+        out["suggest"] = _suggest(ws, {}, sub_progress(progress, 0.9, 0.98))
+        out["issues"] = _issues(ws, {}, sub_progress(progress, 0.98, 1.0))
+    out["rescore"] = _rescore(ws, {"debounce": 0}, progress)  # the scores pages show, saved beside the store
+    out["engine"] = "ray"
+    return out
 
 
 @job("train")

@@ -15,6 +15,7 @@ from curation.data.workspace import Workspace
 from curation.structure import pockets
 from curation.structure.cluster import K_REPEATS, K_SCAN_DIMS
 from curation.ui import actions, freshness, jobpanel, labels, loaders, widgets
+from curation.ui.text import clean
 
 K_OPEN = "clusters_open"  # int: the cluster opened below the gallery
 K_SPLIT = "clusters_split"  # (clustering key, cluster): the cluster whose split is shown
@@ -178,7 +179,7 @@ def label_panel(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
     with st.container(border=True):
         c1, c2 = st.columns([2, 2])
         target = c1.selectbox("Class (type to search or add a new one)", names, index=None, accept_new_options=True,
-                              key=f"{key}_class")
+                              key=f"{key}_class", format_func=clean)
         action = c2.radio("Action", LABEL_ACTIONS, format_func=actions.BULK_ACTIONS.get, horizontal=True,
                           key=f"{key}_action")
         keep_labelled = st.checkbox("Leave out images that already carry another label", key=f"{key}_keep")

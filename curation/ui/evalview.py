@@ -17,6 +17,7 @@ from curation.data.workspace import Workspace
 from curation.models import evaluate
 from curation.models.runs import compare_runs
 from curation.ui import actions, labels, loaders, runs, selection, widgets
+from curation.ui.text import clean
 
 K_CHART = "eval_confusion"  # plotly_chart selection state of the confusion map
 K_TRUE = "eval_true"  # selectbox: true class of the chosen cell
@@ -197,7 +198,7 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], *,
     classes = shown_classes(c)
     n = len(classes)
     sub = c[np.ix_(classes, classes)]
-    names = [escape(str(class_names[k])) for k in classes.tolist()]
+    names = [escape(clean(class_names[k])) for k in classes.tolist()]
     share = sub / np.maximum(c.sum(1)[classes], 1)[:, None]
     height = max(320, 28 * n + 120)
     rows, cols = np.nonzero(sub)
@@ -289,8 +290,8 @@ def cell_picker(confusion: np.ndarray, names: Sequence[str]) -> tuple[int, int]:
     st.plotly_chart(confusion_figure(confusion, names, selected=chosen), on_select="rerun", selection_mode="points",
                     key=K_CHART, config={"displaylogo": False})
     c1, c2 = st.columns(2)
-    ti = c1.selectbox("True class", range(k), format_func=names.__getitem__, key=K_TRUE)
-    pj = c2.selectbox("Predicted class", range(k), format_func=names.__getitem__, key=K_PRED)
+    ti = c1.selectbox("True class", range(k), format_func=lambda i: clean(names[i]), key=K_TRUE)
+    pj = c2.selectbox("Predicted class", range(k), format_func=lambda i: clean(names[i]), key=K_PRED)
     return int(ti), int(pj)
 
 

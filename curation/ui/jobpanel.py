@@ -10,7 +10,8 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
-from curation.ui.widgets import guard
+from curation.ui.text import plain
+from curation.ui.widgets import guard, md_escape
 
 ACTIVE = ("queued", "running", "cancelling")
 ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/stop_circle:",
@@ -29,6 +30,20 @@ def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
     return None
 
 
+def engine_choice(*, key: str = "engine_choice") -> dict:
+    """When a Ray cluster is configured (``CURATION_RAY_ADDRESS``), a toggle to run the heavy stages on it;
+    returns the job params it adds (``engine``, ``address``), empty for the local engine."""
+    from curation.runtime.engines import ADDRESS_ENV, configured_address
+
+    address = configured_address()
+    if address is None:
+        return {}
+    on_ray = st.toggle("Run embedding, kNN and out-of-fold scoring on the Ray cluster", key=key,
+                       help=f"The cluster is set by {ADDRESS_ENV}; the map, clusters and issue table stay here.")
+    st.caption(f"Ray cluster: {md_escape(address)}")
+    return {"engine": "ray", "address": address} if on_ray else {}
+
+
 def _recent(ws: Workspace, kinds: Sequence[str] | None) -> pd.DataFrame:
     from curation.runtime import jobs
 
@@ -43,7 +58,7 @@ def _job_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> None:
     with left:
         st.progress(float(min(max(rec["progress"] or 0.0, 0.0), 1.0)),
                     text=f"Job {job_id} · {rec['kind']} · {rec['status']} — "
-                         f"{rec['message'] or ('waiting in the queue' if rec['status'] == 'queued' else '…')}")
+                         f"{plain(rec['message']) or ('waiting in the queue' if rec['status'] == 'queued' else '…')}")
     with right:
         if st.button("Cancel", key=f"{key}_cancel_{job_id}", disabled=rec["status"] == "cancelling"):
             with guard("cancelling"):
@@ -60,9 +75,9 @@ def _finished_row(ws: Workspace, job_id: int, rec: pd.Series, *, key: str) -> No
     with left:
         st.write(line)
         if rec["status"] == "failed" and rec["error"]:
-            st.error(rec["error"])
+            st.error(plain(rec["error"]))
         elif rec["status"] == "interrupted":
-            st.caption(rec["message"])
+            st.caption(plain(rec["message"]))
     with right:
         if rec["status"] in ("failed", "interrupted", "cancelled"):
             if st.button("Resume", key=f"{key}_resume_{job_id}"):
@@ -112,7 +127,7 @@ def require_embeddings(ws: Workspace, missing: str, *, run_key: str | None = Non
 def stop_for_pipeline(ws: Workspace, missing: str, *, run_key: str | None = None) -> NoReturn:
     """Say what the pipeline has not made yet (``missing``) and stop the page, offering a "Run pipeline" button
     and its jobs (widget keys ``run_key`` and ``{run_key}_jobs``), or without ``run_key`` a link to Home."""
-    st.info(missing)
+    st.info(plain(missing))
     if run_key:
         if st.button("Run pipeline", type="primary", key=run_key):
             submit(ws, "pipeline", {})

@@ -37,6 +37,8 @@ def _workspace(root: str) -> Workspace:
 def current_workspace() -> Workspace | None:
     """The session's workspace (opened once per server process), or None when the folder has none."""
     path = state.workspace_path()
+    if path != state.launch_workspace():
+        path = state.confine(path, what="open the workspace")
     if not workspace_exists(path):
         return None
     return _workspace(str(path))

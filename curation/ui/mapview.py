@@ -12,6 +12,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from curation.data.workspace import Workspace
+from curation.ui.text import clean, plain
 
 COLOUR_MODES = ("label", "suggestion", "confidence", "label issue", "outlier", "cluster", "split")
 SCALES = {"confidence": ("confidence", "Viridis"),
@@ -208,12 +209,12 @@ def hover_text(ids: np.ndarray, label_text: Sequence[str], sugg: pd.DataFrame | 
     label_text : (N,) their label text.
     sugg : suggestions indexed by sample id (class_name, confidence).
     """
-    out = [escape(t) for t in label_text]
+    out = [escape(clean(t)) for t in label_text]
     if sugg is None:
         return out
     s = sugg.reindex(np.asarray(ids, np.int64))
     names, conf = s["class_name"].tolist(), s["confidence"].to_numpy(float)
-    return [f"{line}<br>suggests {escape(n)} ({c:.2f})" if isinstance(n, str) else line
+    return [f"{line}<br>suggests {escape(clean(n))} ({c:.2f})" if isinstance(n, str) else line
             for line, n, c in zip(out, names, conf)]
 
 
@@ -255,7 +256,7 @@ def point_panel(ws: Workspace, sample_id: int, *, labels: str, sugg: pd.DataFram
     try:
         st.image(str(thumbnail_path(ws, sid, size=PREVIEW_SIZE)), width="stretch")
     except Exception as exc:  # a vanished or broken file must not break the page
-        st.caption(f"The image cannot be shown: {exc}")
+        st.caption(f"The image cannot be shown: {plain(exc)}")
     facts = {"labels": labels}
     if sugg is not None and sid in sugg.index and isinstance(sugg.at[sid, "class_name"], str):
         facts["suggestion"] = f"{sugg.at[sid, 'class_name']} ({float(sugg.at[sid, 'confidence']):.2f})"

@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import streamlit as st
 
 from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.ui import loaders
+from curation.ui.text import clean
+
+FAILURES_SHOWN = 200
+"""Embedding failures listed on Home (the rest are counted; ``python -m curation doctor`` lists them all)."""
 
 OFFLINE_NOTICE = ("The encoder in use ({name}) has no text tower, so zero-shot suggestions and text search are "
                   "off; suggestions come from neighbours, clusters and trained models. To get them, make the "
@@ -51,3 +57,33 @@ def summarize(ws: Workspace) -> Summary:
                    has_text=getattr(emb, "has_text", None),
                    embedded=int(np.isin(ids, emb.ids).sum()) if emb is not None else 0,
                    has_map=has_map, has_clusters=has_clusters)
+
+
+def failures_panel(ws: Workspace) -> None:
+    """Images the active encoder could not embed: how many, why and when, and a button to retry them all."""
+    from curation.features.embed import embedding_failures
+
+    try:
+        failed = embedding_failures(ws)
+    except Exception:  # noqa: BLE001 - a damaged store is doctor's to report; Home stays usable
+        return
+    if not len(failed):
+        return
+    changed = int(failed["changed"].sum())
+    st.warning(f"{len(failed):,} images could not be embedded" + (f" ({changed:,} changed since: the next embed "
+               "retries them)" if changed else "") + ". Fix or restore the files, then run the pipeline again, "
+               "or retry them all now.")
+    with st.expander(f"Images that could not be embedded ({len(failed):,})"):
+        shown = failed.head(FAILURES_SHOWN)
+        table = pd.DataFrame({"id": shown.index, "file": [clean(p) for p in shown["path"]],
+                              "reason": [clean(r) for r in shown["reason"]],
+                              "when": pd.to_datetime(shown["time"], unit="s"), "attempts": shown["attempts"],
+                              "file changed": shown["changed"]})
+        st.dataframe(table, hide_index=True)
+        if len(failed) > FAILURES_SHOWN:
+            st.caption(f"... and {len(failed) - FAILURES_SHOWN:,} more: `python -m curation doctor WORKSPACE` "
+                       "lists them all.")
+        if st.button("Retry them all", key="retry_failed_embeddings", disabled=ws.read_only):
+            from curation.ui.jobpanel import submit
+
+            submit(ws, "embed", {"retry_failed": True})

@@ -14,6 +14,7 @@ from curation.data import sources
 from curation.data.workspace import Workspace
 from curation.labels import queues
 from curation.ui import actions, labels, state, widgets
+from curation.ui.text import clean, plain
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
              "label_right": "K", "duplicate": "D", "skipped": "S"}
@@ -122,9 +123,9 @@ def _image(ws: Workspace, sample_id: int, caption: str, width: int) -> None:
         if sources.split_ref(path) is not None:  # embedded in a Parquet / Arrow row: decode it here
             from curation.data.images import load_image
 
-            st.image(load_image(path), width=width, caption=caption)
+            st.image(load_image(path), width=width, caption=plain(caption))
         else:
-            st.image(str(path), width=width, caption=caption)
+            st.image(str(path), width=width, caption=plain(caption))
 
 
 def _labels_text(matrix_row: np.ndarray, names: Sequence[str]) -> str:
@@ -161,14 +162,14 @@ def card(ws: Workspace, item: pd.Series, a: queues.Aligned, *, queue: str, vecto
             _image(ws, sid, f"#{sid}", IMAGE_WIDTH)
     with info_col:
         st.markdown("**Current labels**")
-        st.text(_labels_text(a.matrix[row], names))
+        st.text(clean(_labels_text(a.matrix[row], names)))
         st.markdown("**Proposed**")
         proposal = (f"{item['class_name']}  ·  confidence {item['confidence']:.2f}  ·  {item['source']}"
                     if item["class_name"] else "(no proposal)")
-        st.text(proposal)
+        st.text(clean(proposal))
         by_source = labels.sources_text(item)
         if by_source:
-            st.caption(f"Per source: {by_source}")
+            st.caption(f"Per source: {plain(by_source)}")
         st.caption(f"{queues.SCORES[queue]}: {item['score']:.2f} · value of a look {item['value']:.2f}"
                    + (" · the two labels conflict" if bool(item.get("conflict", False)) else ""))
         action_bar(ws, item, queue=queue, names=names)
@@ -198,7 +199,7 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
     st.checkbox("M / O also reject the proposal", key=reject_key, disabled=not name,
                 help="Ambiguous (M) and Out of vocabulary (O) also record that the proposed class does not apply.")
     key = f"review_fix_{queue}_{sid}"
-    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key,
+    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key, format_func=clean,
                  placeholder="Type a class…", on_change=_correct, args=(ws, sid, queue, key))
 
 
@@ -259,7 +260,7 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
             in_scope = member == picked
         else:
             picked = st.selectbox("Class", range(len(a.names) - 1), key="bulk_accept_class",
-                                  format_func=lambda k: str(a.names[k]))
+                                  format_func=lambda k: clean(a.names[k]))
             in_scope = a.cls == picked
         x = st.slider("Confidence X", 0.0, 1.0, 0.9, 0.01, key="bulk_accept_x")
         plan = queues.accept_plan(a, threshold=x, scope=in_scope, reviews=reviews, correct=correct)
@@ -282,7 +283,7 @@ def accept_all(ws: Workspace, a: queues.Aligned, *, reviews: pd.DataFrame, corre
 def prompt_editor(ws: Workspace, emb: Any) -> None:
     """Edit each class's zero-shot prompt (only when the encoder has a text tower; otherwise say why it is off)."""
     if not getattr(emb, "has_text", False):
-        st.caption(f"Zero-shot prompts are off: the encoder in use ({getattr(emb, 'encoder_name', 'unknown')}) has "
+        st.caption(f"Zero-shot prompts are off: the encoder in use ({plain(getattr(emb, 'encoder_name', 'unknown'))}) has "
                    "no text tower.")
         return
     with st.expander("Zero-shot prompts"):

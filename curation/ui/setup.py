@@ -9,6 +9,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
+from curation.ui.text import plain_lines
 from curation.ui.widgets import guard
 
 LABEL_MODES = {"auto": "Automatic (folder names or manifest column)", "folders": "Folder names", "none": "No labels"}
@@ -48,7 +49,7 @@ def create_form(path: Path) -> None:
                         format_func=lambda t: {"single": "Single-label", "multi": "Multi-label"}[t])
         if st.form_submit_button("Create / open"):
             with guard("creating the workspace"):
-                ws = Workspace.create(target.strip(), task=task)
+                ws = Workspace.create(state.confine(target, what="create a workspace in"), task=task)
                 loaders.forget_workspace()
                 st.session_state[state.K_WORKSPACE] = str(ws.root)
                 st.rerun()
@@ -65,15 +66,16 @@ def ingest_form(ws: Workspace) -> None:
         with guard("ingesting"):
             from curation.data.ingest import ingest
 
-            report = ingest(ws, Path(source.strip()).expanduser(), labels=labels,
-                            image_root=Path(image_root.strip()).expanduser() if image_root.strip() else None,
+            report = ingest(ws, state.confine(source, what="read images from"), labels=labels,
+                            image_root=state.confine(image_root, what="read images from") if image_root.strip()
+                            else None,
                             progress=progress_bar("Ingesting"))
             show_report(report)
 
 
 def show_report(report) -> None:
     """The ingest report: counts, and every skipped file with its reason."""
-    st.success(report.summary())
+    st.success(plain_lines(report.summary()))
     skipped: pd.DataFrame = report.skipped
     if len(skipped):
         st.warning(f"{len(skipped)} files were skipped:")

@@ -22,6 +22,49 @@ K_REVIEW_FRONT = "review_front"  # int: a sample put back by Undo, shown first w
 K_SEEN_ACTIVE = "seen_active_jobs"  # set[int]: jobs this session saw running (to refresh when they end)
 
 
+def launch_workspace() -> Path:
+    """The workspace the app was started with (command line, else environment, else the default)."""
+    import sys
+
+    return Path(parse_workspace_arg(sys.argv[1:], os.environ)).expanduser().resolve()
+
+
+def allowed_roots() -> list[Path]:
+    """The folders this app may open, read and export to (see :func:`curation.ui.confine.parse_roots`)."""
+    import sys
+
+    from curation.ui.confine import parse_roots
+
+    return parse_roots(sys.argv[1:], os.environ, launch_workspace())
+
+
+def confine(path: Path | str, *, what: str) -> Path:
+    """``path`` resolved, or :class:`~curation.ui.confine.PathRefused` when outside :func:`allowed_roots`."""
+    from curation.ui.confine import confine as _confine
+
+    return _confine(path, allowed_roots(), what=what)
+
+
+def check_host() -> None:
+    """Stop the page when the browser reached the server under a host name it was not started for (the
+    opening a DNS-rebinding page needs); ``server.allowedHosts`` lists more names (the websocket checks it too)."""
+    from streamlit import config
+
+    from curation.ui.confine import host_allowed
+
+    try:
+        host = st.context.headers.get("Host")
+    except Exception:  # noqa: BLE001 - no request (AppTest, bare mode): nothing to check
+        return
+    if host is None:
+        return
+    listed = [h for h in (config.get_option("server.allowedHosts") or [])]
+    if not host_allowed(host, listed):
+        st.error("This server does not answer for that host name. Open it at http://localhost or "
+                 "http://127.0.0.1, or list the name in `server.allowedHosts`.")
+        st.stop()
+
+
 def parse_workspace_arg(argv: Sequence[str], env: Mapping[str, str]) -> str:
     """The workspace path from ``-- --workspace DIR``, else ``$CURATION_WORKSPACE``, else the default.
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import jobpanel
+from curation.ui.text import plain
 from curation.ui.widgets import guard
 
 HEAD, FINETUNE = "head", "finetune"
@@ -30,7 +31,7 @@ def device_line() -> str:
 
         device = pick_device()
         name = torch.cuda.get_device_name(0) if device == "cuda" else {"mps": "Apple GPU"}.get(device, "no GPU found")
-        st.caption(f"Trains on **{device}** ({name}).")
+        st.caption(f"Trains on **{plain(device)}** ({plain(name)}).")
     return device
 
 
@@ -57,7 +58,7 @@ def finetune_form(ws: Workspace, device: str) -> None:
     encoder = None
     with guard("choosing the encoder to tune"):
         encoder = base_encoder_name(ws)
-        st.caption(f"Tunes the image tower of **{encoder}** plus a linear head (first fitted on the frozen features).")
+        st.caption(f"Tunes the image tower of **{plain(encoder)}** plus a linear head (first fitted on the frozen features).")
     if encoder is None:
         return
     with st.form("finetune"):
@@ -152,7 +153,7 @@ def reembed_form(ws: Workspace, runs: pd.DataFrame) -> None:
                           format_func=lambda r: f"Run {r}" + ("" if acc[r] is None or np.isnan(acc[r])
                                                               else f" · val accuracy {acc[r]:.3f}"))
     if ws.store.meta("encoder") == encoder_name(run_id):
-        st.caption(f"The images are embedded with this tower ({encoder_name(run_id)}).")
+        st.caption(f"The images are embedded with this tower ({plain(encoder_name(run_id))}).")
     st.caption("Embeds every image with the tuned tower, makes it the active encoder and recomputes the map, "
                "clusters and suggestions. Zero-shot and text search are off with a tuned tower.")
     if st.button("Re-embed with this tuned tower", key="reembed"):

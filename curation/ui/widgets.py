@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -12,17 +11,16 @@ import streamlit as st
 
 from curation.data.workspace import Workspace
 from curation.ui import loaders, state
+from curation.ui.text import clean, plain, plain_lines  # noqa: F401 - clean re-exported for pages
 
 log = logging.getLogger(__name__)
 
 GRID_PAGE = 48
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
-def md_escape(text: str) -> str:
-    """``text`` with Markdown (and HTML) specials backslash-escaped, for user text (class names, file names)
-    inside anything Streamlit renders as Markdown (``st.markdown``, ``st.caption``, ``st.subheader``, labels)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+def md_escape(text: object) -> str:
+    """User text for anything Streamlit renders as Markdown: :func:`curation.ui.text.plain` (the one rule)."""
+    return plain(text)
 
 
 @contextmanager
@@ -32,11 +30,11 @@ def guard(what: str = "") -> Iterator[None]:
         yield
     except ImportError as exc:
         log.exception("missing module while %s", what)
-        st.error(f"{what + ': ' if what else ''}this needs a part of curation or a library that is not "
-                 f"available here ({exc}).")
+        st.error(f"{plain(what) + ': ' if what else ''}this needs a part of curation or a library that is not "
+                 f"available here ({plain(exc)}).")
     except Exception as exc:  # engine errors carry user-facing messages; st.stop/rerun are BaseExceptions
         log.exception("error while %s", what)
-        st.error(f"{what + ': ' if what else ''}{exc}")
+        st.error(f"{plain(what) + ': ' if what else ''}{plain_lines(exc)}")
 
 
 PAGES = [("app.py", "Home", ":material/home:"), ("pages/1_Map.py", "Map", ":material/scatter_plot:"),
@@ -51,6 +49,7 @@ off (``client.showSidebarNavigation``): it would title Home after its file, "app
 
 def sidebar() -> None:
     """The sidebar: the pages, and which workspace this session works on, with a box to open another."""
+    state.check_host()
     with st.sidebar:
         for script, title, icon in PAGES:
             st.page_link(script, label=title, icon=icon)
@@ -61,21 +60,36 @@ def sidebar() -> None:
         with st.form("open_workspace", border=False):
             other = st.text_input("Open another workspace folder", placeholder="/path/to/workspace")
             if st.form_submit_button("Open") and other.strip():
-                st.session_state[state.K_WORKSPACE] = other.strip()
-                st.rerun()
+                with guard("opening the workspace"):
+                    st.session_state[state.K_WORKSPACE] = str(state.confine(other, what="open the workspace"))
+                    st.rerun()
 
 
 def require_workspace() -> Workspace:
     """The session's workspace; without one, point to Home (where one is built or created) and stop."""
     sidebar()
     ws = None
+    failed = True
     with guard("opening the workspace"):
         ws = loaders.current_workspace()
+        failed = False
+    if failed:
+        st.stop()
+    if ws is not None:
+        read_only_banner(ws)
     if ws is None:
         st.warning(f"No workspace at {md_escape(str(state.workspace_path()))}. Build the demo or create one on the Home page.")
         st.page_link("app.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return ws
+
+
+def read_only_banner(ws: Workspace) -> None:
+    """Say, on every page, that a workspace which cannot be written is open read-only, and what still works."""
+    if ws.read_only:
+        st.warning(f"Read-only workspace: {plain(ws.read_only_reason)}. Browsing, search and export to another "
+                   "folder work; label changes, ingest and the pipeline are off (nothing is written). Copy the "
+                   "workspace to a writable folder to change it.", icon=":material/lock:")
 
 
 def thumbnails(ws: Workspace, ids: Sequence[int]) -> tuple[list[str], list[int]]:
@@ -130,7 +144,7 @@ def image_grid(ws: Workspace, ids: np.ndarray, captions: Sequence[str], *, key: 
     unreadable = set(bad)
     ok = [int(s) for s in shown if int(s) not in unreadable]
     if paths:
-        st.image(paths, width=width, caption=[f"#{s} {caps[s]}" for s in ok])
+        st.image(paths, width=width, caption=[f"#{s} {plain(caps[s])}" for s in ok])
     if bad:
         st.caption(f"{len(bad)} images could not be read: {', '.join(map(str, bad[:10]))}")
 
@@ -138,10 +152,10 @@ def image_grid(ws: Workspace, ids: np.ndarray, captions: Sequence[str], *, key: 
 def toast_batch(batch_id: int | None, what: str) -> None:
     """Tell the user what a label action wrote, and remember it for Undo."""
     if batch_id is None:
-        st.toast(f"{what}: nothing changed")
+        st.toast(f"{plain(what)}: nothing changed")
     else:
         state.remember_batch(batch_id)
-        st.toast(f"{what}: batch {batch_id}")
+        st.toast(f"{plain(what)}: batch {batch_id}")
 
 
 def undo_last_button(ws: Workspace, *, key: str) -> None:
@@ -161,8 +175,8 @@ def optional(load, ws: Workspace, what: str):
         return load(ws)
     except ImportError:
         log.warning("%s unavailable", what, exc_info=True)
-        st.caption(f"{what.capitalize()} unavailable in this installation.")
+        st.caption(f"{plain(what.capitalize())} unavailable in this installation.")
     except Exception as exc:  # engine errors carry user-facing messages
         log.exception("loading %s", what)
-        st.error(f"Loading {what}: {exc}")
+        st.error(f"Loading {plain(what)}: {plain(exc)}")
     return None

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from curation.data import sources
+from curation.data.csvsafe import sniff_encoding, unguard_frame
 from curation.data.formats.common import (
     SPLIT_ALIASES,
     IngestError,
@@ -178,15 +179,18 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise IngestError(f"{path} is empty: write a header line (path,label) and one row per image.")
     try:
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                               sep="\t" if suffix == ".tsv" else ",")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=sniff_encoding(path),
+                             sep="\t" if suffix == ".tsv" else ",")
+            return unguard_frame(df)  # cells our CSV export guarded against formulas
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise IngestError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8, e.g. "
-                          f"`iconv -f latin1 -t utf-8 {path.name} > fixed{suffix}`.") from None
+        name = "UTF-8" if exc.encoding.lower().startswith("utf-8") else exc.encoding.upper()
+        raise IngestError(f"{path} is not {name} text (byte {exc.start}): re-save it as UTF-8 (in a spreadsheet: "
+                          "Save as, CSV UTF-8), or convert it from its real encoding, e.g. "
+                          f"`iconv -f cp1252 -t utf-8 {path.name} > fixed{suffix}`.") from None
     except IngestError:
         raise
     except pd.errors.EmptyDataError:
@@ -203,7 +207,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     records = []
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding=sniff_encoding(path)) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
