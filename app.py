@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from curation.ui import jobpanel, loaders, overview, setup, state, widgets
+from curation.ui import classes, jobpanel, loaders, overview, setup, state, widgets
 from curation.ui.text import plain
 
 st.set_page_config(page_title="Curation studio", page_icon="🗂️", layout="wide")
@@ -54,9 +54,11 @@ c1.write((":material/check_circle:" if s.encoder and s.embedded == s.samples els
 c2.write((":material/check_circle:" if s.has_map else ":material/radio_button_unchecked:") + " Map")
 c3.write((":material/check_circle:" if s.has_clusters else ":material/radio_button_unchecked:") + " Clusters")
 c4.write((":material/check_circle:" if s.encoder else ":material/radio_button_unchecked:") + " Suggestions")
+running = jobpanel.active_pipeline(ws)
 engine = jobpanel.engine_choice()
 if st.button("Run pipeline (embed → map → clusters → suggestions → issues)", type="primary",
-             disabled=s.samples == 0):
+             disabled=s.samples == 0 or running is not None,
+             help="One pipeline at a time: this is off while one runs." if running is not None else None):
     jobpanel.submit(ws, "pipeline", engine)
 jobpanel.jobs_panel(ws, key="home_jobs")
 
@@ -69,5 +71,10 @@ links[3].page_link("pages/4_Train.py", label="Train", icon=":material/model_trai
 links[4].page_link("pages/5_Evaluate.py", label="Evaluate", icon=":material/analytics:")
 links[5].page_link("pages/7_History.py", label="History & export", icon=":material/history:")
 
-with st.expander("Add images (folder or manifest)", expanded=s.samples == 0):
+with st.expander(f"Classes ({s.classes})", expanded=False):
+    classes.manager(ws)
+with st.expander("Task: single- or multi-label"):
+    classes.task_switch(ws)
+with st.expander("Add images (folder or manifest)",
+                 expanded=s.samples == 0 or setup.K_INGEST_REPORT in st.session_state):
     setup.ingest_form(ws)

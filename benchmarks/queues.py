@@ -52,10 +52,14 @@ def synthetic(n: int, k: int, n_reviews: int, seed: int = 0) -> dict:
     dup = np.full(n, -1, np.int64)
     d = rng.choice(n - 1, n // 50, replace=False)
     dup[d], dup[d + 1] = ids[d + 1], ids[d]
-    issues = pd.DataFrame({"given": given, "label_score": rng.random(n), "is_label_issue": rng.random(n) < 0.05,
-                           "suggested": cls, "suggested_prob": conf, "outlier_score": rng.beta(4, 4, n),
-                           "ambiguity_score": rng.random(n), "ambiguous_with": rng.integers(0, k, n),
-                           "duplicate_of": dup, "duplicate_conflict": False}, index=pd.Index(ids, name="id"))
+    outlier, ambiguous = rng.beta(4, 4, n), rng.random(n)
+    issues = pd.DataFrame({"given": given, "doubted": given, "suggested": cls, "suggested_prob": conf,
+                           "is_label_issue": rng.random(n) < 0.05, "label_score": rng.random(n),
+                           "is_outlier_issue": outlier <= 0.25, "outlier_score": outlier, "cluster_noise": False,
+                           "is_duplicate_issue": dup >= 0, "duplicate_score": np.where(dup >= 0, 0.2, 0.9),
+                           "duplicate_of": dup, "duplicate_conflict": False,
+                           "is_ambiguous_issue": ambiguous <= 0.3, "ambiguous_score": ambiguous,
+                           "ambiguous_with": rng.integers(0, k, n)}, index=pd.Index(ids, name="id"))
     m = n // 10
     missing = pd.DataFrame({"sample": rng.choice(ids[labelled], m), "class": rng.integers(0, k, m),
                             "score": rng.random(m)})

@@ -177,7 +177,7 @@ def cmd_suggest(a: argparse.Namespace) -> None:
 def cmd_issues(a: argparse.Namespace) -> None:
     import numpy as np
 
-    from curation.labels.issues import missing_labels
+    from curation.labels.issues import issue_summary, missing_labels
     from curation.runtime.tasks import embeddings_or_raise, run_issues
 
     ws = Workspace.open(a.workspace)
@@ -186,12 +186,12 @@ def cmd_issues(a: argparse.Namespace) -> None:
     names = np.array([*ws.store.class_names(), ""], object)  # index -1 (none) → ""
     errors = df[df["is_label_issue"]].nsmallest(a.top, "label_score")
     errors = errors.assign(given=names[errors["given"].to_numpy()], suggested=names[errors["suggested"].to_numpy()],
-                           path=ws.store.samples().loc[errors.index, "path"])
-    cols = ["given", "label_score", "suggested", "suggested_prob", "path"]
+                           doubted=names[errors["doubted"].to_numpy()], path=ws.store.samples().loc[errors.index, "path"])
+    cols = ["doubted" if ws.store.task == "multi" else "given", "label_score", "suggested", "suggested_prob", "path"]
     outliers = df.nsmallest(a.top, "outlier_score")[["outlier_score", "cluster_noise"]]
     second = missing_labels(ws, embeddings_or_raise(ws)).head(a.top)
     text = (f"{res['n']} samples, {res['label_issues']} likely label errors ({fit}; {res['changed']} samples changed "
-            f"label since the fit, {res['threshold']} allowed before the next refit)"
+            f"label since the fit, {res['threshold']} allowed before the next refit)\n\n{issue_summary(df).to_string()}"
             "\n\nlikely label errors:\n" + errors[cols].to_string()
             + "\n\noutliers:\n" + outliers.to_string()
             + f"\n\nnear-duplicates with conflicting labels: {int(df['duplicate_conflict'].sum())}"
@@ -247,16 +247,16 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from curation.models.runs import latest_run
+    from curation.models.runs import METRIC_KEYS, latest_run
 
     ws = Workspace.open(a.workspace)
     run = ws.store.run(a.run) if a.run else latest_run(ws, kind=None)
     if run is None:
         raise StoreError("No finished training run: run `python -m curation train WS` first.")
     m = run["metrics"]
-    keys = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "micro_f1", "top_k", "ece", "pinned_accuracy")
     lines = [f"run {run['id']} ({run['kind']}, labels up to event {run['last_event_id']}, {run['device']})"]
-    lines += [f"  {k:>18}: {m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))]
+    lines += [f"  {k:>18}: {m[k]:.4f}" for k in METRIC_KEYS if isinstance(m.get(k), (int, float))]
+    lines += [f"  ({m['assumption']})"] if m.get("assumption") else []
     if m.get("per_class"):
         import pandas as pd
 

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import actions, freshness, jobpanel, labels, loaders, mapview, selection, state, widgets
+from curation.ui import filters, freshness, grid, jobpanel, labels, loaders, mapview, selection, state, widgets
 
 st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", layout="wide")
 st.title("Map")
@@ -15,8 +15,10 @@ emb = jobpanel.require_embeddings(ws, "No map yet: run the pipeline (embed → m
 c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
 method = c1.segmented_control("Layout", list(mapview.LAYOUTS), format_func=mapview.LAYOUTS.get, default="umap",
                               key="map_layout") or "umap"
-run_mode = c2.segmented_control("UMAP job", list(mapview.RUN_MODES), format_func=mapview.RUN_MODES.get,
-                                default="fast", key="map_run_mode") or "fast"
+run_mode = c2.segmented_control("Next UMAP job", list(mapview.RUN_MODES), format_func=mapview.RUN_MODES.get,
+                                default="fast", key="map_run_mode",
+                                help="How the next “Compute UMAP” runs; the caption under the map says how the map "
+                                     "shown was made.") or "fast"
 if c3.button("Compute UMAP", key="map_compute"):
     jobpanel.submit(ws, "map", {"method": "umap", "reproducible": run_mode == "reproducible"})
 jobpanel.jobs_panel(ws, kinds=["map", "pipeline"], key="map_jobs", n_finished=1)
@@ -45,19 +47,11 @@ m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
 mode = m1.segmented_control("Colour by", modes, default="label", key="map_colour") or "label"
 mouse = m2.segmented_control("Mouse", list(mapview.MOUSE), format_func=mapview.MOUSE.get, default="lasso",
                              key="map_mouse") or "lasso"
-f1, f2 = st.columns([1, 3], vertical_alignment="bottom")
-kind = f1.selectbox("Filter", list(selection.FILTERS), format_func=selection.FILTERS.get, key="map_filter")
-chosen: list = []
-if kind == "class":
-    chosen = f2.multiselect("Classes", names, key="map_filter_classes", format_func=widgets.clean)
-elif kind == "cluster" and clusters is not None:
-    chosen = f2.multiselect("Clusters", sorted(clusters.unique().tolist()), key="map_filter_clusters")
 issues = None
-if kind == "errors" or mode in mapview.ISSUE_COLUMNS:
+if mode in mapview.ISSUE_COLUMNS:
     issues = widgets.optional(loaders.issues, ws, "issue scores")
-
-keep = selection.filter_mask(kind, ids, labels=matrix, classes=[names.index(c) for c in chosen if c in names],
-                             issues=issues, clusters=clusters, cluster_ids=chosen)
+flt, keep = filters.page_bar(ws, ids, names=names, matrix=matrix, sugg=sugg, issues=issues, clusters=clusters)
+kind = "filter" if flt.active else "all"
 rows = selection.rows_to_draw(xy, keep, mapview.MAX_POINTS)
 caption = mapview.drawn_caption(len(ids), len(rows), int(keep.sum()), int(keep[rows].sum()), filtered=kind != "all")
 if caption:
@@ -69,8 +63,7 @@ clicked = np.intersect1d(selection.selected_ids(st.session_state.get(state.K_MAP
 splits = ws.store.samples()["split"] if mode == "split" or len(clicked) == 1 else None
 cats, values = mapview.colour_by(mode, shown, label_text=shown_text, sugg=sugg, splits=splits, clusters=clusters,
                                  issues=issues)
-colours = (mapview.category_colours(cats, order=mapview.fixed_order(mode, names, clusters))
-           if cats is not None else None)
+colours = mapview.category_colours(cats, fixed=mapview.fixed_colours(ws)) if cats is not None else None
 value_name, scale = mapview.SCALES.get(mode, ("", "Viridis"))
 fig = mapview.map_figure(xy[rows], shown, categories=cats, colours=colours, values=values, value_name=value_name,
                          colorscale=scale, faded=None if kind == "all" else ~shown_keep,
@@ -108,37 +101,10 @@ with right:
 
 if len(picked) == 0:
     widgets.undo_last_button(ws, key="map_undo")
+    grid.open_button(ids[keep], f"map filter: {flt.describe()}", key="map_open_filter",
+                     label="Open the filter's images in the grid")
     st.stop()
 
 st.subheader(f"{len(picked):,} selected")
-with st.container(border=True):
-    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-    action = c1.selectbox("Action", list(actions.BULK_ACTIONS), format_func=actions.BULK_ACTIONS.get,
-                          key="bulk_action")
-    target = c2.selectbox("Class (type to search or add a new one)", names, index=None, accept_new_options=True,
-                          key="bulk_class")
-    if c3.button("Apply", type="primary", key="bulk_apply", disabled=not target):
-        with widgets.guard("labelling"):
-            widgets.toast_batch(actions.bulk_label(ws, picked, target, action),
-                                f"{actions.BULK_ACTIONS[action]} on {len(picked)}")
-            st.rerun()
-    b1, b2, b3, b4 = st.columns(4)
-    replace = b1.checkbox("also replace labels that disagree", key="bulk_accept_replace",
-                          help="Off: only images without a label get their suggestion. On: labelled images whose "
-                               "suggestion differs are relabelled too.")
-    n_sugg = 0 if sugg is None else len(actions.suggestions_to_accept(ws, picked, sugg, replace_labels=replace))
-    if b1.button(f"Accept suggestions ({n_sugg})", key="bulk_accept", disabled=n_sugg == 0):
-        with widgets.guard("accepting suggestions"):
-            widgets.toast_batch(actions.accept_suggestions(ws, picked, sugg, replace_labels=replace),
-                                f"Accepted {n_sugg} suggestions")
-            st.rerun()
-    if b2.button("Mark reviewed", key="map_reviewed", help="Record that these labels were checked (no label change)"):
-        with widgets.guard("recording the review"):
-            st.toast(f"Marked {actions.mark_reviewed(ws, picked):,} samples reviewed")
-    if b3.button("Pin as must-not-fail", key="map_pin", help="Every training run reports on the pinned samples"):
-        with widgets.guard("pinning"):
-            st.toast(f"Pinned {len(picked):,}: the must-not-fail slice has {actions.pin_samples(ws, picked):,} samples")
-    with b4:
-        widgets.undo_last_button(ws, key="map_undo")
-
-widgets.image_grid(ws, picked, text_of(picked), key="map_grid_page")
+grid.open_button(picked, "map selection", key="map_open_grid")
+grid.grid(ws, picked, key="bulk", sugg=sugg, source="map selection")

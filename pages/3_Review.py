@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from curation.labels import queues
-from curation.ui import freshness, jobpanel, loaders, review, widgets
+from curation.ui import filters, freshness, jobpanel, loaders, review, widgets
 
 st.set_page_config(page_title="Review · Curation studio", page_icon="✅", layout="wide")
 st.title("Review")
@@ -23,8 +23,12 @@ matrix = ws.store.label_matrix(ids)
 reviews = ws.store.reviews()
 found = widgets.optional(loaders.issues, ws, "label-quality ranking")
 missing = widgets.optional(loaders.missing_labels, ws, "missing-label candidates")
+flt, keep = filters.page_bar(ws, ids, names=names, matrix=matrix, sugg=sugg, issues=found,
+                             clusters=widgets.optional(loaders.clusters, ws, "clusters"), compact=True)
 aligned = queues.align(ids, matrix, sugg, class_names=names)
 built = queues.build_queues(aligned, found, missing, reviews=reviews)
+if flt.active:  # the shared filter narrows every queue
+    built = {k: q[q.index.isin(ids[keep])] for k, q in built.items()}
 correct = queues.measured_correct(aligned, reviews)
 
 kind = review.queue_picker(built)
@@ -37,6 +41,8 @@ queue = review.pending(built[kind], balanced=balanced)
 top[0].caption(f"{len(queue):,} to review · {len(review.handled())} handled in this session · ordered by the "
                "expected value of a look")
 review.measurement(aligned, reviews, sugg, queue=kind, correct=correct)
+if kind == "errors":
+    review.error_estimate(found)
 
 if queue.empty:
     st.success("Nothing left in this queue.")

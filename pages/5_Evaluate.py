@@ -39,12 +39,22 @@ if len(ids) == 0:
     st.info("No labelled samples in this set.")
     st.stop()
 labels_now = y if task == "single" else ws.store.label_matrix(ids)[:, : p.shape[1]]
-ev = evalview.evaluation(ids, p, labels_now, task=task, names=classes, thresholds=metrics.get("thresholds"))
+unknown, verified = "negative", None
+if task == "multi":
+    from curation.models.evaluate import UNKNOWN_AS, verified_rows
+
+    unknown = st.radio("Unknown labels count as", list(UNKNOWN_AS), horizontal=True, key="eval_unknown",
+                       format_func={"negative": "negatives (default)", "ignore": "left out"}.get)
+    verified = verified_rows(ids, labels_now, ws.store.reviews())
+ev = evalview.evaluation(ids, p, labels_now, task=task, names=classes, thresholds=metrics.get("thresholds"),
+                         unknown=unknown, verified=verified)
 changed = ws.store.last_event_id() - int(run["last_event_id"])
 st.subheader(f"On {len(ids):,} samples with the current labels")
 if changed:
     st.caption(f"{changed:,} label events since this run trained: these figures use today's labels.")
 evalview.metric_cards(evalview.live_metrics(ev.report, task), lower_is_better=["ECE", "NLL"])
+if task == "multi":
+    evalview.multilabel_assumption(ev.report)
 
 table_col, side_col = st.columns([3, 2])
 with table_col:

@@ -1,10 +1,11 @@
 """History: every label batch (undoable), its events, and exporting the curated labels."""
 
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.ui import history, state, widgets
+from curation.ui import grid, history, state, widgets
 
 st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
 st.title("History")
@@ -21,17 +22,28 @@ else:
                                                   f"{batches.loc[b, 'n_events']} events · {batches.loc[b, 'note']}")
     undone_by = batches.loc[batch_id, "undone_by"]
     with st.container(border=True):
-        shown = ws.store.events(batch_id, limit=history.EVENTS_SHOWN)
-        st.dataframe(history.events_table(shown), hide_index=True, height=240)
-        if int(batches.loc[batch_id, "n_events"]) > len(shown):
-            st.caption(f"The first {len(shown):,} of {int(batches.loc[batch_id, 'n_events']):,} events.")
+        events = ws.store.events(batch_id, limit=history.EVENTS_SHOWN)
+        touched = ws.store.batch_samples(int(batch_id))
+        st.dataframe(history.events_table(events), hide_index=True, height=240)
+        if int(batches.loc[batch_id, "n_events"]) > len(events):
+            st.caption(f"The first {len(events):,} of {int(batches.loc[batch_id, 'n_events']):,} events.")
+        st.caption(f"{len(touched):,} images in this batch" + (" (the first 12 below)" if len(touched) > 12 else ""))
+        paths, _ = widgets.thumbnails(ws, touched[:12])
+        if paths:
+            st.image(paths, width=72)
+        grid.open_button(touched, f"images of batch {batch_id}", key="history_open_grid")
         if pd.notna(undone_by):
             st.caption(f"Already undone by batch {int(undone_by)}.")
-        if st.button(f"Undo batch {batch_id}", key="history_undo", disabled=bool(pd.notna(undone_by))):
+        n_events = int(batches.loc[batch_id, "n_events"])
+        sure = widgets.undo_is_confirmed(n_events, len(touched), key=f"history_undo_{batch_id}")
+        if st.button(f"Undo batch {batch_id}", key="history_undo", disabled=bool(pd.notna(undone_by)) or not sure):
             with widgets.guard("undoing"):
                 new = ws.store.undo(int(batch_id))
                 st.toast(f"Undid batch {batch_id}: new batch {new}")
                 st.rerun()
+
+with st.expander("Tag changes"):
+    history.tag_history(ws)
 
 st.subheader("Export")
 with st.form("export"):

@@ -78,3 +78,10 @@ def blobs() -> tuple[np.ndarray, np.ndarray]:
 
 needs_fashion = pytest.mark.skipif(not FASHION_DIR.exists(),
                                    reason="apt-get install dataset-fashion-mnist for real-image tests")
+
+
+def pytest_collection_modifyitems(items):
+    """Browser tests are slow tests too: the fast tier (``-m "not slow"``) skips them."""
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.slow)

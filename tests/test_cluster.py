@@ -67,6 +67,7 @@ def test_automatic_k_recovers_blobs(blobs):
     assert C.pick_k(curve.iloc[:0], n=3) == 2
 
 
+@pytest.mark.slow
 def test_automatic_k_recovers_a_planted_k(planted):
     x, y = planted
     fit = C.fit_clusters(x)
@@ -214,6 +215,7 @@ def test_pockets_found_in_a_blob_with_a_pocket():
 
 
 # ---------------------------------------------------------------------- workspace
+@pytest.mark.slow
 def test_compute_clusters_cached_and_current(ws, blobs, monkeypatch):
     x, _ = blobs
     emb = _emb(x)

@@ -140,6 +140,7 @@ def test_unreadable_store_says_restore(labelled: Workspace, tmp_path: Path) -> N
     assert doctor(Workspace.open(labelled.root)).problems == []
 
 
+@pytest.mark.slow
 def test_backup_while_writing_then_restore(tmp_path: Path) -> None:
     """An online backup taken while another process writes is consistent; restore brings it back."""
     ws = make_workspace(tmp_path / "ws", 3000)

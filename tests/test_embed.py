@@ -138,6 +138,7 @@ def test_default_encoder_offline_notice() -> None:
 
 
 # ---------------------------------------------------------------------- pipeline
+@pytest.mark.slow
 def test_embed_shapes_cache_and_new_samples(tmp_path: Path, image_dir, tiny: ENC.Encoder) -> None:
     ws = _ws(tmp_path / "ws", image_dir, n=30)
     msgs: list[str] = []
@@ -183,6 +184,7 @@ def _stack(xs: list) -> "object":
     return torch.stack(xs)
 
 
+@pytest.mark.slow
 def test_deterministic_and_resume_after_cancel(tmp_path: Path, image_dir, tiny: ENC.Encoder) -> None:
     clean = _ws(tmp_path / "clean", image_dir)
     ref = E.embed_workspace(clean, tiny, chunk_size=8, batch_size=3, num_workers=1)
@@ -354,6 +356,7 @@ def _fashion_pngs(folder: Path, n: int) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_efficientnet_lite0_offline_on_fashion(tmp_path: Path) -> None:
     folder = tmp_path / "fashion"

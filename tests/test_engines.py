@@ -63,6 +63,7 @@ def test_configured_address(monkeypatch):
     assert configured_address() == "10.0.0.1:6379"
 
 
+@pytest.mark.slow
 def test_fold_map_hook_runs_every_fold_through_the_given_map():
     from curation.labels.oof import _map_here, fold_map, out_of_fold_probs, out_of_fold_probs_multi
 
@@ -124,8 +125,10 @@ def test_ray_chunk_writer_sorts_ids_and_keeps_failures(tmp_path):
     _write(write_chunk, tmp_path, 4, parts, 2)
     np.testing.assert_array_equal(np.load(tmp_path / "chunk-000004.ids.npy"), [3, 9])
     np.testing.assert_array_equal(np.load(tmp_path / "chunk-000004.vec.npy"), [[1, 0], [0, 1]])
-    assert json.loads((tmp_path / "chunk-000004.failed.json").read_text()) == [
+    failed = json.loads((tmp_path / "chunk-000004.failed.json").read_text())
+    assert [{k: f[k] for k in ("id", "path", "reason")} for f in failed] == [
         {"id": 5, "path": "c", "reason": "OSError: broken"}]
+    assert all("time" in f for f in failed)  # failures are recorded with their time (and file signature)
 
 
 def test_embedder_maps_a_decoded_batch(tmp_path):

@@ -80,7 +80,8 @@ def test_multilabel_report_masks_unknown_cells():
                       [0.6, 0.7],
                       [0.4, 0.3],
                       [0.99, 0.2]])   # class0 unknown, highest score: ignored by AP
-    r = multilabel_report(Y, probs, ["a", "b"], thresholds=np.array([0.5, 0.5]))
+    r = multilabel_report(Y, probs, ["a", "b"], thresholds=np.array([0.5, 0.5]), unknown="ignore")
+    assert r["unknown_as"] == "ignore" and "left out" in r["assumption"]
     pc = r["per_class"]
     # class a, known cells rows 0,1,2: scores .9(+) .6(-) .4(+): AP = 0.5*1 + 0.5*(2/3)
     assert pc.loc["a", "ap"] == pytest.approx(0.5 + 1 / 3)
@@ -100,6 +101,51 @@ def test_multilabel_report_masks_unknown_cells():
     by = r["real_by_n_labels"].set_index("n_labels")
     assert by.loc[1, "n"] == 2 and by.loc[2, "n"] == 1
     json.dumps(report_to_json(r))
+
+
+def test_multilabel_report_counts_unknowns_of_labelled_images_as_negatives_by_default():
+    Y = np.array([[1, 0],
+                  [-1, 1],
+                  [1, 1],
+                  [0, -1]], np.int8)
+    probs = np.array([[0.9, 0.8], [0.6, 0.7], [0.4, 0.3], [0.99, 0.2]])
+    r = multilabel_report(Y, probs, ["a", "b"], thresholds=np.array([0.5, 0.5]))
+    assert r["unknown_as"] == "negative" and "assumed absent" in r["assumption"]
+    pc = r["per_class"]
+    # b: row 0's unknown cell (its image has a positive) is now a negative predicted positive: a false positive
+    assert pc.loc["b", "negatives"] == 2 and pc.loc["b", "precision"] == pytest.approx(0.5)
+    # a: row 3 has no positive, so its unknown a-cell still is not counted (an unlabelled image says nothing)
+    assert pc.loc["a", "negatives"] == 1 and pc.loc["a", "precision"] == pytest.approx(0.5)
+    assert r["micro_precision"] == pytest.approx(2 / 4)
+    ignored = multilabel_report(Y, probs, ["a", "b"], thresholds=np.array([0.5, 0.5]), unknown="ignore")
+    assert ignored["micro_precision"] > r["micro_precision"]        # the optimistic view
+    with pytest.raises(ValueError, match="negative, ignore"):
+        multilabel_report(Y, probs, unknown="positive")
+
+
+def test_verified_subset_report_and_rows():
+    import pandas as pd
+
+    from curation.models.evaluate import report_from_json, verified_rows
+
+    Y = np.array([[1, -1], [1, 0], [0, 1], [1, 1]], np.int8)
+    probs = np.array([[0.9, 0.1], [0.8, 0.9], [0.3, 0.8], [0.7, 0.6]])
+    ids = np.array([10, 11, 12, 13])
+    reviews = pd.DataFrame({"sample_id": [11, 12, 12], "verdict": ["label_right", "label_right", "skipped"]},
+                           index=pd.Index([1, 2, 3], name="id"))
+    v = verified_rows(ids, Y, reviews)
+    # row 0 and 3 have no unknown cell; row 1 was looked at; row 2's latest decision is a skip: the earlier one
+    # counts (skips are not decisions)
+    np.testing.assert_array_equal(v, [True, True, True, True])
+    v2 = verified_rows(ids, Y, reviews.iloc[:1])
+    np.testing.assert_array_equal(v2, [True, True, False, True])
+    r = multilabel_report(Y, probs, ["a", "b"], verified=v2)
+    assert r["verified"]["n"] == 3 and "no assumption" in r["verified"]["assumption"]
+    # row 1 was verified with only "a": its top-1 "b" is wrong there
+    assert r["verified"]["real_accuracy"] == pytest.approx(2 / 3)
+    back = report_from_json(json.loads(json.dumps(report_to_json(r))))
+    assert isinstance(back["verified"]["per_class"], pd.DataFrame)
+    assert multilabel_report(Y, probs, verified=np.zeros(4, bool))["verified"] is None
 
 
 def test_real_accuracy_counts_any_positive():
@@ -153,7 +199,8 @@ def test_multilabel_report_hand_computed_with_per_class_thresholds():
                       [0.3, 0.5, 0.4],
                       [0.9, 0.2, 0.3],
                       [0.4, 0.45, 0.5]])
-    r = multilabel_report(Y, probs, ["a", "b", "c"], thresholds=np.array([0.5, 0.55, 0.35]))
+    r = multilabel_report(Y, probs, ["a", "b", "c"], thresholds=np.array([0.5, 0.55, 0.35]),
+                          unknown="ignore")
     pc = r["per_class"]
     # a: known rows 0,1,2,4 ranked .7+ .4+ .3- .2+ -> AP = (1 + 1 + 3/4) / 3; predicted rows 1 (and 3, unknown)
     #    -> tp 1, fp 0, fn 2

@@ -103,6 +103,7 @@ def test_finetune_from_the_cli_records_a_run(img_ws: Workspace) -> None:
     assert not ws.artifacts.exists("training_state", f"run-{run['id']}")  # removed once done
 
 
+@pytest.mark.slow
 def test_cancel_keeps_the_best_checkpoint_and_resume_continues(img_ws: Workspace) -> None:
     ws = img_ws
     cfg = {**FAST, "epochs": 3}
@@ -155,6 +156,7 @@ def test_a_resubmitted_finetune_job_resumes_its_run(img_ws: Workspace) -> None:
     assert tasks.JOBS["finetune"](img_ws, {**params, "resume": False}, null_progress)["run_id"] != info.value.run_id
 
 
+@pytest.mark.slow
 def test_reembed_with_the_tuned_tower(img_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = img_ws
     base = load_embeddings(ws)
@@ -179,6 +181,7 @@ def test_reembed_with_the_tuned_tower(img_ws: Workspace, monkeypatch: pytest.Mon
         get_encoder("finetuned:run-999", workspace=ws)
 
 
+@pytest.mark.slow
 def test_multilabel_finetune(tmp_path: Path) -> None:
     ws = _image_workspace(tmp_path, "multi")
     run = ws.store.run(run_finetune(ws, FAST))
@@ -187,6 +190,7 @@ def test_multilabel_finetune(tmp_path: Path) -> None:
     assert m["val"]["mAP"] is not None and load_predictions(ws, run["id"])[1].shape == (N, 3)
 
 
+@pytest.mark.slow
 def test_blocks_accessor_unfreezes_the_last_blocks() -> None:
     import torch
 

@@ -361,6 +361,7 @@ def test_odd_label_names_round_trip(tmp_path: Path, fmt: str) -> None:
     assert sorted(tuple(sorted(v)) for v in labels_by_path(ws2).values()) == want
 
 
+@pytest.mark.slow
 def test_ten_thousand_distinct_labels(tmp_path: Path) -> None:
     """500 images x 20 labels each: 10,000 classes created in one import batch, and they export and re-import."""
     rows = []

@@ -10,17 +10,22 @@ import pytest
 
 from curation.features.neighbors import knn
 from curation.labels.issues import (
+    ISSUE_TYPES,
     IssuesError,
     ambiguous_scores,
     compute_issues,
+    duplicate_scores,
     find_label_issues,
+    issue_summary,
     label_quality_scores,
     missing_label_candidates,
     multilabel_issue_scores,
+    multilabel_label_scores,
     near_duplicates,
     outlier_scores,
 )
 from curation.labels.oof import out_of_fold_probs, out_of_fold_probs_multi
+from curation.labels.outliers import OUTLIER_MAX
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +61,43 @@ def test_find_label_issues_contract(noisy):
         find_label_issues(yn[:10], p)
 
 
+def test_unknown_method_is_refused_with_the_valid_ones(noisy):
+    X, y, yn, planted, p, idx, sims = noisy
+    for fn in (find_label_issues, label_quality_scores):
+        with pytest.raises(ValueError, match="self_confidence, normalized_margin"):
+            fn(yn, p, method="confidence")
+    with pytest.raises(ValueError, match="ensemble, self_confidence, normalized"):
+        multilabel_label_scores(np.zeros((3, 2), np.int8), np.full((3, 2), 0.5), method="margin")
+
+
+def test_error_count_estimate_close_to_planted(noisy):
+    from curation.labels.label_quality import estimate_error_count
+
+    X, y, yn, planted, p, idx, sims = noisy
+    est = estimate_error_count(yn, p, knn_idx=idx, knn_sims=sims)
+    assert est.shape == (6,) and (est >= 0).all()
+    assert 0.5 * len(planted) <= est.sum() <= 2.0 * len(planted)
+    clean = estimate_error_count(y, out_of_fold_probs(X, y, n_classes=6), knn_idx=idx, knn_sims=sims)
+    assert clean.sum() < est.sum()
+
+
+def test_duplicate_scores_schema(blobs):
+    X, y = blobs
+    dup = X[[0, 150]] + 0.001
+    Xd = np.r_[X, dup / np.linalg.norm(dup, axis=1, keepdims=True)].astype(np.float32)
+    yd = np.r_[y, [y[0], (y[150] + 1) % 6]]
+    idx, sims = knn(Xd, k=5)
+    df = duplicate_scores(idx, sims, threshold=0.99, labels=yd, ids=np.arange(602) + 100)
+    assert set(df.index[df["is_duplicate_issue"]]) == {100, 250, 700, 701}
+    assert df["duplicate_score"].between(0, 1).all()
+    assert (df.loc[df["is_duplicate_issue"], "duplicate_score"] <= 0.5).all()
+    assert (df.loc[~df["is_duplicate_issue"], "duplicate_score"] > 0.5).all()
+    assert df.loc[700, "duplicate_of"] == 100 and df.loc[100, "duplicate_of"] == 700
+    assert set(df.index[df["duplicate_conflict"]]) == {250, 701}
+    with pytest.raises(IssuesError, match="threshold"):
+        duplicate_scores(idx, sims, threshold=1.5)
+
+
 def test_unlabelled_samples_score_one(noisy):
     X, y, yn, planted, p, idx, sims = noisy
     y2 = yn.copy()
@@ -87,6 +129,7 @@ def mosaics(blobs):
     return Xm, Y, b, hidden
 
 
+@pytest.mark.slow
 def test_missing_label_candidates_recover_hidden_positives(mosaics):
     Xm, Y, b, hidden = mosaics
     p = out_of_fold_probs_multi(Xm, Y, C=0.1)
@@ -100,6 +143,7 @@ def test_missing_label_candidates_recover_hidden_positives(mosaics):
     assert ms["score"].between(0, 1).all() and {"worst_class", "score"} <= set(ms.columns)
 
 
+@pytest.mark.slow
 def test_multilabel_issue_scores_flag_wrong_positive(blobs):
     X, y = blobs
     Y = np.full((600, 6), -1, np.int8)
@@ -177,10 +221,12 @@ def _workspace_with_samples(ws, X, labels, names):
     return np.sort(ids)
 
 
-ISSUE_COLUMNS = ["given", "label_score", "is_label_issue", "suggested", "suggested_prob", "outlier_score",
-                 "ambiguity_score", "ambiguous_with", "duplicate_of", "duplicate_conflict", "cluster_noise"]
+ISSUE_COLUMNS = ["given", "doubted", "suggested", "suggested_prob", "is_label_issue", "label_score",
+                 "is_outlier_issue", "outlier_score", "cluster_noise", "is_duplicate_issue", "duplicate_score",
+                 "duplicate_of", "duplicate_conflict", "is_ambiguous_issue", "ambiguous_score", "ambiguous_with"]
 
 
+@pytest.mark.slow
 def test_compute_issues_contract(ws, blobs):
     X, y = blobs
     X, y = X[:300], y[:300]
@@ -195,8 +241,15 @@ def test_compute_issues_contract(ws, blobs):
     df = compute_issues(ws, emb, noise=ids[[3, 4]], progress=lambda f, m: calls.append(f))
     assert df.index.name == "id" and (df.index.to_numpy() == ids).all()
     assert list(df.columns) == ISSUE_COLUMNS
-    for col in ("label_score", "outlier_score", "ambiguity_score"):
-        assert df[col].between(0, 1).all(), col
+    for t in ISSUE_TYPES:                                    # one schema: a flag and a [0, 1] score per type
+        assert df[f"is_{t}_issue"].dtype == bool and df[f"{t}_score"].between(0, 1).all(), t
+    assert (df["is_outlier_issue"] == (df["outlier_score"] <= OUTLIER_MAX)).all()
+    summary = issue_summary(df)
+    assert list(summary.index) == list(ISSUE_TYPES)
+    assert summary.loc["label", "num_issues"] == df["is_label_issue"].sum() >= 2
+    assert summary.loc["label", "estimated"] > 0                # the expected number of label errors
+    with pytest.raises(IssuesError, match="is_duplicate_issue"):
+        issue_summary(df.drop(columns=["is_duplicate_issue"]))
     assert set(df["label_score"].nsmallest(3).index) == set(ids[planted])
     assert df.loc[ids[planted[:2]], "is_label_issue"].all()     # (the third is the only sample of class 3)
     assert (df.loc[ids[planted], "suggested"].to_numpy() == y[planted]).all()
@@ -213,6 +266,7 @@ def test_compute_issues_contract(ws, blobs):
     assert len(ws.artifacts.list().query("kind == 'outlier_gauss'")) == 1  # the fit was reused
 
 
+@pytest.mark.slow
 def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
     from curation.labels.suggest import label_state
     from curation.models.runs import run_training
@@ -235,6 +289,7 @@ def test_model_predictions_feed_label_scores_on_held_out_samples(ws, blobs):
     assert np.all(ours >= 0) and np.all(ours <= 1)
 
 
+@pytest.mark.slow
 def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
     from curation.data.workspace import Workspace
     from curation.labels.issues import missing_labels
@@ -258,8 +313,10 @@ def test_missing_labels_multilabel_recover_hidden_positives(tmp_path, mosaics):
     assert not pos & set(zip(cand["sample"], cand["class"]))   # known cells (positive or rejected) never listed
     issues = compute_issues(ws, emb, C=0.1)
     assert issues["label_score"].between(0, 1).all() and list(issues.columns) == ISSUE_COLUMNS
+    assert issues.attrs["task"] == "multi"
 
 
+@pytest.mark.slow
 def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
     from curation.labels.issues import missing_labels
 
@@ -282,6 +339,7 @@ def test_missing_labels_single_label_images_between_two_classes(ws, blobs):
     assert cand["score"].is_monotonic_decreasing and (cand["score"] >= 0.5).all()
 
 
+@pytest.mark.slow
 def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, capsys):
     """`python -m curation issues WS` names the given and suggested classes and the file of each likely error."""
     from curation.cli import main
@@ -303,6 +361,7 @@ def test_cli_issues_lists_errors_by_class_name_and_file(ws, blobs, tmp_path, cap
         assert f"img{i}.png" in errors and names[yn[i]] in errors and names[y[i]] in errors
 
 
+@pytest.mark.slow
 def test_compute_issues_takes_the_noise_of_the_clustering_in_use(ws, blobs):
     """By default the outlier score uses HDBSCAN's noise when HDBSCAN is the clustering in use; None: no noise."""
     from curation.structure.cluster import compute_clusters, noise_ids
@@ -320,3 +379,85 @@ def test_compute_issues_takes_the_noise_of_the_clustering_in_use(ws, blobs):
     df = compute_issues(ws, emb)
     assert set(df.index[df["cluster_noise"]]) == set(noise.tolist())
     assert not compute_issues(ws, emb, noise=None)["cluster_noise"].any()
+
+
+@pytest.fixture(scope="module")
+def positive_only(blobs):
+    """Positive-only multi-label data as users import it (nothing rejected): 600 one-label images and 300
+    two-label mixes; 20 wrong labels added (extra), 30 true labels dropped (missing).
+
+    Returns (X (900, 32), Y (900, 6) int8 with 1 / 0 only, extra (20, 2) (row, class), missing (30, 2))."""
+    X, y = blobs
+    rng = np.random.default_rng(7)
+    a, b = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
+    b = np.where(a == b, (b + 1) % 6, b)
+    ia = np.array([rng.choice(np.flatnonzero(y == c)) for c in a])
+    ib = np.array([rng.choice(np.flatnonzero(y == c)) for c in b])
+    mix = (X[ia] + X[ib]) / 2
+    Xm = np.r_[X, mix / np.linalg.norm(mix, axis=1, keepdims=True)].astype(np.float32)
+    T = np.zeros((900, 6), np.int8)
+    T[np.arange(600), y] = 1
+    T[600 + np.arange(300), a] = 1
+    T[600 + np.arange(300), b] = 1
+    Y = T.copy()
+    rows = rng.choice(900, 50, replace=False)
+    extra_rows, miss_rows = rows[:20], rows[20:]
+    extra_cls = np.array([rng.choice(np.flatnonzero(T[r] == 0)) for r in extra_rows])
+    Y[extra_rows, extra_cls] = 1
+    miss_rows = miss_rows[T[miss_rows].sum(1) > 1][:30] if (T[miss_rows].sum(1) > 1).sum() >= 10 else miss_rows
+    miss_cls = np.array([rng.choice(np.flatnonzero(T[r] == 1)) for r in miss_rows])
+    Y[miss_rows, miss_cls] = 0
+    return Xm, Y, np.c_[extra_rows, extra_cls], np.c_[miss_rows, miss_cls]
+
+
+@pytest.mark.slow
+def test_multilabel_wrong_labels_found_from_positive_only_labels(positive_only):
+    """Issue #20: with no rejections, masking unknown cells makes every given label score ~1; positive-unlabelled
+    heads (unknown = weak negative) rank the planted extra labels first."""
+    from sklearn.metrics import average_precision_score
+
+    Xm, Y, extra, _ = positive_only
+    idx, sims = knn(Xm, k=15)
+    is_extra = np.zeros(Y.shape, bool)
+    is_extra[extra[:, 0], extra[:, 1]] = True
+    pos = Y == 1
+    masked = out_of_fold_probs_multi(Xm, Y, C=0.1, weak_negatives=0.0)
+    assert np.median(masked[pos]) > 0.9 and np.median(masked[~pos]) > 0.5      # no negatives: all "yes"
+    p = out_of_fold_probs_multi(Xm, Y, C=0.1)                                   # default: label-prior weights
+    s = multilabel_label_scores(Y, p, knn_idx=idx, knn_sims=sims)
+    assert s.shape == Y.shape and (s[~pos] == 1).all() and s[pos].min() >= 0
+    ap = average_precision_score(is_extra[pos], -s[pos])
+    assert ap >= 0.8
+    assert average_precision_score(is_extra[pos], -multilabel_label_scores(Y, masked)[pos]) < ap - 0.2
+    rows = multilabel_issue_scores(Y, p, knn_idx=idx, knn_sims=sims)
+    top = rows.index[:len(extra)]
+    assert len(set(top) & set(extra[:, 0])) >= 0.8 * len(extra)
+    assert (rows.loc[extra[:, 0], "worst_class"].to_numpy() == extra[:, 1]).mean() >= 0.8
+    assert rows["is_issue"].sum() <= 3 * len(extra)
+
+
+@pytest.mark.slow
+def test_a_rejection_is_never_an_error(positive_only):
+    """A person's "no" stays a "no": a rejected cell the model believes in is not a label error."""
+    Xm, Y, extra, missing = positive_only
+    Y2 = Y.copy()
+    Y2[missing[:, 0], missing[:, 1]] = -1             # someone wrongly rejected true labels
+    p = out_of_fold_probs_multi(Xm, Y2, C=0.1)
+    assert np.median(p[missing[:, 0], missing[:, 1]]) > 0.3   # the model still believes in them...
+    s = multilabel_label_scores(Y2, p)
+    assert (s[Y2 == -1] == 1).all()                           # ...but they are never scored as errors
+    rows = multilabel_issue_scores(Y2, p)
+    worst = rows["worst_class"].to_numpy()
+    r = rows.index.to_numpy()
+    assert (Y2[r[worst >= 0], worst[worst >= 0]] == 1).all()  # the doubted cell is always a given positive
+
+
+def test_cap_by_expected_keeps_the_expected_count_per_class():
+    from curation.labels.multilabel import cap_by_expected
+
+    cand = pd.DataFrame({"sample": np.arange(8), "class": [0, 0, 0, 0, 1, 1, 1, 1],
+                         "score": [0.9, 0.8, 0.35, 0.3, 0.95, 0.9, 0.9, 0.85]}).sort_values("score", ascending=False)
+    kept = cap_by_expected(cand, 2)
+    # class 0: 0.9 + 0.8 + 0.35 + 0.3 = 2.35 -> 3 kept; class 1: 3.6 -> 4 kept
+    assert sorted(kept["sample"]) == [0, 1, 2, 4, 5, 6, 7]
+    assert kept.index.equals(cand.index[cand["sample"] != 3])

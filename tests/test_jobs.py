@@ -143,6 +143,7 @@ def test_a_failing_job_does_not_kill_the_worker(served: Workspace) -> None:
     assert jobs.wait(served, unknown, timeout=60)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_worker_interrupts_and_resume_completes(served: Workspace) -> None:
     jid = jobs.submit(served, "_test_steps", {"steps": 30, "delay": 0.1})
     _until(lambda: served.store.job(jid)["status"] == "running", "the job to start")
@@ -157,6 +158,7 @@ def test_kill_9_of_the_worker_interrupts_and_resume_completes(served: Workspace)
     assert served.store.job(again)["params"] == served.store.job(jid)["params"]
 
 
+@pytest.mark.slow
 def test_idle_worker_exits_and_the_next_submit_starts_another(served: Workspace,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(jobs.IDLE_ENV, "0.5")

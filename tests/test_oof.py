@@ -17,6 +17,7 @@ def test_stratified_folds_balanced_and_skip_unlabelled():
         assert np.bincount(f[y == c], minlength=5).tolist() == [4] * 5
 
 
+@pytest.mark.slow
 def test_oof_probs_shape_and_accuracy(blobs):
     X, y = blobs
     p = out_of_fold_probs(X, y, n_classes=6)
@@ -25,6 +26,7 @@ def test_oof_probs_shape_and_accuracy(blobs):
     assert (p.argmax(1) == y).mean() > 0.95
 
 
+@pytest.mark.slow
 def test_oof_never_uses_own_label(blobs):
     """A flipped label is scored by a model that never saw it: its probability stays low."""
     X, y = blobs

@@ -30,6 +30,7 @@ def mapped(tmp_path_factory, blobs):
     return ws, emb, coords, y
 
 
+@pytest.mark.slow
 def test_umap_keeps_blob_separation(mapped):
     ws, emb, coords, y = mapped
     assert coords.shape == (600, 2) and coords.dtype == np.float32
@@ -86,6 +87,7 @@ def test_reproducible_full_fit_is_deterministic(blobs):
     assert not np.array_equal(a, project.umap_map(x, idx=idx, sims=sims, reproducible=True, seed=4))
 
 
+@pytest.mark.slow
 def test_fast_map_is_cached_apart_and_latest_map_finds_the_newest(tmp_path, blobs):
     from curation.data.workspace import Workspace
 

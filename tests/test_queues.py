@@ -34,7 +34,7 @@ def _align(ids: np.ndarray, m: np.ndarray, cls: list[int]) -> queues.Aligned:
 def _issues(ids: list[int], **cols: list) -> pd.DataFrame:
     n = len(ids)
     base = {"given": [-1] * n, "label_score": [1.0] * n, "is_label_issue": [False] * n, "suggested": [-1] * n,
-            "suggested_prob": [0.0] * n, "outlier_score": [0.5] * n, "ambiguity_score": [1.0] * n,
+            "suggested_prob": [0.0] * n, "outlier_score": [0.5] * n, "ambiguous_score": [1.0] * n,
             "ambiguous_with": [-1] * n, "duplicate_of": [-1] * n, "duplicate_conflict": [False] * n}
     base.update(cols)
     return pd.DataFrame(base, index=pd.Index(ids, name="id"))
@@ -79,6 +79,34 @@ def test_errors_queue_by_label_score_and_only_while_the_label_is_unchanged():
     assert q.index.tolist() == [11, 10]
     assert q["class_name"].tolist() == ["cat", "dog"] and q["given_idx"].tolist() == [1, 0]
     np.testing.assert_allclose(q["value"], [0.95, 0.70])
+
+
+def test_multilabel_errors_queue_proposes_removing_the_doubted_label_and_never_a_rejection():
+    """Issue #20: a doubted positive label is proposed for removal; a rejected cell is never an error, and an item
+    leaves once its doubted label is no longer positive (rejected, or confirmed and so re-scored)."""
+    ids = np.array([1, 2, 3])
+    m = np.array([[1, 1, 0], [1, 0, -1], [1, 1, 0]], np.int8)
+    found = _issues([1, 2, 3], given=[0, 0, 0], doubted=[1, 0, 1], label_score=[0.1, 0.2, 0.15],
+                    is_label_issue=[True, True, True], suggested=[2, -1, -1], suggested_prob=[0.8, 0, 0])
+    found.attrs["task"] = "multi"
+    m[2, 1] = REJECTED                                   # 3: the doubted label was removed since: it leaves
+    q = queues.order(queues.errors_queue(_align(ids, m, [0] * 3), found))
+    assert q.index.tolist() == [1, 2]
+    assert q["class_name"].tolist() == ["dog", "cat"] and (q["proposal"] == "remove").all()
+    np.testing.assert_allclose(q["value"], [0.9, 0.8])
+    # without the attrs, two positives in a row tell the queue it is multi-label
+    found.attrs.clear()
+    assert (queues.errors_queue(_align(ids, m, [0] * 3), found)["proposal"] == "remove").all()
+
+
+def test_reject_in_the_multilabel_errors_queue_is_a_hit():
+    rv = _reviews([(1, "errors", "rejected"), (2, "errors", "label_right")])
+    single = queues.outcomes(rv).set_index("sample_id")["hit"]
+    multi = queues.outcomes(rv, task="multi").set_index("sample_id")["hit"]
+    assert not single[1] and multi[1] and not multi[2]
+    assert queues.hit_rates(rv, task="multi").loc["errors", "hit_rate"] == 0.5
+    with pytest.raises(ValueError, match="single, multi"):
+        queues.outcomes(rv, task="both")
 
 
 def test_missing_queue_best_unknown_candidate_per_labelled_sample():

@@ -108,6 +108,7 @@ def test_read_only_workspace_opens_for_reading(read_only_ws: Path) -> None:
         ws.store.close()
 
 
+@pytest.mark.slow
 def test_cli_on_read_only_workspace(read_only_ws: Path, tmp_path: Path) -> None:
     r = _cli("ingest", str(read_only_ws), str(tmp_path))
     assert r.returncode == 1 and "Traceback" not in r.stderr

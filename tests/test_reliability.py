@@ -26,6 +26,7 @@ def bulk_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_workspace(tmp_path_factory.mktemp("rel") / "ws", 20_000).root / "curation.db"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,seed", [("bulk", 1), ("bulk", 2), ("undo", 3), ("small", 4)])
 def test_kill_during_writes(bulk_db: Path, mode: str, seed: int) -> None:
     res = kill_trial(bulk_db, mode, seed=seed, max_wait=1.5)
@@ -34,12 +35,14 @@ def test_kill_during_writes(bulk_db: Path, mode: str, seed: int) -> None:
     assert res["lost"] == 0 and res["half"] == 0
 
 
+@pytest.mark.slow
 def test_three_concurrent_writers(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "conc", 600)
     res = concurrent_trial(ws.root / "curation.db", writers=3, actions=200)
     assert res == {"sent": 600, "landed": 600, "errors": 0, "ok": True}
 
 
+@pytest.mark.slow
 def test_kill_during_ingest_then_reingest(tmp_path: Path) -> None:
     """A kill -9 mid-ingest (seen started, frozen, then killed) leaves a consistent store with none of the
     ingest's rows; ingesting again completes without duplicates. (The benchmark also kills it while its write
@@ -57,6 +60,7 @@ def quick_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CURATION_WARM_UMAP", "0")
 
 
+@pytest.mark.slow
 def test_worker_killed_during_embedding(tmp_path: Path, quick_workers: None) -> None:
     """kill -9 of the worker after some chunks: the job shows interrupted, resume completes, and the vectors
     equal an uninterrupted run's."""
@@ -65,6 +69,7 @@ def test_worker_killed_during_embedding(tmp_path: Path, quick_workers: None) -> 
     assert res["complete"] and res["consistent"], res
 
 
+@pytest.mark.slow
 def test_worker_killed_during_training(tmp_path: Path, quick_workers: None) -> None:
     """kill -9 of the worker mid-run: the job and its run show interrupted (not "running" forever); resume trains."""
     res = train_kill(tmp_path)
@@ -83,6 +88,7 @@ for i in range(int(sys.argv[2]), 120, 3):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_pin_and_unpin_lose_nothing(tmp_path: Path) -> None:
     """Three processes editing the must-not-fail slice at once: every pin lands (the edit is one transaction)."""
     from curation.data.pins import pinned

@@ -145,8 +145,10 @@ def test_both_valid_is_refused_in_a_single_label_workspace(single: Workspace) ->
 
 def test_multi_label_both_valid_label_right_and_reject(multi: Workspace) -> None:
     ws = multi
-    wrong = int(ws.store.sample_ids()[0])  # a circle by construction, labelled square only: circle is missing
-    ws.store.apply([wrong], [ws.store.class_id("square")], POSITIVE, source="human", exclusive=True)
+    # two circles by construction, labelled square only: circle is missing on both (the queue holds real gaps only:
+    # with unknown labels as weak negatives, complete single-label images are no longer proposed a second label)
+    wrong = ws.store.sample_ids()[[0, 6]].astype(int).tolist()
+    ws.store.apply(wrong, [ws.store.class_id("square")] * 2, POSITIVE, source="human", exclusive=True)
     at = _page()
     at.radio(key="review_kind").set_value("missing").run()
     assert_ok(at)
@@ -160,7 +162,7 @@ def test_multi_label_both_valid_label_right_and_reject(multi: Workspace) -> None
     assert (_last_review(ws)["queue"], _last_review(ws)["verdict"]) == ("missing", "both_valid")
 
     n_batches = len(ws.store.batches())
-    at.button(key="review_right").click().run()  # the next one's labels were complete: a review row only
+    at.button(key="review_right").click().run()  # "the labels are right": a review row only
     assert_ok(at)
     assert len(ws.store.batches()) == n_batches and _last_review(ws)["verdict"] == "label_right"
 

@@ -225,6 +225,7 @@ for i in json.loads(sys.argv[2]):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_nothing(ws: Workspace) -> None:
     ids, (cat, dog, bird) = _filled(ws, n=300)
     root = Path(__file__).resolve().parent.parent
@@ -242,6 +243,7 @@ ACTIONS = st.lists(st.tuples(st.sampled_from(["set", "add", "reject", "clear", "
                    min_size=1, max_size=25)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=ACTIONS, task=st.sampled_from(["single", "multi"]))
 def test_event_algebra_projection_equals_replay(tmp_path_factory: pytest.TempPathFactory, actions: list,

@@ -198,6 +198,7 @@ def test_suggestions_without_classes(ws, tmp_path, blobs):
     assert (df["source"] == "").all() and df["p_knn"].isna().all()
 
 
+@pytest.mark.slow
 def test_single_edit_keeps_the_fit_enough_edits_refit(labelled_ws, blobs, monkeypatch):
     ws, emb, labelled = labelled_ws
     _, y = blobs
@@ -227,6 +228,7 @@ def test_single_edit_keeps_the_fit_enough_edits_refit(labelled_ws, blobs, monkey
     assert suggest.fit_status(ws, emb)["stale"]
 
 
+@pytest.mark.slow
 def test_model_source_only_on_held_out_samples(labelled_ws, blobs):
     from curation.models.runs import run_training
 
@@ -249,6 +251,7 @@ def test_model_source_only_on_held_out_samples(labelled_ws, blobs):
     assert state.info["sources"]["model"]["weight"] >= 0
 
 
+@pytest.mark.slow
 def test_zero_shot_source_with_tiny_openclip_follows_prompts(ws, tmp_path, blobs):
     from curation.features.encoders import register_tiny_openclip
 

@@ -37,6 +37,7 @@ def test_pick_device():
             pick_device("cuda")
 
 
+@pytest.mark.slow
 def test_linear_head_reaches_planted_accuracy(blobs):
     X, y = blobs
     test = np.arange(len(y)) % 5 == 0
@@ -48,6 +49,7 @@ def test_linear_head_reaches_planted_accuracy(blobs):
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mlp_runs_and_reports_progress(blobs):
     X, y = blobs
     seen = []
@@ -57,6 +59,7 @@ def test_mlp_runs_and_reports_progress(blobs):
     assert _acc(head, X, y) >= 0.95
 
 
+@pytest.mark.slow
 def test_elr_and_smoothing_run(blobs):
     X, y = blobs
     rng = np.random.default_rng(1)
@@ -69,6 +72,7 @@ def test_elr_and_smoothing_run(blobs):
         train_head(X, np.zeros((len(X), 2), np.int8) + 1, task="multi", config={"elr": True})
 
 
+@pytest.mark.slow
 def test_class_weight_helps_minority():
     rng = np.random.default_rng(3)
     n_maj, n_min = 1900, 100
@@ -93,6 +97,7 @@ def _multi_data(seed=0, n=600):
     return X, Y, true, hidden
 
 
+@pytest.mark.slow
 def test_multilabel_unknown_is_masked_not_negative():
     X, Y, true, hidden = _multi_data()
     cfg = {**FAST, "epochs": 60}
@@ -108,6 +113,7 @@ def test_multilabel_unknown_is_masked_not_negative():
     assert head.thresholds_.shape == (2,) and ((head.thresholds_ > 0) & (head.thresholds_ < 1)).all()
 
 
+@pytest.mark.slow
 def test_single_positive_data_uses_weak_negatives(blobs):
     X, y = blobs
     Y = np.zeros((len(y), 6), np.int8)
@@ -167,6 +173,7 @@ def _workspace(tmp_path: Path, X: np.ndarray, y: np.ndarray, *, names=None, labe
     return ws, emb
 
 
+@pytest.mark.slow
 def test_run_training_records_everything(tmp_path, blobs):
     X, y = blobs
     labelled = np.arange(len(y)) % 4 != 0          # a quarter unlabelled
@@ -217,6 +224,7 @@ def test_run_training_uses_store_splits(tmp_path, blobs):
     np.testing.assert_array_equal(m["test_ids"], emb.ids[splits == "test"])
 
 
+@pytest.mark.slow
 def test_run_training_multilabel(tmp_path):
     X, Y, true, _ = _multi_data(n=300)
     ws, emb = _workspace(tmp_path, X, true.astype(int), names=["a", "b"], task="multi")
@@ -276,6 +284,7 @@ def test_run_training_errors_tell_what_to_do(tmp_path, blobs, monkeypatch):
         run_training(ws, {"epoch": 3}, emb=emb)
 
 
+@pytest.mark.slow
 def test_compare_runs_exact(tmp_path, blobs):
     X, y = blobs
     ws, emb = _workspace(tmp_path, X, y)

@@ -340,7 +340,7 @@ def test_map_filter_and_subsample_draw_every_filtered_point(embedded, monkeypatc
     unlabelled = [int(i) for i, row in zip(ws.store.sample_ids(), ws.store.label_matrix()) if not (row == POSITIVE).any()]
     at = _app("pages/1_Map.py")
     assert len(_drawn_ids(at)) <= 25
-    at.selectbox(key="map_filter").set_value("unlabelled").run()
+    at.multiselect(key="fb_labels").set_value(["(unlabelled)"]).run()  # the shared filter bar
     assert not at.exception and not at.error
     drawn = _drawn_ids(at)
     assert len(unlabelled) == 15 and set(unlabelled) <= set(drawn) and len(drawn) <= 25
@@ -360,8 +360,8 @@ def test_map_selection_of_several_colours_maps_to_the_right_ids(embedded):
     at.run()
     assert not at.exception
     assert any(h.value == "3 selected" for h in at.subheader)
-    (grid,) = at.image
-    assert {int(c.split(" ")[0].lstrip("#")) for c in grid.captions} == set(chosen)
+    cards = {int(c.key.rsplit("_", 1)[-1]) for c in at.checkbox if str(c.key).startswith("bulk_x")}
+    assert cards == set(chosen)  # the grid of the selection
 
 
 def test_map_click_previews_one_point(embedded):
@@ -399,10 +399,10 @@ def test_map_mark_reviewed_and_pin_write_the_right_rows(embedded):
     _select(at, ids)
     at.run()
     batches = len(ws.store.batches())
-    _button(at, "map_reviewed").click().run()
+    _button(at, "bulk_reviewed").click().run()
     reviews = ws.store.reviews("map")
     assert sorted(reviews["sample_id"].tolist()) == ids and set(reviews["verdict"]) == {"reviewed"}
-    _button(at, "map_pin").click().run()
+    _button(at, "bulk_pin").click().run()
     assert not at.exception and not at.error
     assert pins.pinned(ws).tolist() == ids
     assert len(ws.store.batches()) == batches  # neither changes a label

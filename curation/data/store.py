@@ -711,6 +711,12 @@ class Store:
                            "JOIN batches b ON b.id=e.batch_id WHERE " + " AND ".join(where) + " ORDER BY e.id"
                            + ("" if limit is None else f" LIMIT {int(limit)}"), params, index="id")
 
+    def batch_samples(self, batch_id: int) -> np.ndarray:
+        """(M,) int64 ascending ids of the samples a batch touched (one indexed query, however big the batch)."""
+        row = self._read("SELECT group_concat(sample_id) FROM (SELECT DISTINCT sample_id FROM events WHERE "
+                         "batch_id=? ORDER BY sample_id)", (int(batch_id),))
+        return np.array(row[0][0].split(","), np.int64) if row and row[0][0] else np.zeros(0, np.int64)
+
     def label_counts(self) -> pd.DataFrame:
         """Per class (indexed by id): name, positives and rejections among present samples."""
         classes = self._frame("SELECT id, name FROM classes ORDER BY id", index="id")

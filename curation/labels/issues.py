@@ -1,8 +1,9 @@
-"""Ranked issues: likely label errors, missing multi-labels, near-duplicates, outliers, ambiguous images.
+"""Every issue of a workspace in one schema: per issue type an ``is_<type>_issue`` flag and a ``<type>_score``
+in [0, 1], lower = worse (cleanlab Datalab's contract), plus a summary table; and the missing-label candidates.
 
-One cohesive module for now: every issue type is scored from the same out-of-fold probabilities and graph.
-
-Every score lies in [0, 1], lower = worse; tables are DataFrames indexed by sample id (cleanlab's contract).
+The scoring itself lives in :mod:`curation.labels.label_quality` (single-label label errors, ambiguity),
+:mod:`curation.labels.multilabel` (multi-label wrong and missing labels), :mod:`curation.labels.outliers` and
+:mod:`curation.labels.duplicates`; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,500 +15,81 @@ import numpy as np
 import pandas as pd
 
 from curation.core.progress import ProgressFn, null_progress, sub_progress
-from curation.core.vocab import POSITIVE, REJECTED, UNKNOWN
+from curation.labels.duplicates import duplicate_scores, near_duplicates
+from curation.labels.label_quality import (
+    AMBIGUOUS_MAX,
+    METHODS,
+    ambiguous_scores,
+    class_thresholds,
+    confident_joint,
+    estimate_error_count,
+    find_label_issues,
+    label_quality_scores,
+)
+from curation.labels.multilabel import (
+    cap_by_expected,
+    missing_label_candidates,
+    multilabel_issue_scores,
+    multilabel_label_scores,
+)
+from curation.labels.outliers import (
+    NOISE_FACTOR,
+    OUTLIER_MAX,
+    _gaussian_distances,
+    _noise_mask,
+    _outlier_frame,
+    outlier_scores,
+)
+from curation.labels.validate import POSITIVE, REJECTED, UNKNOWN, IssuesError
+
+__all__ = ["ISSUE_TYPES", "IssuesError", "METHODS", "NOISE_FACTOR", "POSITIVE", "REJECTED", "UNKNOWN",
+           "ambiguous_scores", "class_thresholds", "compute_issues", "confident_joint", "duplicate_scores",
+           "estimate_error_count", "find_label_issues", "issue_summary", "label_quality_scores", "missing_labels",
+           "missing_label_candidates", "multilabel_issue_scores", "multilabel_label_scores", "near_duplicates",
+           "outlier_scores"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ensemble", "self_confidence", "normalized_margin", "knn")
-KNN_WEIGHT = 0.15
-"""Share of the kNN vote in the mixed class probabilities of the ensemble."""
-KNN_K = 30
-KNN_TEMPERATURE = 0.05
-TRANSITION_GAIN = 2.0
-"""Weight ``2 λ²`` (λ = noise structure) of the noise-transition posterior in the ensemble score."""
-
-
-class IssuesError(ValueError):
-    """Inputs that cannot be scored; the message says what to do."""
-
-
-# ---------------------------------------------------------------------- validation helpers
-def _ids(ids: np.ndarray | None, n: int) -> pd.Index:
-    if ids is None:
-        return pd.RangeIndex(n, name="id")
-    ids = np.asarray(ids, np.int64).ravel()
-    if len(ids) != n:
-        raise IssuesError(f"ids has {len(ids)} entries for {n} samples.")
-    return pd.Index(ids, name="id")
-
-
-def _check_probs(pred_probs: np.ndarray, n: int | None = None) -> np.ndarray:
-    p = np.asarray(pred_probs, np.float64)
-    if p.ndim != 2:
-        raise IssuesError(f"pred_probs must be (N, K), got shape {p.shape}.")
-    if n is not None and len(p) != n:
-        raise IssuesError(f"pred_probs has {len(p)} rows for {n} labels; align them by sample.")
-    if not np.isfinite(p).all() or p.min(initial=0) < -1e-6 or p.max(initial=0) > 1 + 1e-6:
-        raise IssuesError("pred_probs must be finite probabilities in [0, 1] (use out-of-fold probabilities, "
-                          "e.g. curation.labels.oof.out_of_fold_probs).")
-    return np.clip(p, 0.0, 1.0)
-
-
-def _check_labels(labels: np.ndarray, K: int) -> np.ndarray:
-    y = np.asarray(labels, np.int64).ravel()
-    if y.size and (y.max() >= K or y.min() < -1):
-        raise IssuesError(f"labels must lie in -1..{K - 1} (-1 = unlabelled); got {y.min()}..{y.max()}.")
-    return y
-
-
-def _check_knn(knn_idx: np.ndarray | None, knn_sims: np.ndarray | None, n: int) -> tuple[Any, Any]:
-    if (knn_idx is None) != (knn_sims is None):
-        raise IssuesError("Pass both knn_idx and knn_sims (from curation.features.neighbors.knn), or neither.")
-    if knn_idx is None:
-        return None, None
-    idx, sims = np.asarray(knn_idx, np.int64), np.asarray(knn_sims, np.float32)
-    if idx.shape != sims.shape or idx.ndim != 2 or len(idx) != n:
-        raise IssuesError(f"knn_idx {idx.shape} and knn_sims {sims.shape} must both be (N, k) with N = {n}.")
-    return idx, sims
-
-
-def _take(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """p[i, y[i]] (0 where y < 0)."""
-    return np.where(y >= 0, p[np.arange(len(y)), np.maximum(y, 0)], 0.0)
-
-
-def _normalized_margin(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(p_y - max_{k != y} p_k + 1) / 2 in [0, 1]."""
-    own = _take(p, y)
-    other = p.copy()
-    other[np.arange(len(y)), np.maximum(y, 0)] = -np.inf
-    return (own - other.max(1) + 1.0) / 2.0
-
-
-# ---------------------------------------------------------------------- confident learning
-def class_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    """Per-class thresholds ``t_j`` = mean self-confidence of the samples labelled j (confident learning).
-
-    Returns (K,) float64; classes without labelled samples get 1.0 (nothing is confidently in them).
-    """
-    p = _check_probs(pred_probs)
-    y = _check_labels(labels, p.shape[1])
-    lab = y >= 0
-    K = p.shape[1]
-    s = np.bincount(y[lab], weights=p[lab, y[lab]], minlength=K)
-    c = np.bincount(y[lab], minlength=K)
-    return np.where(c > 0, s / np.maximum(c, 1), 1.0)
-
-
-def _confident_assignment(y: np.ndarray, p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Confidently-true class of each sample (argmax of p among classes with p_j >= t_j), -1 when none."""
-    above = p >= t[None, :] - 1e-12
-    q = np.where(above, p, -1.0)
-    return np.where(above.any(1) & (y >= 0), q.argmax(1), -1)
-
-
-def confident_joint(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    """Calibrated confident joint ``C[given, true]`` (K, K) float64: rows sum to the given-label counts."""
-    p = _check_probs(pred_probs)
-    y = _check_labels(labels, p.shape[1])
-    K = p.shape[1]
-    true = _confident_assignment(y, p, class_thresholds(y, p))
-    has = true >= 0
-    J = np.zeros((K, K))
-    np.add.at(J, (y[has], true[has]), 1.0)
-    counts = np.bincount(y[y >= 0], minlength=K)
-    return J / np.maximum(J.sum(1, keepdims=True), 1.0) * counts[:, None]
-
-
-def _structure(J: np.ndarray) -> float:
-    """Noise structure λ in [0, 1] of a (K, K) confident joint (:func:`confident_joint`): how concentrated the
-    estimated label noise is on a few class pairs.
-
-    1 - normalised entropy of the off-diagonal of ``J``: near 0 when errors spread over all class pairs
-    (uniform noise), larger when they concentrate on visually close pairs (class confusion).
-    """
-    K = J.shape[0]
-    off = J.copy()
-    np.fill_diagonal(off, 0.0)
-    tot = off.sum()
-    if tot <= 0 or K < 3:
-        return 0.0
-    q = off[off > 0] / tot
-    return float(np.clip(1.0 - (-(q * np.log(q)).sum()) / np.log(K * (K - 1)), 0.0, 1.0))
-
-
-def _posterior(y: np.ndarray, p: np.ndarray, J: np.ndarray) -> np.ndarray:
-    """P(true = given | x) under the noise transition ``T[given, true]`` estimated from the confident joint
-    ``J`` (Laplace-smoothed, columns normalised): ``p_y T[y, y] / sum_j p_j T[y, j]``; 1.0 when unlabelled."""
-    T = (J + 1.0) / (J + 1.0).sum(0, keepdims=True)
-    yy = np.maximum(y, 0)
-    num = p * T[yy]
-    post = num[np.arange(len(y)), yy] / np.maximum(num.sum(1), 1e-300)
-    return np.where(y >= 0, post, 1.0)
-
-
-def _mixed_probs(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, knn_weight: float) -> np.ndarray:
-    if idx is None or knn_weight <= 0:
-        return p
-    from curation.labels.oof import knn_oof_probs
-
-    k = min(KNN_K, idx.shape[1])
-    pk = knn_oof_probs(y, idx[:, :k], sims[:, :k], n_classes=p.shape[1], temperature=KNN_TEMPERATURE)
-    return (1.0 - knn_weight) * p + knn_weight * pk
-
-
-def _label_quality(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, method: str,
-                   knn_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (N,), the probabilities they were computed from (N, K))."""
-    if method == "self_confidence":
-        return _take(p, y), p
-    if method == "normalized_margin":
-        return _normalized_margin(p, y), p
-    if method == "knn":
-        if idx is None:
-            raise IssuesError("method='knn' needs knn_idx and knn_sims (curation.features.neighbors.knn).")
-        pm = _mixed_probs(y, p, idx, sims, 1.0)
-        return _take(pm, y), pm
-    pm = _mixed_probs(y, p, idx, sims, knn_weight)
-    J = confident_joint(y, pm)
-    lam = _structure(J)
-    score = (_take(pm, y) + lam * _normalized_margin(pm, y)) / (1.0 + lam)
-    w = min(1.0, TRANSITION_GAIN * lam * lam)
-    if w > 0:
-        score = np.clip(score, 0.0, 1.0) ** (1.0 - w) * _posterior(y, pm, J) ** w
-    log.debug("ensemble label quality: noise structure %.3f, transition weight %.3f", lam, w)
-    return score, pm
-
-
-def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx: np.ndarray | None = None,
-                         knn_sims: np.ndarray | None = None, method: str = "ensemble",
-                         knn_weight: float = KNN_WEIGHT) -> np.ndarray:
-    """How likely each given label is correct, in [0, 1], lower = more likely a label error.
-
-    Parameters
-    ----------
-    labels : (N,) int given class index, -1 for unlabelled (scored 1.0: nothing to doubt).
-    pred_probs : (N, K) out-of-fold class probabilities (:func:`curation.labels.oof.out_of_fold_probs`).
-    knn_idx, knn_sims : (N, k) neighbours of each sample, self excluded (:func:`curation.features.neighbors.knn`).
-    method : ``"ensemble"`` (default), ``"self_confidence"`` (cleanlab's default), ``"normalized_margin"``,
-        or ``"knn"`` (similarity-weighted neighbour agreement only).
-    knn_weight : share of the neighbour vote in the ensemble's probabilities.
-
-    Returns
-    -------
-    (N,) float64 in [0, 1].
-
-    Notes
-    -----
-    The ensemble mixes the linear head's out-of-fold probabilities with an out-of-fold kNN vote over the
-    given labels (the neighbours see local structure the linear head smooths over), then blends the
-    self-confidence ``p_y`` with the normalised margin ``p_y - max_{k≠y} p_k``. The blend weight is the
-    *noise structure* λ estimated from the confident joint: uniform noise (errors on far-away classes, where
-    ``p_y`` alone separates best) gives a weight near 0; class-confusion noise (errors on visually close
-    pairs, where only the margin to the competing class separates a wrong label from a hard image) gives a
-    larger one. Finally the score is blended geometrically, with weight ``2 λ²``, with the posterior that
-    the label is right under the noise transition ``P(given | true)`` estimated from the confident joint
-    (a "Shirt" whose probability mass sits on T-shirt, often mislabelled as Shirt, is more suspect than one
-    whose mass sits on Bag): the transition estimate is trusted only when the noise is clearly structured.
-    """
-    if method not in METHODS:
-        raise IssuesError(f"Unknown method {method!r}; use one of {METHODS}.")
-    p = _check_probs(pred_probs)
-    y = _check_labels(labels, p.shape[1])
-    if len(y) != len(p):
-        raise IssuesError(f"labels has {len(y)} entries but pred_probs {len(p)} rows; align them by sample.")
-    idx, sims = _check_knn(knn_idx, knn_sims, len(y))
-    score, _ = _label_quality(y, p, idx, sims, method, knn_weight)
-    return np.where(y >= 0, np.clip(score, 0.0, 1.0), 1.0)
-
-
-def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx: np.ndarray | None = None,
-                      knn_sims: np.ndarray | None = None, ids: np.ndarray | None = None,
-                      method: str = "ensemble", knn_weight: float = KNN_WEIGHT) -> pd.DataFrame:
-    """Label issues by confident learning, ranked by :func:`label_quality_scores`.
-
-    A sample is an issue when it falls off the diagonal of the confident joint: some other class j has
-    ``p_j >= t_j`` (``t_j`` = mean self-confidence of class j) and is the most probable such class. Each
-    sample that no class claims confidently is an issue when it falls below its own class threshold and
-    another class is more probable.
-
-    Parameters
-    ----------
-    labels, pred_probs, knn_idx, knn_sims, method, knn_weight : as in :func:`label_quality_scores`.
-    ids : (N,) int64 sample ids for the index (default ``0..N-1``).
-
-    Returns
-    -------
-    DataFrame indexed by sample id, sorted by score ascending: ``is_issue`` bool, ``score`` float in [0, 1],
-    ``given`` int (-1 = unlabelled), ``suggested`` int (most probable class), ``suggested_prob`` float.
-    """
-    p = _check_probs(pred_probs)
-    y = _check_labels(labels, p.shape[1])
-    if len(y) != len(p):
-        raise IssuesError(f"labels has {len(y)} entries but pred_probs {len(p)} rows; align them by sample.")
-    idx, sims = _check_knn(knn_idx, knn_sims, len(y))
-    index = _ids(ids, len(y))
-    score, pm = _label_quality(y, p, idx, sims, method if method in METHODS else "ensemble", knn_weight)
-    score = np.where(y >= 0, np.clip(score, 0.0, 1.0), 1.0)
-    K = p.shape[1]
-    t = class_thresholds(y, pm)
-    true = _confident_assignment(y, pm, t)
-    lab = y >= 0
-    own = _take(pm, y)
-    # off the confident joint's diagonal, or (no class confident) below its own threshold and out-voted
-    is_issue = lab & (((true >= 0) & (true != y)) | ((true < 0) & (own < t[np.maximum(y, 0)]) & (pm.argmax(1) != y)))
-    df = pd.DataFrame({"is_issue": is_issue, "score": score, "given": y, "suggested": pm.argmax(1),
-                       "suggested_prob": pm.max(1)}, index=index)
-    return df.sort_values("score", kind="stable")
-
-
-# ---------------------------------------------------------------------- multi-label
-def _check_matrix(Y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    Y = np.asarray(Y)
-    p = _check_probs(probs)
-    if Y.shape != p.shape:
-        raise IssuesError(f"Y {Y.shape} and probs {p.shape} must have the same (N, K) shape.")
-    if not np.isin(Y, (POSITIVE, UNKNOWN, REJECTED)).all():
-        raise IssuesError("Y must hold 1 (positive), 0 (unknown) or -1 (rejected).")
-    return Y, p
-
-
-def multilabel_issue_scores(Y: np.ndarray, probs: np.ndarray, *, ids: np.ndarray | None = None) -> pd.DataFrame:
-    """Per-sample quality of a multi-label row: how well every *known* cell agrees with the model.
-
-    Parameters
-    ----------
-    Y : (N, K) int8 label states (POSITIVE / UNKNOWN / REJECTED); unknown cells are never judged.
-    probs : (N, K) out-of-fold per-class probabilities (:func:`curation.labels.oof.out_of_fold_probs_multi`).
-    ids : (N,) sample ids.
-
-    Returns
-    -------
-    DataFrame indexed by sample id, sorted by score: ``score`` in [0, 1] (the worst cell's agreement: ``p`` for a
-    positive, ``1 - p`` for a rejection; 1.0 when no cell is known), ``worst_class`` int (-1 when none),
-    ``worst_state`` int, ``n_known`` int.
-    """
-    Y, p = _check_matrix(Y, probs)
-    agree = np.where(Y == POSITIVE, p, np.where(Y == REJECTED, 1.0 - p, np.inf))
-    worst = agree.argmin(1) if agree.shape[1] else np.zeros(len(Y), np.int64)
-    known = (Y != UNKNOWN).sum(1)
-    score = np.where(known > 0, agree[np.arange(len(Y)), worst] if agree.shape[1] else 1.0, 1.0)
-    df = pd.DataFrame({"score": score, "worst_class": np.where(known > 0, worst, -1),
-                       "worst_state": np.where(known > 0, Y[np.arange(len(Y)), worst], 0) if Y.shape[1] else 0,
-                       "n_known": known}, index=_ids(ids, len(Y)))
-    return df.sort_values("score", kind="stable")
-
-
-def missing_label_candidates(Y: np.ndarray, probs: np.ndarray, *, thresholds: float | np.ndarray = 0.5,
-                             ids: np.ndarray | None = None, labelled_only: bool = True) -> pd.DataFrame:
-    """Likely missing positives: UNKNOWN cells whose probability clears the class threshold.
-
-    These are candidates for a *second* label (the image fits two classes), not errors.
-
-    Parameters
-    ----------
-    Y : (N, K) int8 label states.
-    probs : (N, K) out-of-fold per-class probabilities.
-    thresholds : scalar or (K,) per-class thresholds (e.g. from ``curation.models.evaluate.tune_thresholds``).
-    ids : (N,) sample ids.
-    labelled_only : only rows that already carry a positive (a row with no label is a labelling task,
-        not a missing label).
-
-    Returns
-    -------
-    DataFrame with columns ``sample`` (id), ``class`` (column index), ``score`` (the probability), sorted by
-    score descending. (Here a *higher* score is a stronger candidate: it ranks additions, not problems.)
-    """
-    Y, p = _check_matrix(Y, probs)
-    t = np.broadcast_to(np.asarray(thresholds, np.float64), (Y.shape[1],))
-    cand = (Y == UNKNOWN) & (p >= t[None, :])
-    if labelled_only:
-        cand &= (Y == POSITIVE).any(1, keepdims=True)
-    r, c = np.nonzero(cand)
-    index = _ids(ids, len(Y))
-    df = pd.DataFrame({"sample": index.to_numpy()[r].astype(np.int64), "class": c.astype(np.int64),
-                       "score": p[r, c]})
-    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------- duplicates, outliers, ambiguity
-def near_duplicates(vectors: np.ndarray | None = None, *, knn_idx: np.ndarray, knn_sims: np.ndarray,
-                    threshold: float = 0.98, labels: np.ndarray | None = None,
-                    ids: np.ndarray | None = None) -> pd.DataFrame:
-    """Pairs of near-identical images from the kNN graph.
-
-    Parameters
-    ----------
-    vectors : (N, D) embeddings (only their count is checked; the graph carries the similarities).
-    knn_idx, knn_sims : (N, k) neighbours (self excluded) and cosine similarities.
-    threshold : minimum cosine similarity of a pair.
-    labels : (N,) int given labels (-1 = none); pairs with two different labels are flagged.
-    ids : (N,) sample ids.
-
-    Returns
-    -------
-    DataFrame with columns ``a``, ``b`` (sample ids, a < b), ``similarity``, ``conflicting_labels``, one row
-    per pair, conflicting pairs first, then by similarity descending.
-    """
-    idx = np.asarray(knn_idx, np.int64)
-    sims = np.asarray(knn_sims, np.float32)
-    n = len(idx)
-    if vectors is not None and len(vectors) != n:
-        raise IssuesError(f"vectors has {len(vectors)} rows but the kNN graph {n}; rebuild the graph.")
-    idx, sims = _check_knn(idx, sims, n)
-    rows = np.repeat(np.arange(n), idx.shape[1])
-    cols, s = idx.ravel(), sims.ravel()
-    ok = (cols >= 0) & (s >= threshold) & (cols != rows)
-    a, b, s = np.minimum(rows, cols)[ok], np.maximum(rows, cols)[ok], s[ok]
-    pair = a * n + b
-    _, first = np.unique(pair, return_index=True)
-    a, b, s = a[first], b[first], s[first]
-    if labels is not None:
-        y = np.asarray(labels, np.int64).ravel()
-        conflict = (y[a] >= 0) & (y[b] >= 0) & (y[a] != y[b])
-    else:
-        conflict = np.zeros(len(a), bool)
-    index = _ids(ids, n).to_numpy()
-    df = pd.DataFrame({"a": index[a], "b": index[b], "similarity": s.astype(np.float64),
-                       "conflicting_labels": conflict})
-    return df.sort_values(["conflicting_labels", "similarity"], ascending=[False, False],
-                          kind="stable").reset_index(drop=True)
-
-
-def _to_unit(d: np.ndarray) -> np.ndarray:
-    """Map non-negative distances to (0, 1], lower = farther: ``0.5 ** (d / median(d))``."""
-    med = float(np.median(d)) if d.size else 1.0
-    return np.power(0.5, d / max(med, 1e-12))
-
-
-def _gaussian_distances(X: np.ndarray, labels: np.ndarray | None, *, max_dim: int = 256) -> np.ndarray:
-    """Squared Mahalanobis distance of each sample to the nearest class Gaussian (shared, shrunk covariance).
-
-    As in Rippel et al. 2020 ("Modeling the Distribution of Normal Data in Pre-Trained Deep Features for
-    Anomaly Detection"): class means, one covariance pooled over classes, Ledoit-Wolf shrinkage. Features are
-    first reduced by PCA to ``max_dim`` dimensions when wider (keeps it fast and well conditioned).
-    """
-    from sklearn.covariance import LedoitWolf
-
-    X = np.asarray(X, np.float64)
-    X = X - X.mean(0)
-    if X.shape[1] > max_dim and len(X) > max_dim:
-        _, _, vt = np.linalg.svd(X[:: max(1, len(X) // 20000)], full_matrices=False)
-        X = X @ vt[:max_dim].T
-    y = np.full(len(X), -1, np.int64) if labels is None else np.asarray(labels, np.int64).ravel()
-    classes = np.flatnonzero(np.bincount(y[y >= 0], minlength=1) >= 2) if (y >= 0).any() else np.zeros(0, int)
-    if classes.size == 0:
-        means = X.mean(0, keepdims=True)
-        resid = X - means
-    else:
-        sums = np.zeros((int(y.max()) + 1, X.shape[1]))
-        np.add.at(sums, y[y >= 0], X[y >= 0])
-        cnt = np.bincount(y[y >= 0])
-        means = sums[classes] / cnt[classes, None]
-        pos = np.full(int(y.max()) + 1, -1)
-        pos[classes] = np.arange(len(classes))
-        fit = (y >= 0) & (pos[np.maximum(y, 0)] >= 0)
-        resid = X[fit] - means[pos[y[fit]]]
-    prec = LedoitWolf(assume_centered=True).fit(resid).precision_
-    XP = X @ prec
-    d2 = (XP * X).sum(1)[:, None] - 2 * XP @ means.T + ((means @ prec) * means).sum(1)[None, :]
-    return np.maximum(d2.min(1), 0.0)
-
-
-NOISE_FACTOR = 0.5
-"""Outlier scores of cluster-noise samples (e.g. HDBSCAN's -1) are multiplied by this."""
-
-
-def _noise_mask(noise: np.ndarray | None, ids: pd.Index) -> np.ndarray:
-    """(N,) bool from a boolean mask aligned with the samples, or from an array of sample ids."""
-    n = len(ids)
-    if noise is None:
-        return np.zeros(n, bool)
-    a = np.asarray(noise)
-    if a.dtype == bool:
-        if a.shape != (n,):
-            raise IssuesError(f"A boolean noise mask must have one entry per sample ({n}), got {a.shape}; or pass "
-                              "the noise samples' ids.")
-        return a
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        raise IssuesError(f"noise must be a boolean mask or an array of sample ids, got dtype {a.dtype}.")
-    return np.isin(ids.to_numpy(), a.astype(np.int64).ravel())
-
-
-def _outlier_frame(knn_sims: np.ndarray, d2: np.ndarray, noise: np.ndarray, index: pd.Index) -> pd.DataFrame:
-    """The :func:`outlier_scores` columns in the order of ``index`` (unsorted), from the (N, k) neighbour
-    similarities, the (N,) squared Mahalanobis distances and the (N,) bool noise mask."""
-    sims = np.asarray(knn_sims, np.float64)
-    n = len(index)
-    knn_score = _to_unit(np.maximum(1.0 - sims.mean(1), 0.0)) if sims.shape[1] else np.ones(n)
-    gauss = _to_unit(d2) if n > 2 else np.ones(n)
-    score = np.sqrt(knn_score * gauss) * np.where(noise, NOISE_FACTOR, 1.0)
-    return pd.DataFrame({"knn_score": knn_score, "gaussian_score": gauss, "score": score, "noise": noise},
-                        index=index)
-
-
-def outlier_scores(vectors: np.ndarray, *, knn_sims: np.ndarray, labels: np.ndarray | None = None,
-                   ids: np.ndarray | None = None, noise: np.ndarray | None = None) -> pd.DataFrame:
-    """How typical each image is, in [0, 1], lower = more outlying.
-
-    Parameters
-    ----------
-    vectors : (N, D) float32 L2-normalised embeddings.
-    knn_sims : (N, k) cosine similarities to the k nearest other samples.
-    labels : (N,) int given labels (-1 = none): class Gaussians are fitted on classes with ≥ 2 samples;
-        without labels one Gaussian models all the data.
-    ids : (N,) sample ids.
-    noise : optional cluster-noise samples (e.g. HDBSCAN's -1 from ``curation.structure.cluster``): an (N,) bool mask,
-        or an array of sample ids (of ``ids``). Their score is multiplied by :data:`NOISE_FACTOR`.
-
-    Returns
-    -------
-    DataFrame indexed by sample id, sorted by score: ``knn_score`` (from the mean cosine distance to the
-    neighbours), ``gaussian_score`` (from the squared Mahalanobis distance to the nearest class), ``score``
-    (their geometric mean, times :data:`NOISE_FACTOR` for noise samples), ``noise`` (bool). Each of the two
-    scores is ``0.5 ** (d / median d)``, so a typical sample scores about 0.5.
-    """
-    X = np.asarray(vectors, np.float32)
-    sims = np.asarray(knn_sims, np.float32)
-    if X.ndim != 2 or sims.ndim != 2 or len(sims) != len(X):
-        raise IssuesError(f"vectors {X.shape} and knn_sims {sims.shape} must be (N, D) and (N, k).")
-    index = _ids(ids, len(X))
-    d2 = _gaussian_distances(X, labels) if len(X) > 2 else np.zeros(len(X))
-    return _outlier_frame(sims, d2, _noise_mask(noise, index), index).sort_values("score", kind="stable")
-
-
-def ambiguous_scores(probs: np.ndarray, *, ids: np.ndarray | None = None) -> pd.DataFrame:
-    """Images that fit two classes: a small top-2 margin with both classes probable.
-
-    Parameters
-    ----------
-    probs : (N, K) class probabilities (softmax rows, or independent sigmoids in multi-label tasks).
-    ids : (N,) sample ids.
-
-    Returns
-    -------
-    DataFrame indexed by sample id, sorted by score: ``score`` in [0, 1] (1 - ambiguity, lower = more
-    ambiguous), ``ambiguity`` = ``sqrt((p2 / p1) * min(1, 2 p2))`` (1 when two classes tie at ≥ 0.5),
-    ``first``, ``second`` (class indices), ``p1``, ``p2``.
-    """
-    p = _check_probs(probs)
-    if p.shape[1] < 2:
-        raise IssuesError("Ambiguity needs at least 2 classes.")
-    top = np.argsort(-p, axis=1, kind="stable")[:, :2]
-    r = np.arange(len(p))
-    p1, p2 = p[r, top[:, 0]], p[r, top[:, 1]]
-    amb = np.sqrt(np.where(p1 > 0, p2 / np.maximum(p1, 1e-12), 0.0) * np.minimum(1.0, 2.0 * p2))
-    df = pd.DataFrame({"score": 1.0 - amb, "ambiguity": amb, "first": top[:, 0], "second": top[:, 1],
-                       "p1": p1, "p2": p2}, index=_ids(ids, len(p)))
-    return df.sort_values("score", kind="stable")
-
-
-# ---------------------------------------------------------------------- workspace entry points
-ISSUES_VERSION = 2
+ISSUE_TYPES = {
+    "label": "Likely label errors",
+    "outlier": "Outliers",
+    "duplicate": "Near-duplicates",
+    "ambiguous": "Ambiguous images",
+}
+"""Issue types of :func:`compute_issues`: each has columns ``is_<type>_issue`` and ``<type>_score``."""
+ISSUES_VERSION = 3
 NOISE_IN_USE = "in use"
 """``compute_issues(noise=...)`` default: take the noise of the clustering in use."""
 GAUSS_KIND = "outlier_gauss"
 MISSING_COLUMNS = ["sample", "class", "class_name", "score"]
+
+
+def issue_summary(issues: pd.DataFrame) -> pd.DataFrame:
+    """One row per issue type of an issue table (:func:`compute_issues`): how many samples have it.
+
+    Parameters
+    ----------
+    issues : DataFrame with ``is_<type>_issue`` and ``<type>_score`` for the types of :data:`ISSUE_TYPES`.
+
+    Returns
+    -------
+    DataFrame indexed by ``issue_type`` with ``name``, ``num_issues``, ``share`` (of all samples) and ``score``
+    (mean score over all samples, in [0, 1], lower = worse), in :data:`ISSUE_TYPES` order. Label errors also
+    get ``estimated`` (the expected number of label errors, when the table carries ``label_error_estimate``).
+    """
+    missing = [c for t in ISSUE_TYPES for c in (f"is_{t}_issue", f"{t}_score") if c not in issues]
+    if missing:
+        raise IssuesError(f"Not an issue table: columns {missing} are missing; compute it with compute_issues.")
+    n = max(len(issues), 1)
+    rows = []
+    for t, name in ISSUE_TYPES.items():
+        k = int(issues[f"is_{t}_issue"].sum())
+        rows.append({"issue_type": t, "name": name, "num_issues": k, "share": k / n,
+                     "score": float(issues[f"{t}_score"].mean()) if len(issues) else 1.0})
+    out = pd.DataFrame(rows).set_index("issue_type")
+    est = issues.attrs.get("label_error_estimate")
+    out["estimated"] = [float(est) if (t == "label" and est is not None) else np.nan for t in ISSUE_TYPES]
+    return out
 
 
 def _issue_probs(state: Any) -> np.ndarray | None:
@@ -540,23 +122,21 @@ def _gaussian(ws: Any, state: Any, X: np.ndarray) -> np.ndarray:
     return d2
 
 
-def _multilabel_flags(Y: np.ndarray, p: np.ndarray, worst: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Multi-label issue: the worst known cell is on the wrong side of its class threshold (tuned on the known
-    cells) by a margin: a positive below half the threshold, or a rejection above halfway to 1."""
-    from curation.models.evaluate import tune_thresholds
-
-    t = tune_thresholds(Y, p).astype(np.float64)
-    r = np.arange(len(Y))
-    c = np.maximum(worst, 0)
-    pw, state = p[r, c], Y[r, c]
-    return known & (((state == POSITIVE) & (pw < t[c] / 2)) | ((state == REJECTED) & (pw > (1 + t[c]) / 2)))
+def _multilabel_suggestion(lm: np.ndarray, probs: np.ndarray, thresholds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The label the model believes is missing: per row the most probable UNKNOWN class above its threshold
+    ((N,) class, -1 when none; (N,) probability)."""
+    t = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, np.float64), (lm.shape[1],))
+    cand = np.where((lm == UNKNOWN) & (probs >= t[None, :]), probs, -1.0)
+    c = cand.argmax(1) if lm.shape[1] else np.zeros(len(lm), np.int64)
+    p = cand[np.arange(len(lm)), c] if lm.shape[1] else np.zeros(len(lm))
+    return np.where(p >= 0, c, -1).astype(np.int64), np.maximum(p, 0.0)
 
 
 def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float | None = None,
                    duplicate_threshold: float = 0.98, noise: np.ndarray | str | None = NOISE_IN_USE,
                    refit: str = "auto",
                    save: bool = False, progress: ProgressFn | None = None) -> pd.DataFrame:
-    """Every per-sample issue score of a workspace for the current labels.
+    """Every per-sample issue of a workspace for the current labels, in one schema.
 
     The expensive inputs (out-of-fold heads, the ensemble, class Gaussians) come from the fit shared with
     the suggestions (:func:`curation.labels.suggest.label_state`), refreshed only when labels changed enough
@@ -580,14 +160,24 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
 
     Returns
     -------
-    DataFrame indexed by sample id (the order of ``emb.ids``) with columns ``given`` (class index, -1 none;
-    the lowest positive in multi-label), ``label_score`` (1.0 for unlabelled samples), ``is_label_issue``,
-    ``suggested``, ``suggested_prob``, ``outlier_score``, ``ambiguity_score``, ``ambiguous_with``,
-    ``duplicate_of`` (id of the most similar near-duplicate, -1 none), ``duplicate_conflict``, and
-    ``cluster_noise`` (bool, the sample was passed in ``noise``). Scores in [0, 1], lower = worse.
-    Single-label: confident learning + kNN (:func:`find_label_issues`) on the out-of-fold probabilities,
-    averaged with the latest model's where it did not train on the sample; multi-label: the worst known
-    cell (:func:`multilabel_issue_scores`). Ambiguity comes from the calibrated ensemble.
+    DataFrame indexed by sample id (the order of ``emb.ids``). For every type of :data:`ISSUE_TYPES` a flag
+    ``is_<type>_issue`` and a score ``<type>_score`` in [0, 1], lower = worse:
+
+    * ``label``: single-label, confident learning + kNN (:func:`find_label_issues`) on the out-of-fold
+      probabilities (averaged with the latest model's where it did not train on the sample); multi-label, the
+      most doubtful *positive* label (:func:`multilabel_issue_scores`; rejections are never doubted). 1.0 for
+      unlabelled samples.
+    * ``outlier``: :func:`outlier_scores`, flagged at ≤ :data:`OUTLIER_MAX`.
+    * ``duplicate``: :func:`duplicate_scores`, flagged at cosine ≥ ``duplicate_threshold``.
+    * ``ambiguous``: 1 - ambiguity of the calibrated ensemble (:func:`ambiguous_scores`), flagged at ≤
+      :data:`AMBIGUOUS_MAX`.
+
+    Context columns: ``given`` (class index, -1 none; the lowest positive in multi-label), ``doubted`` (the class
+    whose given label is in doubt: the label in single-label, the worst positive in multi-label; -1 none),
+    ``suggested`` / ``suggested_prob`` (single-label: the most probable class; multi-label: the most probable
+    class not yet labelled that clears its threshold, -1 none), ``ambiguous_with``, ``duplicate_of`` (id, -1
+    none), ``duplicate_conflict``, ``cluster_noise``. ``df.attrs["label_error_estimate"]`` holds the expected
+    number of label errors (:func:`estimate_error_count`); :func:`issue_summary` makes the summary table.
     """
     from curation.data.artifacts import make_key
     from curation.labels.suggest import label_state
@@ -617,21 +207,24 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
     n, K = lm.shape
     has = state.probs.sum(1) > 0                        # rows the ensemble has a prediction for
     p = _issue_probs(state)
-    label_score, is_issue = np.ones(n), np.zeros(n, bool)
+    label_score, is_issue, doubted = np.ones(n), np.zeros(n, bool), np.full(n, -1, np.int64)
     suggested, suggested_prob = np.full(n, -1, np.int64), np.zeros(n)
+    estimate = None
     if p is None:
         log.warning("Label issues need out-of-fold probabilities: %s", state.info["sources"]["oof"]["reason"])
     elif state.task == "single":
         lab = find_label_issues(y, p, knn_idx=idx, knn_sims=sims, ids=ids).reindex(ids)
         label_score, is_issue = lab["score"].to_numpy(), lab["is_issue"].to_numpy(bool)
         suggested, suggested_prob = lab["suggested"].to_numpy(np.int64), lab["suggested_prob"].to_numpy()
+        doubted = np.where(y >= 0, y, -1).astype(np.int64)
+        estimate = float(estimate_error_count(y, p, knn_idx=idx, knn_sims=sims).sum())
     else:
-        ms = multilabel_issue_scores(lm, p, ids=ids).reindex(ids)
-        label_score = ms["score"].to_numpy()
-        known = ms["n_known"].to_numpy() > 0
-        is_issue = _multilabel_flags(lm, p, ms["worst_class"].to_numpy(np.int64), known)
-        suggested = np.where(has, state.probs.argmax(1), -1).astype(np.int64)
-        suggested_prob = np.where(has, state.probs.max(1), 0.0)
+        ms = multilabel_issue_scores(lm, p, knn_idx=idx, knn_sims=sims, ids=ids).reindex(ids)
+        label_score, is_issue = ms["score"].to_numpy(), ms["is_issue"].to_numpy(bool)
+        doubted = ms["worst_class"].to_numpy(np.int64)
+        suggested, suggested_prob = _multilabel_suggestion(lm, np.asarray(state.probs, np.float64),
+                                                           state.info.get("thresholds"))
+        estimate = float(is_issue.sum())               # rough in multi-label: see estimate_wrong_labels
     ambiguity, amb_with = np.ones(n), np.full(n, -1, np.int64)
     if K >= 2:
         amb = ambiguous_scores(state.probs, ids=ids).reindex(ids)
@@ -640,18 +233,20 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
         amb_with = np.where(has, np.where(first == y, second, first), -1)
     progress(0.85, "outliers and duplicates")
     out = _outlier_frame(sims, _gaussian(ws, state, X), noise_mask, index)       # already in the order of ids
-    dup_of = np.full(n, -1, np.int64)
-    dup_conflict = np.zeros(n, bool)
-    if idx.shape[1]:
-        is_dup = sims[:, 0] >= duplicate_threshold
-        dup_of[is_dup] = ids[idx[is_dup, 0]]
-        ny = y[np.maximum(idx[:, 0], 0)]
-        dup_conflict = is_dup & (y >= 0) & (ny >= 0) & (ny != y)
-    df = pd.DataFrame({"given": y, "label_score": np.clip(label_score, 0.0, 1.0), "is_label_issue": is_issue,
-                       "suggested": suggested, "suggested_prob": suggested_prob,
-                       "outlier_score": out["score"].to_numpy(), "ambiguity_score": ambiguity,
-                       "ambiguous_with": np.asarray(amb_with, np.int64), "duplicate_of": dup_of,
-                       "duplicate_conflict": dup_conflict, "cluster_noise": noise_mask}, index=index)
+    dup = duplicate_scores(idx, sims, threshold=duplicate_threshold, labels=y, ids=ids)
+    outlier = out["score"].to_numpy()
+    df = pd.DataFrame({"given": y, "doubted": doubted, "suggested": suggested, "suggested_prob": suggested_prob,
+                       "is_label_issue": is_issue, "label_score": np.clip(label_score, 0.0, 1.0),
+                       "is_outlier_issue": outlier <= OUTLIER_MAX, "outlier_score": outlier,
+                       "cluster_noise": noise_mask,
+                       "is_duplicate_issue": dup["is_duplicate_issue"].to_numpy(bool),
+                       "duplicate_score": dup["duplicate_score"].to_numpy(),
+                       "duplicate_of": dup["duplicate_of"].to_numpy(np.int64),
+                       "duplicate_conflict": dup["duplicate_conflict"].to_numpy(bool),
+                       "is_ambiguous_issue": ambiguity <= AMBIGUOUS_MAX, "ambiguous_score": ambiguity,
+                       "ambiguous_with": np.asarray(amb_with, np.int64)}, index=index)
+    df.attrs["label_error_estimate"] = estimate
+    df.attrs["task"] = state.task
     if save:
         ws.artifacts.save_frame("issues", key, df, config=config)
     progress(1.0, "issues ready")
@@ -660,12 +255,14 @@ def compute_issues(ws: Any, emb: Any, *, folds: int = 5, seed: int = 0, C: float
 
 
 def missing_labels(ws: Any, emb: Any, *, min_score: float = 0.5, folds: int = 5, seed: int = 0, C: float | None = None,
-                   refit: str = "auto", progress: ProgressFn | None = None) -> pd.DataFrame:
+                   refit: str = "auto", cap: bool = True, progress: ProgressFn | None = None) -> pd.DataFrame:
     """Candidates for a second label of labelled images, strongest first.
 
     Multi-label workspaces: UNKNOWN cells of rows with a positive whose calibrated ensemble score clears the
     class threshold (tuned on the known cells, :func:`curation.models.evaluate.tune_thresholds`;
-    :func:`missing_label_candidates`). Unknown cells are never negatives and rejected cells never candidates.
+    :func:`missing_label_candidates`), at most the expected number of missing labels per class
+    (:func:`curation.labels.multilabel.cap_by_expected`, so a retrained model cannot flood the queue). Rejected
+    cells are never candidates.
     Single-label workspaces: images that fit their label *and* another class (both probable in the
     ensemble): the other class, scored ``sqrt((p_lo / p_hi) * min(1, 2 p_lo))`` over the pair ``(p_label,
     p_other)``, kept when ``score >= min_score`` (a label that is merely wrong scores low: its own
@@ -676,6 +273,7 @@ def missing_labels(ws: Any, emb: Any, *, min_score: float = 0.5, folds: int = 5,
     ws, emb : as in :func:`compute_issues`.
     min_score : single-label only: the least pair score kept.
     folds, seed, C, refit : as in :func:`compute_issues`.
+    cap : multi-label only: keep per class only as many candidates as are expected to be right.
 
     Returns
     -------
@@ -693,6 +291,7 @@ def missing_labels(ws: Any, emb: Any, *, min_score: float = 0.5, folds: int = 5,
     if state.task == "multi":
         t = state.info.get("thresholds") or 0.5
         df = missing_label_candidates(lm, P, thresholds=np.asarray(t, np.float64), ids=ids)
+        df = cap_by_expected(df, lm.shape[1]) if cap else df
     else:
         y = state.labels
         r = np.flatnonzero((y >= 0) & (P.sum(1) > 0))

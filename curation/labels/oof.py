@@ -216,7 +216,7 @@ def out_of_fold_probs(X: np.ndarray, labels: np.ndarray, *, n_classes: int | Non
 
 
 def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, seed: int = 0, C: float = DEFAULT_C,
-                            weak_negatives: float = 0.0, max_iter: int = 100,
+                            weak_negatives: float | str = "prior", max_iter: int = 100,
                             progress: ProgressFn | None = None) -> np.ndarray:
     """Cross-validated per-class sigmoid probabilities for a multi-label matrix.
 
@@ -227,11 +227,14 @@ def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, see
         an unknown cell is never a negative).
     folds, seed, C, max_iter : as in :func:`out_of_fold_probs`; rows are split into folds stratified
         by their first positive class.
-    weak_negatives : weight in [0, 1] given to UNKNOWN cells of rows that have a positive elsewhere,
-        used as negatives. Only valid in *single-positive* settings (each image carries one label, so a
-        positive elsewhere implies a negative here). Keep 0 (the default) in true multi-label data,
-        where such cells are often missing positives — exactly what
-        :func:`curation.labels.issues.missing_label_candidates` looks for.
+    weak_negatives : how UNKNOWN cells of rows that have a positive elsewhere count as negatives (rows without a
+        positive are never training cells). ``"prior"`` (default, positive-unlabelled learning): weight
+        ``1 - prior_k`` per class (:func:`curation.models.heads.pu_cell_weights`), so a model that would
+        otherwise see no negatives learns what a class is *not*, while a class common enough that its unknown
+        cells are often missing positives counts them less. A float in [0, 1]: that weight for every class
+        (0 = unknown cells masked out: then every given label scores near 1 and no wrong label can be found;
+        1 = "assume negative"). Out of fold, a row's own unknown cells never train the model that scores it,
+        so a missing positive still gets a high probability.
 
     Returns
     -------
@@ -243,12 +246,18 @@ def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, see
         raise OOFError(f"Y must be (N, K) aligned with X; got {Y.shape} for X {np.shape(X)}.")
     if not np.isin(Y, (POSITIVE, UNKNOWN, REJECTED)).all():
         raise OOFError("Y must hold 1 (positive), 0 (unknown) or -1 (rejected).")
-    if not 0.0 <= weak_negatives <= 1.0:
-        raise OOFError("weak_negatives must lie in [0, 1].")
     N, K = Y.shape
     pos = Y == POSITIVE
     weight = (Y != UNKNOWN).astype(np.float32)
-    if weak_negatives > 0:
+    if isinstance(weak_negatives, str):
+        if weak_negatives != "prior":
+            raise OOFError(f"Unknown weak_negatives {weak_negatives!r}; use 'prior' or a weight in [0, 1].")
+        from curation.models.heads import pu_cell_weights
+
+        weight = pu_cell_weights(Y)
+    elif not 0.0 <= weak_negatives <= 1.0:
+        raise OOFError("weak_negatives must be 'prior' or lie in [0, 1].")
+    elif weak_negatives > 0:
         weight[(Y == UNKNOWN) & pos.any(1, keepdims=True)] = weak_negatives
     known = weight.sum(1) > 0
     if known.sum() < 2:

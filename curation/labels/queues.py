@@ -11,8 +11,13 @@ A queue is a DataFrame indexed by sample id with the class it proposes (``class_
   density-weighted uncertainty sampling, Settles & Craven 2008). Confident suggestions sink to the end:
   they are what "accept all above X" is for, with its measured precision.
 * ``errors`` (``is_label_issue``): P = ``1 - label_score`` (label quality is the estimated probability
-  that the given label is right), impact 1 (a wrong training label).
-* ``missing`` (a second class fits): P = the candidate's score (its probability), impact 1.
+  that the given label is right), impact 1 (a wrong training label). Single-label: the item proposes the
+  model's class instead of the label. Multi-label: the item is the doubted *positive* label (``doubted``),
+  proposed for removal (``proposal`` = ``"remove"``: Reject records the "no"); a rejected cell is never an
+  error, so a "no" stays a "no".
+* ``missing`` (a second class fits): P = the candidate's score (its probability), impact 1. The candidates
+  are capped per class at the expected number of real gaps (:func:`curation.labels.multilabel.cap_by_expected`),
+  and a gap leaves the queue once filled, rejected or reviewed.
 * ``duplicates`` (near-identical pairs): P = 1 when the two carry different labels (one is wrong in a
   single-label task), 0.5 when one is unlabelled (it most likely takes the other's label), 0.25 when
   both are unlabelled and 0.1 when they agree (only redundancy or a train/test leak); impact 1.
@@ -34,6 +39,7 @@ import pandas as pd
 
 from curation.core.vocab import POSITIVE, REJECTED, REVIEW_QUEUES, UNKNOWN
 from curation.data.store import single_from_matrix
+from curation.labels.outliers import OUTLIER_MAX
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +53,9 @@ SCORES = {
 }
 """What each queue's ``score`` column means, for captions."""
 COLUMNS = ["class_idx", "class_name", "confidence", "source", "given_idx", "balance_idx", "score", "value",
-           "partner"]
-OUTLIER_MAX = 0.25
-"""Outlier queue membership: ``outlier_score`` ≤ this (the neighbour and Gaussian distances about twice the
-median or more; a typical image scores about 0.5)."""
+           "partner", "proposal"]
+"""``proposal``: ``"add"`` (make ``class_idx`` a label) or ``"remove"`` (the multi-label errors queue: ``class_idx``
+is a given label in doubt)."""
 DUPLICATE_PRIOR = {"conflict": 1.0, "one_labelled": 0.5, "unlabelled": 0.25, "agree": 0.1}
 RECENT = 20
 """Reviews in the "recent" window of the diminishing-returns check."""
@@ -147,9 +152,15 @@ def align(ids: np.ndarray, matrix: np.ndarray, sugg: pd.DataFrame, *, class_name
                    np.array([*map(str, class_names), ""], dtype=object))
 
 
+def task_of(a: Aligned) -> str:
+    """``"multi"`` when some sample carries two positive labels, else ``"single"`` (what the queues can tell from
+    the label matrix alone; the issue table's ``attrs["task"]`` says it for sure)."""
+    return "multi" if ((a.matrix == POSITIVE).sum(1) > 1).any() else "single"
+
+
 def _frame(a: Aligned, rows: np.ndarray, *, class_idx: np.ndarray, confidence: np.ndarray,
            source: str | pd.Categorical, balance: np.ndarray, score: np.ndarray, value: np.ndarray,
-           partner: np.ndarray | None = None, **extra: Any) -> pd.DataFrame:
+           partner: np.ndarray | None = None, proposal: str = "add", **extra: Any) -> pd.DataFrame:
     """Assemble one queue from rows of ``a`` (the other arrays already taken at those rows); a str
     ``source`` is the same for every row."""
     class_idx = np.asarray(class_idx, np.int64)
@@ -161,7 +172,7 @@ def _frame(a: Aligned, rows: np.ndarray, *, class_idx: np.ndarray, confidence: n
             "balance_idx": np.asarray(balance, np.int64), "score": np.asarray(score, np.float64),
             "value": np.nan_to_num(np.asarray(value, np.float64)),
             "partner": np.full(len(rows), -1, np.int64) if partner is None else np.asarray(partner, np.int64),
-            **extra, **{c: p[rows] for c, p in a.per_source.items()}}
+            "proposal": pd.Categorical.from_codes(np.zeros(len(rows), np.int64), [proposal]), **extra, **{c: p[rows] for c, p in a.per_source.items()}}
     return pd.DataFrame(data, index=pd.Index(a.ids[rows], name="id"))
 
 
@@ -189,15 +200,27 @@ def confirm_queue(a: Aligned, issues: pd.DataFrame | None = None) -> pd.DataFram
 
 
 def errors_queue(a: Aligned, issues: pd.DataFrame) -> pd.DataFrame:
-    """Labelled samples flagged ``is_label_issue`` whose label is still the one that was scored.
+    """Labelled samples flagged ``is_label_issue`` whose doubted label is still what was scored.
 
-    The proposed class is the label-quality ranking's ``suggested`` class; value ``1 - label_score``.
+    Single-label: the proposed class is the label-quality ranking's ``suggested`` class, and the item stays
+    while the label is the one that was scored. Multi-label: the item is the doubted positive label
+    (``doubted``), proposed for removal (``proposal`` = ``"remove"``), and stays while that cell is still
+    positive (a label a person rejected or confirmed never comes back as an error). Value ``1 - label_score``.
     """
     flagged = _issue(a, issues, "is_label_issue", False).astype(bool)
+    score_all = _issue(a, issues, "label_score", 1.0).astype(np.float64)
+    task = issues.attrs.get("task") or task_of(a)
+    if task == "multi" and "doubted" in issues:
+        doubted = _issue(a, issues, "doubted", -1).astype(np.int64)
+        rows = np.flatnonzero(flagged & (doubted >= 0) & (a.cell(np.arange(len(a.ids)), doubted) == POSITIVE))
+        score = score_all[rows]
+        return _frame(a, rows, class_idx=doubted[rows], confidence=1.0 - score,
+                      source="label doubted (out-of-fold + kNN)", balance=doubted[rows], score=score,
+                      value=1.0 - score, proposal="remove")
     scored = _issue(a, issues, "given", -1).astype(np.int64)
     suggested = _issue(a, issues, "suggested", -1).astype(np.int64)
     rows = np.flatnonzero(flagged & (a.given >= 0) & (scored == a.given) & (suggested >= 0))
-    score = _issue(a, issues, "label_score", 1.0).astype(np.float64)[rows]
+    score = score_all[rows]
     return _frame(a, rows, class_idx=suggested[rows],
                   confidence=_issue(a, issues, "suggested_prob", 0.0).astype(np.float64)[rows],
                   source="label quality (out-of-fold + kNN)", balance=a.given[rows], score=score, value=1.0 - score)
@@ -324,12 +347,14 @@ def to_front(queue: pd.DataFrame, sample_id: int | None) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- self-measurement
-def outcomes(reviews: pd.DataFrame) -> pd.DataFrame:
+def outcomes(reviews: pd.DataFrame, *, task: str = "single") -> pd.DataFrame:
     """The latest verdict per (queue, sample), in review order, judged hit or miss.
 
     Parameters
     ----------
     reviews : ``Store.reviews()`` (indexed by review id, with sample_id, queue, verdict).
+    task : ``"single"`` or ``"multi"``: in a multi-label workspace the errors queue proposes removing a doubted
+        label, so Reject there is a hit (the label was wrong), not a miss.
 
     Returns
     -------
@@ -348,7 +373,11 @@ def outcomes(reviews: pd.DataFrame) -> pd.DataFrame:
     if "batch_id" in r:
         miss = miss | (r["verdict"].isin(CHANGES) & r["batch_id"].isna())
     r = r[["sample_id", "queue", "verdict"]].copy()
+    if task not in ("single", "multi"):
+        raise ValueError(f"Unknown task {task!r}; use one of: single, multi.")
     for queue, verdicts in NOT_PROBLEM_IN.items():
+        if task == "multi" and queue == "errors":
+            verdicts = verdicts - {"rejected"}
         miss = miss | (r["queue"].eq(queue) & r["verdict"].isin(verdicts))
     r["measured"] = ~r["verdict"].isin(UNMEASURED)
     r["hit"] = r["measured"] & ~miss
@@ -363,7 +392,7 @@ def decided(reviews: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def hit_rates(reviews: pd.DataFrame, *, by: pd.Series | None = None, recent: int = RECENT, drop: float = DROP,
-              min_earlier: int = MIN_EARLIER) -> pd.DataFrame:
+              min_earlier: int = MIN_EARLIER, task: str = "single") -> pd.DataFrame:
     """Share of reviewed items that were real problems, per queue (and per group), with a diminishing-returns flag.
 
     Parameters
@@ -371,6 +400,7 @@ def hit_rates(reviews: pd.DataFrame, *, by: pd.Series | None = None, recent: int
     reviews : ``Store.reviews()``.
     by : optional Series sample id -> group (e.g. the suggested class name); samples it lacks fall in
         ``"(none)"``.
+    task : the workspace's task (:func:`outcomes`).
     recent : size of the recent window (the last ``recent`` measured reviews of the queue / group).
     drop, min_earlier : ``diminishing`` is set when at least ``recent + min_earlier`` reviews exist and the
         recent hit rate is below ``drop`` × the overall one: the queue has run past its real problems.
@@ -380,7 +410,7 @@ def hit_rates(reviews: pd.DataFrame, *, by: pd.Series | None = None, recent: int
     DataFrame indexed by queue (or (queue, group)): ``reviewed``, ``hits``, ``hit_rate``, ``recent_hit_rate``,
     ``diminishing``.
     """
-    o = outcomes(reviews)
+    o = outcomes(reviews, task=task)
     o = o[o["measured"]].copy()
     keys = ["queue"]
     if by is not None:

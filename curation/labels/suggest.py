@@ -440,7 +440,9 @@ def _fit_ensemble(ws: Workspace, key: str, config: dict[str, Any], sources: dict
         record["ece_mean"] = float(ece(mean[rows], y[rows]))
         record["ece_pooled"] = float(ece(pooled[rows], y[rows]))
     if task == "multi":
-        record["thresholds"] = tune_thresholds(lm, pooled).astype(float).tolist()
+        from curation.models.heads import pu_cell_weights
+
+        record["thresholds"] = tune_thresholds(lm, pooled, weights=pu_cell_weights(lm)).astype(float).tolist()
     ws.artifacts.save_json(ENSEMBLE_KIND, key, record, config=config)
     return record
 

@@ -198,9 +198,17 @@ def average_precision(y: np.ndarray, scores: np.ndarray) -> float:
     return float(average_precision_score(y, np.asarray(scores, np.float64).ravel()))
 
 
+UNKNOWN_AS = {
+    "negative": "unknown labels counted as negatives (an image's unlisted classes are assumed absent)",
+    "ignore": "unknown labels left out (only positive and rejected cells count: optimistic when few are rejected)",
+}
+"""How :func:`multilabel_report` treats UNKNOWN cells of labelled images, with the sentence to show beside it."""
+
+
 def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[str] | None = None, *,
-                      thresholds: np.ndarray | float | None = None) -> dict[str, Any]:
-    """Multi-label metrics over *known* cells only (UNKNOWN cells are never counted as negatives).
+                      thresholds: np.ndarray | float | None = None, unknown: str = "negative",
+                      verified: np.ndarray | None = None) -> dict[str, Any]:
+    """Multi-label metrics, with the assumption about unknown labels stated in the result.
 
     Parameters
     ----------
@@ -208,17 +216,28 @@ def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[st
     probs : (N, K) float, independent per-class probabilities (sigmoid outputs).
     class_names : K names.
     thresholds : (K,) or scalar decision thresholds (default 0.5).
+    unknown : a key of :data:`UNKNOWN_AS`. ``"negative"`` (default): an UNKNOWN cell of an image that has a
+        positive label counts as a negative, as in every multi-label benchmark (a model that predicts a class
+        nobody listed is charged a false positive); ``"ignore"``: only known cells count. With no rejections
+        at all, ``"ignore"`` has no negatives and reports precision 1.0 everywhere. Rows without a positive
+        label only count their rejected cells either way.
+    verified : optional (N,) bool, images whose every label was reviewed (:func:`verified_rows`): their
+        report, with unknowns as negatives (there it is not an assumption: nothing is missing), comes back
+        under ``"verified"``; None or no such image: ``"verified"`` is None.
 
     Returns
     -------
-    dict with ``n`` (rows with at least one known cell), ``mAP`` (mean over classes with a known
-    positive of the AP computed on that class's known cells), ``micro_f1``, ``macro_f1`` (over classes
-    with a known positive), ``micro_precision``, ``micro_recall``, ``real_accuracy`` (ReaL-style: the
-    top-1 class is correct when it is any positive label of the image, over images with a positive),
-    ``real_by_n_labels`` (DataFrame: n_labels, n, accuracy), ``per_class`` (DataFrame indexed by class:
-    ap, precision, recall, f1, support (positives), negatives (rejected), unknown, threshold).
-    A predicted positive on an UNKNOWN cell is neither a true nor a false positive.
+    dict with ``n`` (rows with at least one counted cell), ``unknown_as`` and ``assumption`` (the sentence to
+    show), ``mAP`` (mean over classes with a positive of the AP on that class's counted cells), ``micro_f1``,
+    ``macro_f1`` (over classes with a positive), ``micro_precision``, ``micro_recall``, ``labels_per_image``
+    (predicted and given, over images with a positive), ``real_accuracy`` (ReaL-style: the top-1 class is
+    correct when it is any positive label of the image, over images with a positive), ``real_by_n_labels``
+    (DataFrame: n_labels, n, accuracy), ``per_class`` (DataFrame indexed by class: ap, precision, recall, f1,
+    support (positives), negatives (counted negatives: rejected, plus unknown ones when counted), rejected,
+    unknown, threshold), and ``verified`` (the same dict for the verified images, or None).
     """
+    if unknown not in UNKNOWN_AS:
+        raise ValueError(f"Unknown unknown={unknown!r}; use one of: {', '.join(UNKNOWN_AS)}.")
     Y = np.asarray(Y)
     probs = np.asarray(probs, np.float64)
     if Y.shape != probs.shape or Y.ndim != 2:
@@ -227,7 +246,8 @@ def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[st
     names = _class_names(class_names, n_classes)
     thr = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, np.float64), (n_classes,))
     pos = Y == POSITIVE
-    neg = Y == REJECTED
+    rejected = Y == REJECTED
+    neg = rejected | ((Y == UNKNOWN) & pos.any(1, keepdims=True)) if unknown == "negative" else rejected
     known = pos | neg
     pred = probs >= thr[None, :]
     tp = (pred & pos).sum(0).astype(np.float64)
@@ -249,19 +269,62 @@ def multilabel_report(Y: np.ndarray, probs: np.ndarray, class_names: Sequence[st
     by = by.groupby("n_labels")["hit"].agg(["size", "mean"]).reset_index()
     by.columns = ["n_labels", "n", "accuracy"]
     per_class = pd.DataFrame({"ap": ap, "precision": precision, "recall": recall, "f1": f1, "support": n_pos,
-                              "negatives": neg.sum(0), "unknown": (~known).sum(0), "threshold": thr},
-                             index=pd.Index(names, name="class"))
+                              "negatives": neg.sum(0), "rejected": rejected.sum(0), "unknown": (Y == UNKNOWN).sum(0),
+                              "threshold": thr}, index=pd.Index(names, name="class"))
+    sub = None
+    if verified is not None:
+        v = np.asarray(verified, bool)
+        if v.shape != (n,):
+            raise ValueError(f"verified must be (N,) = ({n},) bool, got {v.shape}.")
+        if (v & rows).any():
+            sub = multilabel_report(Y[v], probs[v], names, thresholds=thr, unknown="negative")
+            sub["assumption"] = "images whose every label was reviewed: no assumption about unknown labels"
     return {
         "n": int(known.any(1).sum()),
+        "unknown_as": unknown,
+        "assumption": UNKNOWN_AS[unknown],
         "mAP": float(np.nanmean(ap[has])) if has.any() else float("nan"),
         "micro_f1": float(_f1(np.array(mp), np.array(mr))),
         "micro_precision": mp,
         "micro_recall": mr,
         "macro_f1": float(np.mean(f1[has])) if has.any() else float("nan"),
+        "labels_per_image": float(pred[rows].sum(1).mean()) if rows.any() else float("nan"),
+        "labels_per_image_given": float(n_labels[rows].mean()) if rows.any() else float("nan"),
         "real_accuracy": float(hit[rows].mean()) if rows.any() else float("nan"),
         "real_by_n_labels": by,
         "per_class": per_class,
+        "verified": sub,
     }
+
+
+def verified_rows(ids: np.ndarray, Y: np.ndarray, reviews: pd.DataFrame | None = None) -> np.ndarray:
+    """(N,) bool: images whose every label is settled, so their metrics need no assumption about unknown cells.
+
+    An image is verified when no cell of it is UNKNOWN, or when a person's latest decision on it (any queue,
+    not a skip, an undo or a bulk accept) confirmed or corrected its label set after looking at the image:
+    ``label_right``, ``reviewed``, ``accepted``, ``corrected``, ``both_valid``, ``label_wrong``,
+    ``model_wrong``, ``both_wrong``.
+
+    Parameters
+    ----------
+    ids : (N,) int64 sample ids (rows of ``Y``).
+    Y : (N, K) int8 label states.
+    reviews : ``Store.reviews()`` (sample_id, verdict, in time order), or None.
+    """
+    Y = np.asarray(Y)
+    out = ~(Y == UNKNOWN).any(1) & (Y == POSITIVE).any(1)
+    if reviews is not None and len(reviews):
+        r = reviews.sort_index()
+        r = r[~r["verdict"].isin(("skipped", "undone", "bulk_accepted"))]
+        r = r[~r.duplicated("sample_id", keep="last")]
+        ok = r["verdict"].isin(VERIFYING_VERDICTS)
+        out |= np.isin(np.asarray(ids, np.int64), r.loc[ok, "sample_id"].to_numpy(np.int64))
+    return out
+
+
+VERIFYING_VERDICTS = ("label_right", "reviewed", "accepted", "corrected", "both_valid", "label_wrong",
+                      "model_wrong", "both_wrong")
+"""Review verdicts taken after a person looked at the whole image and settled its labels."""
 
 
 def top1_correct(Y: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -436,4 +499,6 @@ def report_from_json(obj: dict[str, Any]) -> dict[str, Any]:
             out[key] = pd.DataFrame(out[key])
     if isinstance(out.get("confusion"), list):
         out["confusion"] = np.asarray(out["confusion"], np.int64)
+    if isinstance(out.get("verified"), dict):
+        out["verified"] = report_from_json(out["verified"])
     return out

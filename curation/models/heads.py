@@ -123,11 +123,12 @@ class HeadConfig(JsonConfig):
         Single-label only. ``elr_lambda`` and ``elr_beta`` are the paper's CIFAR-10 defaults.
     unknown_weight : multi-label only. "auto": UNKNOWN cells are masked out (never negatives) for every
         class that has at least one REJECTED cell per four POSITIVE ones among the training rows;
-        for the other classes (typically single-positive data imported from folders, where nobody
+        for the other classes (typically data imported from folders or tag lists, where nobody
         rejected anything) an UNKNOWN cell of an image that carries another positive label is a
-        *weak assumed negative* of weight ``1 / (K - 1)`` ("WAN", Cole et al. 2021, "Multi-label
-        learning from single positive labels"). A float forces that weight for every class; 0.0 is
-        strict masking everywhere.
+        *weak negative* of weight ``1 - prior_k`` (:func:`unknown_weights`; positive-unlabelled learning:
+        the label prior bounds the chance that an unknown cell is a missing positive). Without it a
+        head sees no negatives and calls every class positive (Evaluate then showed precision 1.0 on
+        every class). A float forces that weight for every class; 0.0 is strict masking everywhere.
     """
 
     kind: str = "linear"
@@ -247,6 +248,29 @@ def hash_unit(ids: np.ndarray, seed: int = 0) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def unknown_weights(Y: np.ndarray) -> np.ndarray:
+    """(K,) float32 weight of an UNKNOWN cell as a negative, per class: ``1 - prior_k``.
+
+    ``prior_k`` is the share of labelled rows (rows with a positive) that carry class k: an upper bound on the
+    chance that an unknown cell of class k is a missing positive. Unknown cells of rows without any positive
+    are never training cells (an unlabelled image says nothing); callers mask them.
+    """
+    Y = np.asarray(Y)
+    has = (Y == POSITIVE).any(1)
+    if not has.any():
+        return np.ones(Y.shape[1], np.float32)
+    return (1.0 - (Y[has] == POSITIVE).mean(0)).astype(np.float32)
+
+
+def pu_cell_weights(Y: np.ndarray) -> np.ndarray:
+    """(N, K) float32 positive-unlabelled cell weights: 1 for positive and rejected cells, :func:`unknown_weights`
+    for unknown cells of rows with a positive, 0 for rows without one."""
+    Y = np.asarray(Y)
+    w = (Y != UNKNOWN).astype(np.float32)
+    weak = (Y == UNKNOWN) & (Y == POSITIVE).any(1, keepdims=True)
+    return np.where(weak, unknown_weights(Y)[None, :], w).astype(np.float32)
+
+
 def multilabel_weights(Y: np.ndarray, cfg: HeadConfig, K: int, *, weak: np.ndarray | None = None,
                         class_weight: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, K) float32 cell weights and (K,) bool "weak negatives used" for a multi-label set.
@@ -256,11 +280,11 @@ def multilabel_weights(Y: np.ndarray, cfg: HeadConfig, K: int, *, weak: np.ndarr
     neg = Y == REJECTED
     w = (pos | neg).astype(np.float32)
     if weak is not None:
-        gamma = np.where(weak, 1.0 / max(K - 1, 1) if cfg.unknown_weight == "auto" else float(cfg.unknown_weight),
+        gamma = np.where(weak, unknown_weights(Y) if cfg.unknown_weight == "auto" else float(cfg.unknown_weight),
                          0.0).astype(np.float32)
     elif cfg.unknown_weight == "auto":
         weak = 4 * neg.sum(0) < pos.sum(0)
-        gamma = np.where(weak, 1.0 / max(K - 1, 1), 0.0).astype(np.float32)
+        gamma = np.where(weak, unknown_weights(Y), 0.0).astype(np.float32)
     else:
         gamma = np.full(K, float(cfg.unknown_weight), np.float32)
         weak = gamma > 0

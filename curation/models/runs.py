@@ -157,6 +157,11 @@ def run_data(ws: Workspace, ids: np.ndarray, *, val_fraction: float, seed: int,
     return RunData(store.task, store.class_names(), snapshot, ids, Y, labelled, split, source)
 
 
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "micro_f1", "micro_precision", "micro_recall",
+               "real_accuracy", "labels_per_image", "labels_per_image_given", "top_k", "ece", "pinned_accuracy")
+"""The headline metrics of a run's record, single- and multi-label, in the order the CLI prints them."""
+
+
 def run_metrics(ws: Workspace, data: RunData, probs: np.ndarray, head: TrainedHead) -> dict[str, Any]:
     """A finished run's metrics from its predictions ``probs`` (N, K) on ``data.ids`` (see :func:`run_training`)."""
     task, names, Y = data.task, data.names, data.Y
@@ -172,7 +177,8 @@ def run_metrics(ws: Workspace, data: RunData, probs: np.ndarray, head: TrainedHe
     headline_split = "val" if metrics["val"] else "test" if metrics["test"] else ""
     if headline_split:
         rep = metrics[headline_split]
-        metrics.update({k: v for k, v in rep.items() if isinstance(v, (int, float)) or v is None})
+        metrics.update({k: v for k, v in rep.items()
+                        if isinstance(v, (int, float)) or v is None or k in ("assumption", "unknown_as")})
         metrics["per_class"] = rep["per_class"]
     metrics["headline_split"] = headline_split
     metrics["pinned_accuracy"] = metrics["pinned"]["accuracy"]

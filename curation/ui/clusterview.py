@@ -14,15 +14,14 @@ from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.structure import pockets
 from curation.structure.cluster import K_REPEATS, K_SCAN_DIMS
-from curation.ui import actions, freshness, jobpanel, labels, loaders, widgets
-from curation.ui.text import clean
+from curation.ui import actions, classes, freshness, grid, jobpanel, labels, loaders, widgets
 
 K_OPEN = "clusters_open"  # int: the cluster opened below the gallery
 K_SPLIT = "clusters_split"  # (clustering key, cluster): the cluster whose split is shown
 K_POCKETS = "clusters_pockets"  # (clustering key, cluster): the cluster whose pockets are shown
 CHOICES = {"auto": "k-means, automatic k", "k": "k-means, chosen k", "hdbscan": "HDBSCAN (no k; noise = outliers)"}
 SORTS = {"size": "Size (largest first)", "purity": "Purity (lowest first)", "issue_rate": "Issue rate (highest first)"}
-LABEL_ACTIONS = ("assign", "add")
+LABEL_ACTIONS = ("assign", "add", "remove", "clear")
 PICK_PAGE, PICK_COLUMNS = 36, 6
 """Images per page of a cluster's grid, and grid columns."""
 CARDS_PER_PAGE = 12
@@ -133,11 +132,17 @@ def summary_table(ws: Workspace, emb: Any, clustering: Any) -> pd.DataFrame:
     return clustering.summary(ws.store.label_matrix(ids), ws.store.class_names(), suggested=suggested, issues=flags)
 
 
-def gallery(ws: Workspace, table: pd.DataFrame) -> None:
-    """Cluster cards (medoid thumbnails, name, figures), sortable, paged; "Open" opens one below."""
+def gallery(ws: Workspace, table: pd.DataFrame, *, matching: pd.Series | None = None) -> None:
+    """Cluster cards (medoid thumbnails, name, figures), sortable, paged; "Open" opens one at the top of the page.
+
+    ``matching``: images per cluster that the shared filter keeps (None: no filter); clusters without any are
+    left out and each card says how many match."""
     sorts = [s for s in SORTS if s in table.columns]
     by = st.segmented_control("Sort by", sorts, format_func=SORTS.get, default="size", key="clusters_sort") or "size"
     rows = sort_clusters(table, by)
+    if matching is not None:
+        rows = rows[matching.reindex(rows.index).fillna(0).to_numpy() > 0]
+        st.caption(f"{len(rows):,} of {len(table):,} clusters hold images that match the filter.")
     page = widgets.page_slice(len(rows), key="clusters_page", per_page=CARDS_PER_PAGE)
     cols = st.columns(3)
     for i, (cid, row) in enumerate(rows.iloc[page].iterrows()):  # a loop over the clusters of one page
@@ -147,11 +152,14 @@ def gallery(ws: Workspace, table: pd.DataFrame) -> None:
             if paths:
                 st.image(paths, width=64)
             st.caption(card_caption(row))
+            if matching is not None:
+                st.caption(f"{int(matching.get(cid, 0)):,} match the filter")
             if row["majority"]:
                 st.caption(f"mostly {widgets.md_escape(row['majority'])}"
                            + (f" · suggestion {widgets.md_escape(row['suggested'])}" if row.get("suggested") else ""))
             if st.button("Open", key=f"clusters_open_{cid}"):
                 st.session_state[K_OPEN] = int(cid)
+                st.rerun()  # the opened cluster is drawn at the top of the page
 
 
 def exceptions(key: str) -> set[int]:
@@ -175,11 +183,10 @@ def label_panel(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
 
     Exceptions are the images ticked "leave out" in the grid below and, when asked, every image that already
     carries another label (to label only the rest of a cluster without touching reviewed work)."""
-    names = ws.store.class_names()
     with st.container(border=True):
         c1, c2 = st.columns([2, 2])
-        target = c1.selectbox("Class (type to search or add a new one)", names, index=None, accept_new_options=True,
-                              key=f"{key}_class", format_func=clean)
+        with c1:
+            target = classes.class_picker(ws, "Class", key=f"{key}_class")
         action = c2.radio("Action", LABEL_ACTIONS, format_func=actions.BULK_ACTIONS.get, horizontal=True,
                           key=f"{key}_action")
         keep_labelled = st.checkbox("Leave out images that already carry another label", key=f"{key}_keep")
@@ -224,16 +231,28 @@ def image_grid(ws: Workspace, ids: np.ndarray, *, key: str) -> None:
                     on_change=_toggle_exception, args=(key, sid), help="Leave this image out of the label")
 
 
-def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int) -> None:
-    """One cluster: its images, labelling it whole (with exceptions), splitting it, its pockets."""
+def _close() -> None:
+    st.session_state.pop(K_OPEN, None)
+
+
+def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int, *,
+           keep: np.ndarray | None = None) -> None:
+    """One cluster, at the top of the page: its images, labelling it whole (with exceptions), splitting it, its
+    pockets, and "Open in grid". ``keep``: the sample ids the shared filter keeps (None: all)."""
     if cluster not in table.index:
         st.session_state.pop(K_OPEN, None)
         return
     row = table.loc[cluster]
     ids = clustering.members(cluster)
     counts = ", ".join(f"{widgets.md_escape(k)} {v}" for k, v in row["label_counts"].items())
-    st.subheader(f"Cluster {cluster}: {widgets.md_escape(row['name'])}", anchor=False)
+    head, close = st.columns([5, 1], vertical_alignment="bottom")
+    head.subheader(f"Cluster {cluster}: {widgets.md_escape(row['name'])}", anchor=False)
+    close.button("Close", key="clusters_close", on_click=_close, icon=":material/close:")
     st.caption(card_caption(row) + (f" · labels: {counts}" if counts else ""))
+    if keep is not None:
+        ids = ids[np.isin(ids, keep)]
+        st.caption(f"{len(ids):,} of its images match the filter; the actions below act on those.")
+    grid.open_button(ids, f"cluster {cluster}", key="clusters_open_grid")
     images, split_tab, pocket_tab = st.tabs(["Images", "Split this cluster", "Pockets"])
     with images:
         label_panel(ws, ids, key=f"cl{cluster}")

@@ -61,7 +61,8 @@ class Evaluation:
 
 
 def evaluation(ids: np.ndarray, probs: np.ndarray, y: np.ndarray, *, task: str, names: Sequence[str],
-               thresholds: Sequence[float] | None = None) -> Evaluation:
+               thresholds: Sequence[float] | None = None, unknown: str = "negative",
+               verified: np.ndarray | None = None) -> Evaluation:
     """Metrics, confusion matrix and cell contents of a run on labelled samples.
 
     Parameters
@@ -72,6 +73,8 @@ def evaluation(ids: np.ndarray, probs: np.ndarray, y: np.ndarray, *, task: str, 
     task : "single" or "multi" (the run's task).
     names : K class names.
     thresholds : (K,) per-class decision thresholds of a multi-label run (default 0.5).
+    unknown, verified : multi-label only, see ``evaluate.multilabel_report`` (how unknown labels count; the images
+        whose every label was reviewed, reported apart under ``report["verified"]``).
     """
     ids = np.asarray(ids, np.int64)
     probs = np.asarray(probs, np.float64)
@@ -79,11 +82,25 @@ def evaluation(ids: np.ndarray, probs: np.ndarray, y: np.ndarray, *, task: str, 
         report = evaluate.classification_report(y, probs, names)
         rows, true_k, pred_k = np.arange(len(ids)), np.asarray(y, np.int64), report["y_pred"]
     else:
-        report = evaluate.multilabel_report(y, probs, names, thresholds=thresholds)
+        report = evaluate.multilabel_report(y, probs, names, thresholds=thresholds, unknown=unknown,
+                                            verified=verified)
         rows, true_k, pred_k = evaluate.multilabel_confusion_pairs(y, probs)
     confusion = evaluate.confusion_matrix(true_k, pred_k, probs.shape[1])
     return Evaluation(names=list(names), report=report, confusion=confusion, pair_ids=ids[rows], pair_true=true_k,
                       pair_pred=pred_k, pair_conf=probs.max(1)[rows])
+
+
+def multilabel_assumption(report: dict[str, Any]) -> None:
+    """State how unknown labels were counted, and the verified-subset figures that need no such assumption."""
+    st.caption(f"Multi-label metrics: {report['assumption']}. Predicted {report['labels_per_image']:.2f} labels "
+               f"per image, given {report['labels_per_image_given']:.2f}.")
+    v = report.get("verified")
+    if v is None:
+        st.caption("Verified subset: no image here has every label reviewed yet (review images to get figures "
+                   "with no assumption).")
+    else:
+        st.caption(f"Verified subset ({v['n']:,} images whose every label was reviewed, no assumption): mAP "
+                   f"{v['mAP']:.3f}, micro-F1 {v['micro_f1']:.3f}, ReaL accuracy {v['real_accuracy']:.3f}.")
 
 
 def live_metrics(report: dict[str, Any], task: str) -> dict[str, float]:
@@ -304,7 +321,12 @@ def cell_review(ws: Workspace, ev: Evaluation, true_k: int, pred_k: int, *, run_
                + ("" if mistake else " Model and label agree in this cell: verdicts here are recorded but do "
                                      "not count as reviewed mistakes."))
     if ws.store.task == "single":
-        st.caption("Single-label workspace: “Both valid” records the review but keeps one label.")
+        st.caption("Single-label workspace: “Both valid” records the review but keeps one label (switch the task "
+                   "on the Home page, under “Task”, to keep both).")
+    from curation.ui import grid
+
+    grid.open_button(np.asarray(ids, np.int64), f"run {run_id}: true {ev.names[true_k]}, predicted "
+                     f"{ev.names[pred_k]}", key="eval_open_grid")
     page = widgets.page_slice(len(ids), key="eval_cell_page", per_page=CELL_PAGE)
     shown, shown_conf = ids[page], conf[page]
     current = labels.label_text(ws.store.label_matrix(shown), ws.store.class_names())

@@ -1,4 +1,4 @@
-"""Label history as display tables: batches (who, when, what, undone?) and a batch's events."""
+"""Label history as display tables: batches (who, when, what, undone?) and a batch's events; tag batches."""
 
 from __future__ import annotations
 
@@ -41,3 +41,25 @@ def events_table(events: pd.DataFrame) -> pd.DataFrame:
         "change": [f"{STATE_NAMES.get(int(a), a)} → {STATE_NAMES.get(int(b), b)}"
                    for a, b in zip(events["prev_state"], events["state"])],
     })
+
+
+def tag_history(ws) -> None:
+    """Tag batches (newest first), each undoable (streamlit parts: the page stays thin)."""
+    import streamlit as st
+
+    from curation.data import tags
+    from curation.ui import widgets
+
+    df = tags.batches(ws.store)
+    if df.empty:
+        st.caption("No tag changes yet. Tag images from the grid's bulk bar.")
+        return
+    table = pd.DataFrame({"tag batch": df.index.astype(int), "time": [_when(t) for t in df["time"]],
+                          "note": df["note"].to_numpy(), "images": df["n_events"].astype(int).to_numpy()})
+    st.dataframe(table, hide_index=True, height=200)
+    pick = st.selectbox("Tag batch", table["tag batch"].tolist(), key="history_tag_batch",
+                        format_func=lambda b: f"Tag batch {b} · {df.loc[b, 'note']}")
+    if st.button(f"Undo tag batch {pick}", key="history_tag_undo"):
+        with widgets.guard("undoing the tag batch"):
+            st.toast(f"Undid tag batch {pick}: new tag batch {tags.undo(ws.store, int(pick))}")
+            st.rerun()

@@ -18,10 +18,31 @@ ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cance
          "interrupted": ":material/warning:"}
 
 
-def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
-    """Queue a job for the workspace's warm worker; returns its id (None, with an error shown, when it cannot start)."""
+PIPELINE_KINDS = ("pipeline", "embed", "map", "clusters", "reembed")
+"""Jobs that (re)build what the pages draw: while one runs, pages show its progress instead of "nothing yet"."""
+
+
+def active_pipeline(ws: Workspace) -> pd.Series | None:
+    """The oldest queued or running pipeline-building job (a row of ``jobs``), or None."""
     from curation.runtime import jobs
 
+    df = jobs.active_jobs(ws)
+    df = df[df["kind"].isin(PIPELINE_KINDS)]
+    return None if df.empty else df.sort_index().iloc[0]
+
+
+def submit(ws: Workspace, kind: str, params: dict | None = None) -> int | None:
+    """Queue a job for the workspace's warm worker; returns its id (None, with an error shown, when it cannot start).
+
+    One pipeline at a time: while a ``pipeline`` job is queued or running, another is not queued (its id is
+    returned and the user told so)."""
+    from curation.runtime import jobs
+
+    if kind == "pipeline":
+        running = active_pipeline(ws)
+        if running is not None and running["kind"] == "pipeline":
+            st.toast(f"The pipeline is running already (job {int(running.name)}): its progress is shown here.")
+            return int(running.name)
     with guard(f"starting the {kind} job"):
         job_id = jobs.submit(ws, kind, params or {})
         st.session_state.setdefault(state.K_SEEN_ACTIVE, set()).add(int(job_id))
@@ -126,7 +147,16 @@ def require_embeddings(ws: Workspace, missing: str, *, run_key: str | None = Non
 
 def stop_for_pipeline(ws: Workspace, missing: str, *, run_key: str | None = None) -> NoReturn:
     """Say what the pipeline has not made yet (``missing``) and stop the page, offering a "Run pipeline" button
-    and its jobs (widget keys ``run_key`` and ``{run_key}_jobs``), or without ``run_key`` a link to Home."""
+    and its jobs (widget keys ``run_key`` and ``{run_key}_jobs``), or without ``run_key`` a link to Home.
+
+    While a pipeline job is queued or running, the page shows its progress instead (and no second "Run
+    pipeline"); it fills in when the job ends."""
+    running = active_pipeline(ws)
+    if running is not None:
+        st.info(f"The pipeline is running (job {int(running.name)}, {running['kind']}): this page fills in as soon as "
+                "it has made what the page shows.", icon=":material/hourglass_top:")
+        jobs_panel(ws, key=f"{run_key or 'pipeline'}_jobs")
+        st.stop()
     st.info(plain(missing))
     if run_key:
         if st.button("Run pipeline", type="primary", key=run_key):

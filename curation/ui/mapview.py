@@ -42,44 +42,34 @@ _BAND = 0.05  # share of a continuous colour scale painted grey for missing valu
 PALETTE = [*qualitative.D3, *qualitative.Alphabet, *qualitative.Dark24]
 
 
-def category_colours(values: Sequence[str], *, order: Sequence[str] | None = None,
-                     missing: str = "(unlabelled)") -> dict[str, str]:
-    """A colour per category; the ``missing`` category (and "(none)") is grey.
+def fixed_colours(ws: Workspace) -> dict[str, str]:
+    """{class name: its fixed colour} from the workspace (``curation.data.classes``): a class keeps its colour
+    whatever happens to the labels."""
+    from curation.data.classes import colour_map
 
-    With ``order`` (e.g. the class names in class-id order) each category of it keeps the palette colour of its
-    position whatever the counts, so a class keeps its colour across relabels, filters and pages; other
-    categories (label combinations) follow in name order. Without it: most frequent first.
-    """
+    return colour_map(ws.store)
+
+
+def _natural(cat: str) -> tuple:
+    text = str(cat)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
+def category_colours(values: Sequence[str], *, missing: str = "(unlabelled)",
+                     fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """A colour per category that does not depend on counts: a class's fixed colour (``fixed``), grey for
+    ``missing`` and "(none)", and for other categories (clusters, splits, label combinations) palette colours
+    handed out in natural name order. The dict is ordered most frequent first (the legend's order)."""
+    fixed = fixed or {}
     counts = pd.Series(list(values), dtype=object).value_counts()
-    grey = {missing, "(none)"}
-    if order is not None:
-        fixed = [str(c) for c in order]
-        known = set(fixed)
-        cats = fixed + sorted((str(c) for c in counts.index if str(c) not in known and c not in grey))
-        colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(cats)}
-        colours.update({c: MISSING_COLOUR for c in counts.index if c in grey})
-        return colours
-    cats = sorted(counts.index, key=lambda c: (-counts[c], str(c)))
-    colours, i = {}, 0
-    for cat in cats:
-        if cat in grey:
-            colours[cat] = MISSING_COLOUR
-        else:
-            colours[cat] = PALETTE[i % len(PALETTE)]
-            i += 1
-    return colours
-
-
-def fixed_order(mode: str, class_names: Sequence[str], clusters: pd.Series | None = None) -> list[str] | None:
-    """The category order that pins colours in colour ``mode``: class names (label, suggestion), cluster ids,
-    splits; None for continuous modes."""
-    if mode in ("label", "suggestion"):
-        return list(class_names)
-    if mode == "cluster" and clusters is not None:
-        return [str(c) for c in np.unique(clusters.to_numpy())]
-    if mode == "split":
-        return ["train", "val", "test"]
-    return None
+    taken = set(fixed.values())
+    free = [c for c in PALETTE if c not in taken] or list(PALETTE)
+    others = sorted((c for c in counts.index if c not in fixed and c not in (missing, "(none)")), key=_natural)
+    given = {cat: free[i % len(free)] for i, cat in enumerate(others)}
+    out = {}
+    for cat in sorted(counts.index, key=lambda c: (-counts[c], str(c))):
+        out[cat] = MISSING_COLOUR if cat in (missing, "(none)") else fixed.get(cat, given.get(cat))
+    return out
 
 
 def legend_frame(values: Sequence[str], colours: dict[str, str]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from curation.core.vocab import REJECTED
 from curation.data import sources
 from curation.data.workspace import Workspace
 from curation.labels import queues
-from curation.ui import actions, labels, state, widgets
+from curation.ui import actions, classes, labels, state, widgets
 from curation.ui.text import clean, plain
 
 SHORTCUTS = {"accepted": "A", "both_valid": "B", "rejected": "X", "ambiguous": "M", "out_of_vocabulary": "O",
@@ -198,17 +198,41 @@ def action_bar(ws: Workspace, item: pd.Series, *, queue: str, names: Sequence[st
                            args=(ws, sid, verdict, queue, name, queue == "errors", reject_key))
     st.checkbox("M / O also reject the proposal", key=reject_key, disabled=not name,
                 help="Ambiguous (M) and Out of vocabulary (O) also record that the proposed class does not apply.")
+    if ws.store.task == "single":
+        st.caption("Both valid (B) adds a second label, which needs a multi-label workspace.")
+        classes.task_switch(ws, key="review_task")
+    order = classes.ordered_names(ws)[:9]
+    if order:
+        st.caption("Correct to (number keys):")
+        with st.container(horizontal=True):
+            for i, cls in enumerate(order, start=1):
+                st.button(f"{i} · {widgets.md_escape(cls)}", key=f"review_n{i}", shortcut=str(i), on_click=_act,
+                          args=(ws, sid, "corrected", queue, cls, True),
+                          help=f"Make “{widgets.md_escape(cls)}” this image's only label")
     key = f"review_fix_{queue}_{sid}"
-    st.selectbox("Correct to (type a class, Enter applies)", list(names), index=None, key=key, format_func=clean,
+    st.selectbox("Correct to (type a class, Enter applies)", classes.ordered_names(ws), index=None, key=key,
+                 format_func=clean,
                  placeholder="Type a class…", on_change=_correct, args=(ws, sid, queue, key))
 
 
 # ---------------------------------------------------------------------- self-measurement
+def error_estimate(issues: pd.DataFrame | None) -> None:
+    """How many label errors the data probably holds (``curation.labels.issues.issue_summary``'s estimate),
+    beside how many the queue flags: plan a review of about that many."""
+    est = None if issues is None else issues.attrs.get("label_error_estimate")
+    if est is None:
+        return
+    st.caption(f"About {est:,.0f} label errors expected in the labelled data (estimate from the noise model); "
+               f"{int(issues['is_label_issue'].sum()):,} flagged. Reviewing about 1.5 × the estimate down this "
+               "queue finds most of them.")
+
+
 def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *, queue: str,
                 correct: np.ndarray) -> None:
     """This queue's hit rate (overall, last 20, by class), the diminishing-returns notice, and per-class
     accuracy of the suggestions (``correct``: ``curation.labels.queues.measured_correct``)."""
-    rates = queues.hit_rates(reviews)
+    task = queues.task_of(a)
+    rates = queues.hit_rates(reviews, task=task)
     this = rates.loc[queue] if queue in rates.index else None
     c1, c2, c3 = st.columns(3)
     c1.metric("Reviewed in this queue", 0 if this is None else int(this["reviewed"]))
@@ -224,7 +248,7 @@ def measurement(a: queues.Aligned, reviews: pd.DataFrame, sugg: pd.DataFrame, *,
         if len(rates):
             st.caption("Every queue (latest decision per image; skips and undos left out)")
             st.dataframe(rates.rename(index=queues.QUEUES), width="stretch")
-            by_class = queues.hit_rates(reviews, by=sugg["class_name"])
+            by_class = queues.hit_rates(reviews, by=sugg["class_name"], task=task)
             if queue in by_class.index.get_level_values(0):
                 st.caption("This queue by suggested class")
                 st.dataframe(by_class.loc[queue], width="stretch")

@@ -12,6 +12,8 @@ from curation.ui import loaders, state
 from curation.ui.text import plain_lines
 from curation.ui.widgets import guard
 
+K_INGEST_REPORT = "ingest_report"
+"""The last ingest's report, shown once after the page reran to count the new images."""
 LABEL_MODES = {"auto": "Automatic (folder names or manifest column)", "folders": "Folder names", "none": "No labels"}
 
 
@@ -70,7 +72,11 @@ def ingest_form(ws: Workspace) -> None:
                             image_root=state.confine(image_root, what="read images from") if image_root.strip()
                             else None,
                             progress=progress_bar("Ingesting"))
-            show_report(report)
+            st.session_state[K_INGEST_REPORT] = report
+            st.rerun()  # the whole page (counts, the pipeline button) reflects the new images at once
+    report = st.session_state.pop(K_INGEST_REPORT, None)
+    if report is not None:
+        show_report(report)
 
 
 def show_report(report) -> None:

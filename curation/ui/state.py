@@ -19,6 +19,10 @@ K_LAST_BATCH = "last_batch"  # int: the newest label batch written from this ses
 K_REVIEW_DONE = "review_done"  # list[int]: samples handled in the review queue, in order
 K_REVIEW_BATCHES = "review_batches"  # list[(int | None, str)]: the batch each handled sample wrote, and its queue
 K_REVIEW_FRONT = "review_front"  # int: a sample put back by Undo, shown first while it is in the queue
+K_LAST_TAG_BATCH = "last_tag_batch"  # int: the newest tag batch written from this session
+K_LAST_KIND = "last_kind"  # "label" | "tag": which of the two the newest undoable action was
+K_FILTER = "shared_filter"  # dict: the filter bar's filter (curation.labels.filters.Filter.to_dict), on every page
+K_GRID = "grid_set"  # dict: the images the Grid page shows ({"ids": [...], "source": "..."})
 K_SEEN_ACTIVE = "seen_active_jobs"  # set[int]: jobs this session saw running (to refresh when they end)
 
 
@@ -89,3 +93,4 @@ def remember_batch(batch_id: int | None) -> None:
     """Remember the newest batch written by this session (the target of "Undo last")."""
     if batch_id is not None:
         st.session_state[K_LAST_BATCH] = int(batch_id)
+        st.session_state[K_LAST_KIND] = "label"

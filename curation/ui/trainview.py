@@ -121,9 +121,14 @@ def shown_run(runs: pd.DataFrame) -> int | None:
 
 
 def live_curves(ws: Workspace, runs: pd.DataFrame) -> None:
-    """Curves of the running run, polled every second while one runs (else those of the newest run)."""
+    """Curves of the running run, polled every second while a training job is queued or runs (else those of the
+    newest run), and, once a run is done, the way on to Evaluate."""
+    from curation.runtime import jobs
 
-    @st.fragment(run_every="1s" if (runs["status"] == "running").any() else None)
+    training = jobs.active_jobs(ws)["kind"].isin(["train", "finetune"]).any()
+    live = bool(training or (len(runs) and (runs["status"] == "running").any()))
+
+    @st.fragment(run_every="1s" if live else None)
     def panel() -> None:
         with guard("reading the run's curves"):
             now = ws.store.runs()
@@ -135,6 +140,9 @@ def live_curves(ws: Workspace, runs: pd.DataFrame) -> None:
             st.plotly_chart(curves_figure(metrics.get("curves") or [], epochs=metrics.get("epochs"),
                                           title=f"Run {run_id} · {rec['kind']} · {rec['status']}"),
                             key="train_curves")
+            if rec["status"] == "done":
+                st.page_link("pages/5_Evaluate.py", label=f"Evaluate run {run_id}: metrics, confusion matrix, mistakes",
+                             icon=":material/analytics:")
 
     panel()
 

@@ -42,7 +42,8 @@ PAGES = [("app.py", "Home", ":material/home:"), ("pages/1_Map.py", "Map", ":mate
          ("pages/3_Review.py", "Review", ":material/fact_check:"),
          ("pages/4_Train.py", "Train", ":material/model_training:"),
          ("pages/5_Evaluate.py", "Evaluate", ":material/analytics:"),
-         ("pages/6_Search.py", "Search", ":material/search:"), ("pages/7_History.py", "History", ":material/history:")]
+         ("pages/6_Search.py", "Search", ":material/search:"), ("pages/7_History.py", "History", ":material/history:"),
+         ("pages/8_Grid.py", "Grid", ":material/grid_view:")]
 """The pages in loop order (see → fix → retrain → inspect): script, title, icon. Streamlit's own page list is
 off (``client.showSidebarNavigation``): it would title Home after its file, "app"."""
 
@@ -158,14 +159,37 @@ def toast_batch(batch_id: int | None, what: str) -> None:
         st.toast(f"{plain(what)}: batch {batch_id}")
 
 
+BIG_UNDO = 1_000
+"""Undoing a batch of more events than this asks for a confirmation with its counts first."""
+
+
+def undo_is_confirmed(n_events: int, n_samples: int, *, key: str) -> bool:
+    """For a batch over :data:`BIG_UNDO` events, a tick box saying what the undo changes; True once ticked (or
+    for a small batch)."""
+    if n_events <= BIG_UNDO:
+        return True
+    return st.checkbox(f"Yes, undo {n_events:,} label changes on {n_samples:,} images", key=f"{key}_sure")
+
+
 def undo_last_button(ws: Workspace, *, key: str) -> None:
-    """An "Undo last" button for the newest batch this session wrote."""
-    last = st.session_state.get(state.K_LAST_BATCH)
-    if st.button(f"Undo last (batch {last})" if last else "Undo last", key=key, disabled=last is None):
+    """An "Undo last" button for the newest label or tag batch this session wrote (a confirmation first when it
+    changed over :data:`BIG_UNDO` labels)."""
+    from curation.data import tags
+
+    kind = st.session_state.get(state.K_LAST_KIND, "label")
+    last = st.session_state.get(state.K_LAST_TAG_BATCH if kind == "tag" else state.K_LAST_BATCH)
+    ok = True
+    if last and kind == "label":
+        rec = ws.store.batches(limit=1_000_000)
+        n = int(rec.loc[int(last), "n_events"]) if int(last) in rec.index else 0
+        if n > BIG_UNDO:
+            ok = undo_is_confirmed(n, int(ws.store.events(int(last))["sample_id"].nunique()), key=key)
+    what = f"tag batch {last}" if kind == "tag" else f"batch {last}"
+    if st.button(f"Undo last ({what})" if last else "Undo last", key=key, disabled=last is None or not ok):
         with guard("undoing"):
-            undo = ws.store.undo(int(last))
-            st.session_state.pop(state.K_LAST_BATCH, None)
-            st.toast(f"Undid batch {last}" + (f" (undo batch {undo})" if undo else ""))
+            undo = tags.undo(ws.store, int(last)) if kind == "tag" else ws.store.undo(int(last))
+            st.session_state.pop(state.K_LAST_TAG_BATCH if kind == "tag" else state.K_LAST_BATCH, None)
+            st.toast(f"Undid {what}" + (f" (undo {undo})" if undo else ""))
             st.rerun()
 
 
