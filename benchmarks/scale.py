@@ -329,7 +329,7 @@ def map_figures(dest: Path, n: int, repeat: int) -> None:
     cats = np.array([*names, "(unlabelled)"], dtype=object)[y].tolist()
     t = time.perf_counter()
     fig = mapview.map_figure(xy, emb.ids, categories=cats,
-                             colours=mapview.category_colours(cats, order=names), hover=cats)
+                             colours=mapview.category_colours(cats, fixed=mapview.fixed_colours(ws)), hover=cats)
     size = len(fig.to_json())
     print(json.dumps({"n": len(xy), "figure_seconds": round(time.perf_counter() - t, 2),
                       "json_mb": round(size / 1e6, 1), "load": os.getloadavg()[0]}), flush=True)
