@@ -970,6 +970,18 @@ def _live_undos(con: sqlite3.Connection) -> dict[int, int]:
     return undone
 
 
+def _append_batch(con: sqlite3.Connection, s: np.ndarray, c: np.ndarray, st: np.ndarray, *, source: str,
+                  actor: str, note: str, undoes: int | None = None, skip_noop: bool = True) -> int | None:
+    """Write one batch of cells inside the caller's transaction (the last write of a cell wins; no-ops are dropped
+    unless ``skip_noop`` is false), as set operations (:mod:`curation.data.cells`); for modules that write a
+    batch together with other rows (``curation.data.classes``). Returns the batch id, or None when nothing changed."""
+    s, c, st = (np.asarray(a, np.int64).ravel() for a in (s, c, st))
+    if s.size == 0:
+        return None
+    _cells.load_cells(con, s, c, st)
+    return _cells.append_batch(con, source=source, actor=actor, note=note, undoes=undoes, skip_noop=skip_noop)
+
+
 def _dense(cells: np.ndarray, sample_ids: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     """Scatter (M, 3) [sample, class, state] cells into an (N, K) int8 matrix, vectorised."""
     out = np.zeros((len(sample_ids), len(class_ids)), np.int8)
