@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from curation.ui import classes, jobpanel, loaders, overview, setup, state, widgets
+from curation.ui import beyond, classes, jobpanel, loaders, overview, setup, state, widgets
 from curation.ui.text import plain
 
 st.set_page_config(page_title="Curation studio", page_icon="🗂️", layout="wide")
@@ -61,6 +61,9 @@ if st.button("Run pipeline (embed → map → clusters → suggestions → issue
              help="One pipeline at a time: this is off while one runs." if running is not None else None):
     jobpanel.submit(ws, "pipeline", engine)
 jobpanel.jobs_panel(ws, key="home_jobs")
+if s.labelled:
+    with st.expander("Which encoder fits your labels?"):
+        beyond.transfer_panel(ws)
 
 st.subheader("Next")
 links = st.columns(6)

@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("workspace", type=Path)
     sp.add_argument("job", type=int, nargs="?", default=None)
     sp.add_argument("--idle", type=float, default=None, help="seconds without a job before the worker exits")
-    return p
+    return __import__("curation.cli_extra", fromlist=["register"]).register(add, p)  # contrast, guidelines, subset…
 
 
 def main(argv: list[str] | None = None) -> int:

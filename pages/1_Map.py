@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import filters, freshness, grid, jobpanel, labels, loaders, mapview, selection, state, widgets
+from curation.ui import beyond, filters, freshness, grid, jobpanel, labels, loaders, mapview, selection, state, widgets
 
 st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", layout="wide")
 st.title("Map")
@@ -107,4 +107,6 @@ if len(picked) == 0:
 
 st.subheader(f"{len(picked):,} selected")
 grid.open_button(picked, "map selection", key="map_open_grid")
+with st.expander("What sets the selection apart"):
+    beyond.contrast_panel(ws, picked, key="map_apart", what_a="the selection", what_b="the other images")
 grid.grid(ws, picked, key="bulk", sugg=sugg, source="map selection")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from curation.ui import grid, history, state, widgets
+from curation.ui import beyond, grid, history, state, widgets
 
 st.set_page_config(page_title="History · Curation studio", page_icon="🕘", layout="wide")
 st.title("History")
@@ -60,3 +60,8 @@ with st.form("export"):
             where = state.confine(dest, what="export to") if dest.strip() else None
             path = export_cleanlab(ws, where) if fmt == "cleanlab" else export(ws, fmt, where, drop_same_images=drop)
             st.success(f"Written to {widgets.md_escape(path)}")
+
+st.subheader("Cluster-balanced subset")
+st.caption("A training or labelling subset of a given budget: near-duplicates left out, then spread over clusters "
+           "(optionally the hardest images first). Written as a manifest CSV or an id list under exports/.")
+beyond.subset_form(ws)

@@ -26,6 +26,12 @@ def test_bytes_text_and_writer(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "t.txt", "x.npy"]  # no temporary left
 
 
+def test_new_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (atomic_write(tmp_path / "shared.html", "x").stat().st_mode & 0o777) == 0o666 & ~mask
+
+
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
     dest = atomic_write(tmp_path / "f.json", "old")
 

@@ -28,7 +28,7 @@ def _layer(module: str) -> str | None:
     parts = module.split(".")
     if len(parts) < 2:
         return None
-    return "cli" if parts[1] in ("cli", "__main__", "api") else parts[1]
+    return "cli" if parts[1] in ("cli", "__main__", "api") or parts[1].startswith("cli_") else parts[1]
 
 
 def _imports(path: Path, *, top_level_only: bool = False) -> set[str]:

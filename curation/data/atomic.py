@@ -10,6 +10,16 @@ from typing import Callable
 Writer = Callable[[Path], None]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()
+"""What ``open(path, "w")`` would give a new file (mkstemp's own 0600 would hide exports from other accounts)."""
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -50,6 +60,7 @@ def atomic_write(path: str | os.PathLike[str], content: bytes | str | Writer, *,
             with os.fdopen(fd, "wb") as f:
                 fd = -1
                 f.write(data)
+        os.chmod(tmp, _MODE)
         if durable:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())

@@ -253,7 +253,8 @@ def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int, *,
         ids = ids[np.isin(ids, keep)]
         st.caption(f"{len(ids):,} of its images match the filter; the actions below act on those.")
     grid.open_button(ids, f"cluster {cluster}", key="clusters_open_grid")
-    images, split_tab, pocket_tab = st.tabs(["Images", "Split this cluster", "Pockets"])
+    images, split_tab, pocket_tab, apart_tab = st.tabs(["Images", "Split this cluster", "Pockets",
+                                                        "What sets it apart"])
     with images:
         label_panel(ws, ids, key=f"cl{cluster}")
         image_grid(ws, ids, key=f"cl{cluster}")
@@ -261,6 +262,10 @@ def detail(ws: Workspace, clustering: Any, table: pd.DataFrame, cluster: int, *,
         split_view(ws, clustering, cluster)
     with pocket_tab:
         pockets_view(ws, clustering, cluster)
+    with apart_tab:
+        from curation.ui.beyond import contrast_panel
+
+        contrast_panel(ws, ids, key=f"cl{cluster}_apart", what_a="this cluster", what_b="the other images")
 
 
 def _on_demand(ws: Workspace, clustering: Any, cluster: int, *, label: str, state_key: str, hint: str,

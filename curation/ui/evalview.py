@@ -317,6 +317,12 @@ def cell_review(ws: Workspace, ev: Evaluation, true_k: int, pred_k: int, *, run_
     verdicts (one store batch when a label changes, one review row always) and Pin / Unpin."""
     ids, conf = ev.cell(true_k, pred_k)
     mistake = true_k != pred_k
+    if mistake and len(ids):
+        from curation.ui.beyond import contrast_panel
+
+        with st.expander("What sets this cell apart from the correctly predicted images of its class"):
+            contrast_panel(ws, ids, ev.cell(true_k, true_k)[0], key="eval_apart", what_a="this cell",
+                           what_b="the correct ones")
     st.caption(f"{len(ids):,} images, most confident first."
                + ("" if mistake else " Model and label agree in this cell: verdicts here are recorded but do "
                                      "not count as reviewed mistakes."))
