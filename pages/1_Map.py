@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from curation.ui import beyond, filters, grid, jobpanel, labels, loaders, mapview, selection, state, widgets
+from curation.ui import beyond, filters, freshness, grid, jobpanel, labels, loaders, mapview, selection, state, widgets
 
 st.set_page_config(page_title="Map · Curation studio", page_icon="🗺️", layout="wide")
 st.title("Map")
@@ -39,6 +39,7 @@ names = ws.store.class_names()
 matrix = ws.store.label_matrix(ids)
 label_text = labels.label_text(matrix, names)
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
+freshness.show(ws)
 clusters = widgets.optional(loaders.clusters, ws, "clusters")
 
 modes = [m for m in mapview.COLOUR_MODES if m != "cluster" or clusters is not None]
@@ -66,19 +67,29 @@ colours = mapview.category_colours(cats, fixed=mapview.fixed_colours(ws)) if cat
 value_name, scale = mapview.SCALES.get(mode, ("", "Viridis"))
 fig = mapview.map_figure(xy[rows], shown, categories=cats, colours=colours, values=values, value_name=value_name,
                          colorscale=scale, faded=None if kind == "all" else ~shown_keep,
-                         hover=mapview.hover_text(shown, shown_text, sugg), dragmode=mouse,
+                         hover=mapview.hover_text(shown, shown_text, sugg) if len(rows) <= mapview.HOVER_LIMIT
+                         else None, dragmode=mouse,
                          hint="click to preview" if mouse == "pan" else "Mouse → click to preview, then click",
                          revision=f"{method}-{mouse}")
 
 picked = np.intersect1d(clicked, shown[shown_keep])  # bulk actions: the filter's points only
-text_of = dict(zip(ids.tolist(), label_text))
+label_arr = np.asarray(label_text, dtype=object)
+by_id = np.argsort(ids, kind="stable")
+
+
+def text_of(sample_ids: np.ndarray) -> list[str]:
+    """Label text of these sample ids (a binary search: no per-run dict of every sample)."""
+    pos = np.searchsorted(ids[by_id], np.asarray(sample_ids, np.int64))
+    return label_arr[by_id[np.clip(pos, 0, len(ids) - 1)]].tolist()
+
+
 left, right = st.columns([5, 2])
 with left:
     st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=state.K_MAP_CHART,
                     config={"displaylogo": False})
 with right:
     if len(clicked) == 1:
-        mapview.point_panel(ws, int(clicked[0]), labels=text_of[int(clicked[0])], sugg=sugg, issues=issues,
+        mapview.point_panel(ws, int(clicked[0]), labels=text_of(clicked[:1])[0], sugg=sugg, issues=issues,
                             clusters=clusters, splits=splits)
     elif colours is not None:
         key = mapview.legend_frame([c for c, k in zip(cats, shown_keep) if k], colours)

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from curation.labels import queues
-from curation.ui import filters, jobpanel, loaders, review, widgets
+from curation.ui import filters, freshness, jobpanel, loaders, review, widgets
 
 st.set_page_config(page_title="Review · Curation studio", page_icon="✅", layout="wide")
 st.title("Review")
@@ -13,6 +13,7 @@ ws = widgets.require_workspace()
 NO_SUGGESTIONS = "No suggestions yet: run the pipeline on the Home page."
 emb = jobpanel.require_embeddings(ws, NO_SUGGESTIONS)
 sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
+freshness.show(ws)
 if sugg is None:
     jobpanel.stop_for_pipeline(ws, NO_SUGGESTIONS)
 

@@ -22,9 +22,11 @@ else:
                                                   f"{batches.loc[b, 'n_events']} events · {batches.loc[b, 'note']}")
     undone_by = batches.loc[batch_id, "undone_by"]
     with st.container(border=True):
-        events = ws.store.events(batch_id)
-        touched = np.unique(events["sample_id"].to_numpy(np.int64))
+        events = ws.store.events(batch_id, limit=history.EVENTS_SHOWN)
+        touched = ws.store.batch_samples(int(batch_id))
         st.dataframe(history.events_table(events), hide_index=True, height=240)
+        if int(batches.loc[batch_id, "n_events"]) > len(events):
+            st.caption(f"The first {len(events):,} of {int(batches.loc[batch_id, 'n_events']):,} events.")
         st.caption(f"{len(touched):,} images in this batch" + (" (the first 12 below)" if len(touched) > 12 else ""))
         paths, _ = widgets.thumbnails(ws, touched[:12])
         if paths:

@@ -149,6 +149,8 @@ def test_multi_label_both_valid_label_right_and_reject(multi: Workspace) -> None
     # with unknown labels as weak negatives, complete single-label images are no longer proposed a second label)
     wrong = ws.store.sample_ids()[[0, 6]].astype(int).tolist()
     ws.store.apply(wrong, [ws.store.class_id("square")] * 2, POSITIVE, source="human", exclusive=True)
+    from curation.runtime import rescore
+    rescore.rescore(ws, debounce=0)  # the worker's refresh after those labels lands before the visit
     at = _page()
     at.radio(key="review_kind").set_value("missing").run()
     assert_ok(at)
@@ -161,6 +163,8 @@ def test_multi_label_both_valid_label_right_and_reject(multi: Workspace) -> None
     assert ws.store.batches().iloc[0]["source"] == "review"
     assert (_last_review(ws)["queue"], _last_review(ws)["verdict"]) == ("missing", "both_valid")
 
+    rescore.rescore(ws, debounce=0)  # the background refresh after that label lands; the page's poll reruns it
+    at.run()
     n_batches = len(ws.store.batches())
     at.button(key="review_right").click().run()  # "the labels are right": a review row only
     assert_ok(at)

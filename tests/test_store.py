@@ -438,3 +438,75 @@ def test_assign_job_pid_never_overwrites_a_started_job(tmp_path: Path) -> None:
     assert ws.store.assign_job_pid(job, 111) and ws.store.job(job)["pid"] == 111
     ws.store.update_job(job, status="running", started=1.0, pid=222)
     assert not ws.store.assign_job_pid(job, 111) and ws.store.job(job)["pid"] == 222
+
+
+def test_in_memory_projection_follows_other_writers_undos_and_restores(tmp_path: Path) -> None:
+    """label_matrix() (all samples) reads the in-memory copy: it must equal the projection read by key and the
+    replay after writes from another Store, bulk relabels and their undo, new classes, new samples, and a
+    restored backup whose history differs."""
+    from curation.data.store import Store
+    from curation.runtime.doctor import restore
+
+    ws = Workspace.create(tmp_path / "w")
+    ids, cls = _filled(ws, n=40)
+    reader, writer = ws.store, Store(ws.store.path)
+    rng = np.random.default_rng(0)
+
+    def agree() -> None:
+        full = reader.label_matrix()
+        by_key = reader.label_matrix(reader.sample_ids())  # <= FEW_SAMPLES: read by key from SQLite
+        assert full.shape == by_key.shape and (full == by_key).all()
+        assert (full == reader.label_matrix(upto_event=reader.last_event_id())).all()
+
+    reader.label_matrix()  # warm the copy
+    for step in range(12):
+        writer.set_label(rng.choice(ids, 5, replace=False), cls[step % 3])
+        if step % 4 == 3:
+            writer.reject_label(rng.choice(ids, 3, replace=False), cls[0])
+        agree()
+    before = reader.label_matrix()
+    b = writer.set_label(ids, cls[1], source="bulk")
+    assert (reader.label_matrix()[:, 1] == POSITIVE).all()
+    writer.undo(b)
+    assert (reader.label_matrix() == before).all()
+    agree()
+    new_cls = writer.add_classes(["eel"])[0]
+    more, _ = writer.add_samples(writer.root_id(ws.root), _records(3, prefix="more"))
+    writer.set_label(more, new_cls)
+    assert reader.label_matrix().shape == (43, 4)
+    agree()
+    backup = reader.backup(tmp_path / "b.db")
+    writer.set_label(ids[:5], cls[0])
+    writer.reject_label(ids[:5], cls[2])
+    reader.label_matrix()  # the copy now holds labels the backup lacks
+    writer.close()
+    restore(backup, ws.root)
+    Workspace.open(ws.root).store.set_label(ids[5:30], cls[2])  # the restored log runs past the copy's last event
+    agree()
+
+
+def test_bulk_relabel_and_undo_rows(ws: Workspace) -> None:
+    """A bulk relabel writes one event per changed cell (old positives cleared, new ones set; unchanged cells
+    skipped) and its undo writes their inverses, in one batch each."""
+    ids, cls = _filled(ws, n=30)
+    ws.store.set_label(ids[:10], cls[0])
+    ws.store.set_label(ids[10:20], cls[1])
+    b = ws.store.set_label(ids, cls[1], source="bulk")
+    ev = ws.store.events(b)
+    assert len(ev) == 10 + 10 + 0 + 10  # clear 10 cls0, set 10 cls1; 10 already cls1; 10 new cls1
+    assert int(ws.store.batches(limit=1).loc[b, "n_events"]) == len(ev)
+    assert set(ev.loc[ev["state"] == 0, "sample_id"]) == set(ids[:10].tolist())
+    u = ws.store.undo(b)
+    uev = ws.store.events(u)
+    assert len(uev) == len(ev)
+    m = ws.store.label_matrix()
+    assert (m[:10, 0] == POSITIVE).all() and (m[10:20, 1] == POSITIVE).all() and (m[20:] == 0).all()
+    assert ws.store.set_label(ids[10:20], cls[1]) is None  # a no-op writes no batch
+    assert ws.store.check() == []
+
+
+def test_events_limit_reads_the_first_events_of_a_batch(ws: Workspace) -> None:
+    ids, cls = _filled(ws, n=30)
+    b = ws.store.set_label(ids, cls[0], source="bulk")
+    first = ws.store.events(b, limit=7)
+    assert len(first) == 7 and (first.index.to_numpy() == ws.store.events(b).index.to_numpy()[:7]).all()

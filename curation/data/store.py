@@ -24,6 +24,7 @@ import pandas as pd
 
 from curation.core.validate import check_choice
 from curation.core.vocab import POSITIVE, QUEUES, REJECTED, SOURCES, STATES, TASKS, UNKNOWN, VERDICTS
+from curation.data import cells as _cells
 from curation.data.atomic import atomic_write
 from curation.data.disk import ReadOnlyStore, StoreError, StoreFull, unwritable_reason, write_problem  # noqa: F401 - the errors and checks are re-exported
 from curation.data.disk import connect_read_only as _connect_read_only
@@ -121,6 +122,7 @@ CREATE TABLE IF NOT EXISTS reviews (
     actor TEXT NOT NULL DEFAULT 'user'
 );
 CREATE INDEX IF NOT EXISTS reviews_sample ON reviews(sample_id);
+CREATE INDEX IF NOT EXISTS samples_present ON samples(missing, id);
 """
 
 
@@ -167,6 +169,8 @@ class Store:
         if not self.path.exists() and not create:
             raise StoreError(f"No label store at {self.path}: run `python -m curation init {self.path.parent}`.")
         self._local = threading.local()
+        self._projection = _cells.Projection()
+        self._ids_cache: dict[bool, tuple[tuple, np.ndarray]] = {}
         self.read_only_reason = "" if not read_only else "opened read-only on request"
         if not read_only and self.path.exists():
             self.read_only_reason = unwritable_reason(self.path)
@@ -244,6 +248,8 @@ class Store:
                 con.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
             con.execute("PRAGMA busy_timeout=30000")
             con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA temp_store=MEMORY")  # a batch's cells sit in temporary tables: keep them off disk
+            con.execute("PRAGMA cache_size=-65536")  # 64 MB of pages: bulk batches touch the projection's B-tree
             self._local.con, self._local.pid = con, os.getpid()
         return con
 
@@ -419,8 +425,9 @@ class Store:
                     s = ids[[i for i, _, _ in pairs]]
                     c = np.array([cid[n] for _, n, _ in pairs], np.int64)
                     st = np.array([state for _, _, state in pairs], np.int64)
-                    _append_batch(con, s, c, st, source="import", actor=actor,
-                                  note=note or f"imported labels of {int(is_new.sum())} new samples")
+                    _cells.load_cells(con, s, c, st)
+                    _cells.append_batch(con, source="import", actor=actor,
+                                        note=note or f"imported labels of {int(is_new.sum())} new samples")
         return ids, is_new
 
     def set_missing(self, sample_ids: Sequence[int], missing: bool = True) -> None:
@@ -443,8 +450,16 @@ class Store:
 
     def sample_ids(self, *, include_missing: bool = False) -> np.ndarray:
         """(N,) int64 ids of the samples, ascending."""
-        where = "" if include_missing else "WHERE missing=0"
-        return np.array([r[0] for r in self._read(f"SELECT id FROM samples {where} ORDER BY id")], np.int64)
+        # samples are never deleted: the largest id and the missing ones (an index range) tell the set apart
+        token = (include_missing, *self._read("SELECT (SELECT COALESCE(MAX(id), 0) FROM samples), COUNT(*), "
+                                              "COALESCE(SUM(id), 0) FROM samples WHERE missing=1")[0])
+        cached = self._ids_cache.get(include_missing)
+        if cached is None or cached[0] != token:
+            where = "" if include_missing else "WHERE missing=0"
+            row = self._read(f"SELECT group_concat(id) FROM (SELECT id FROM samples {where} ORDER BY id)")
+            ids = np.array(row[0][0].split(","), np.int64) if row and row[0][0] else np.zeros(0, np.int64)
+            cached = self._ids_cache[include_missing] = (token, ids)
+        return cached[1].copy()
 
     def sample_count(self) -> tuple[int, int]:
         """(number of present samples, largest present id or 0): a cheap token of the sample set."""
@@ -525,16 +540,12 @@ class Store:
             known_c = np.array([r[0] for r in con.execute("SELECT id FROM classes")], np.int64)
             if c.size and not np.isin(c, known_c).all():
                 raise StoreError(f"Unknown class ids {sorted(set(c[~np.isin(c, known_c)].tolist()))[:5]}.")
-            if exclusive and (st == POSITIVE).any():
-                pos_s = np.unique(s[st == POSITIVE])
-                cur = _current(con, pos_s)
-                # clear the current positives first; a cell also set positive here keeps its positive,
-                # because _append_batch keeps the last write of a cell
-                clear = cur[(cur[:, 2] == POSITIVE)]
-                s = np.concatenate([clear[:, 0], s])
-                c = np.concatenate([clear[:, 1], c])
-                st = np.concatenate([np.zeros(len(clear), np.int64), st])
-            batch = _append_batch(con, s, c, st, source=source, actor=actor, note=note) if s.size else None
+            batch = None
+            if s.size:
+                _cells.load_cells(con, s, c, st)  # set operations in SQLite: O(changed cells), not O(store)
+                if exclusive and (st == POSITIVE).any():
+                    _cells.add_exclusive_clears(con)  # other positives of those samples go back to unknown
+                batch = _cells.append_batch(con, source=source, actor=actor, note=note)
             if review is not None:
                 _insert_reviews(con, review, batch, actor)
             return batch
@@ -591,26 +602,27 @@ class Store:
             if by is not None:
                 raise StoreError(f"Batch {batch_id} is undone already (by batch {by}, perhaps from another window "
                                  f"or the command line): nothing to undo. To redo it, undo batch {by}.")
-            ev = pd.DataFrame(con.execute("SELECT sample_id, class_id, state, prev_state FROM events WHERE batch_id=? "
-                                          "ORDER BY id", (int(batch_id),)).fetchall(), columns=["s", "c", "st", "prev"])
-            cur = pd.DataFrame(_current(con, ev["s"].unique()), columns=["s", "c", "now"])
-            moved = ev.merge(cur, on=["s", "c"], how="left").fillna({"now": 0})
-            moved = moved.loc[moved["now"] != moved["st"], "s"].unique()
-            if self.task == "single":  # one positive per sample: a change to any class of it is a newer label
-                moved = np.union1d(moved, _changed_since(con, int(batch_id), cur))
-            keep = ev[~ev["s"].isin(moved)]
-            if keep.empty:
+            moved = _cells.undo_cells(con, int(batch_id), single=self.task == "single")
+            if _cells.cells_count(con) == 0:
                 raise StoreError(f"Every sample of batch {batch_id} was labelled again after it, so undoing it would "
                                  "overwrite newer labels: nothing was changed. Undo the newer batches first.")
             note = f"undo of batch {batch_id}"
-            if len(moved):
-                note += f"; {len(moved)} samples labelled again since kept their newer labels"
-            return _append_batch(con, keep["s"].to_numpy(np.int64), keep["c"].to_numpy(np.int64),
-                                 keep["prev"].to_numpy(np.int64), source="undo", actor=actor, note=note,
-                                 undoes=int(batch_id), skip_noop=False)
+            if moved:
+                note += f"; {moved} samples labelled again since kept their newer labels"
+            batch = _cells.append_batch(con, source="undo", actor=actor, note=note, undoes=int(batch_id),
+                                        skip_noop=False)
+            assert batch is not None
+            return batch
 
     def last_event_id(self) -> int:
         return int(self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
+
+    def samples_labelled_since(self, after_event: int, *, cap: int = 100_000) -> int:
+        """Distinct samples with a label event after ``after_event``, counted over at most ``cap`` events (a rowid
+        range, cheap however long the log); ``cap + 1`` means "more than ``cap``"."""
+        n, seen = self._read("SELECT COUNT(DISTINCT sample_id), COUNT(*) FROM (SELECT sample_id FROM events "
+                             "WHERE id > ? ORDER BY id LIMIT ?)", (int(after_event), int(cap) + 1))[0]
+        return int(cap) + 1 if int(seen) > cap else int(n)
 
     def label_matrix(self, sample_ids: np.ndarray | None = None, *, upto_event: int | None = None) -> np.ndarray:
         """Current label states as a dense matrix.
@@ -632,11 +644,27 @@ class Store:
                                         "sample_id IN (SELECT value FROM json_each(?))",
                                         (json.dumps(ids.tolist()),)), np.int64).reshape(-1, 3)
         elif upto_event is None:
-            cells = np.array(self._read("SELECT sample_id, class_id, state FROM labels WHERE state != 0"),
-                             np.int64).reshape(-1, 3)
+            mat = self._projection_matrix(class_ids)
+            if mat is not None:  # the in-memory copy, up to date: a copy of rows, no query
+                out = np.zeros((len(ids), len(class_ids)), np.int8)
+                ok = (ids >= 0) & (ids < len(mat))
+                out[ok] = mat[ids[ok]]
+                return out
+            cells = _cells.read_cells(self._con())
         else:
             cells = self._replay(upto_event)
         return _dense(cells, ids, class_ids)
+
+    def _projection_matrix(self, class_ids: np.ndarray) -> np.ndarray | None:
+        """The process's in-memory label matrix (rows = sample ids), brought up to date in one read transaction."""
+        con = self._con()
+        if con.in_transaction:
+            return self._projection.matrix(con, class_ids)
+        con.execute("BEGIN")
+        try:
+            return self._projection.matrix(con, class_ids)
+        finally:
+            con.execute("COMMIT")
 
     def _replay(self, upto_event: int | None = None) -> np.ndarray:
         """(M, 3) int64 [sample, class, state] of non-unknown cells after replaying the log."""
@@ -667,9 +695,10 @@ class Store:
         df["undone_by"] = df.index.map(_live_undos(self._con())).astype("float64")
         return df
 
-    def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None
-               ) -> pd.DataFrame:
-        """Events (one batch, or an id range) with class names and batch source."""
+    def events(self, batch_id: int | None = None, *, after_event: int = 0, upto_event: int | None = None,
+               limit: int | None = None) -> pd.DataFrame:
+        """Events (one batch, or an id range) with class names and batch source; the first ``limit`` only when
+        given (a page showing a million-event batch reads a screenful)."""
         where, params = ["e.id > ?"], [int(after_event)]
         if batch_id is not None:
             where.append("e.batch_id = ?")
@@ -679,11 +708,25 @@ class Store:
             params.append(int(upto_event))
         return self._frame("SELECT e.id, e.batch_id, e.sample_id, e.class_id, c.name AS class_name, e.state, "
                            "e.prev_state, b.source, b.actor, b.time FROM events e JOIN classes c ON c.id=e.class_id "
-                           "JOIN batches b ON b.id=e.batch_id WHERE " + " AND ".join(where) + " ORDER BY e.id",
-                           params, index="id")
+                           "JOIN batches b ON b.id=e.batch_id WHERE " + " AND ".join(where) + " ORDER BY e.id"
+                           + ("" if limit is None else f" LIMIT {int(limit)}"), params, index="id")
+
+    def batch_samples(self, batch_id: int) -> np.ndarray:
+        """(M,) int64 ascending ids of the samples a batch touched (one indexed query, however big the batch)."""
+        row = self._read("SELECT group_concat(sample_id) FROM (SELECT DISTINCT sample_id FROM events WHERE "
+                         "batch_id=? ORDER BY sample_id)", (int(batch_id),))
+        return np.array(row[0][0].split(","), np.int64) if row and row[0][0] else np.zeros(0, np.int64)
 
     def label_counts(self) -> pd.DataFrame:
-        """Per class: positives and rejections among present samples."""
+        """Per class (indexed by id): name, positives and rejections among present samples."""
+        classes = self._frame("SELECT id, name FROM classes ORDER BY id", index="id")
+        mat = self._projection_matrix(classes.index.to_numpy(np.int64))
+        if mat is not None:
+            gone = np.array([r[0] for r in self._read("SELECT id FROM samples WHERE missing=1")], np.int64)
+            gone = gone[gone < len(mat)]
+            for col, state in (("positive", POSITIVE), ("rejected", REJECTED)):
+                classes[col] = ((mat == state).sum(0) - (mat[gone] == state).sum(0)).astype(np.int64)
+            return classes
         return self._frame("SELECT c.id, c.name, COALESCE(SUM(l.state=1), 0) AS positive, "
                            "COALESCE(SUM(l.state=-1), 0) AS rejected FROM classes c LEFT JOIN labels l "
                            "ON l.class_id=c.id LEFT JOIN samples s ON s.id=l.sample_id AND s.missing=0 "
@@ -927,65 +970,16 @@ def _live_undos(con: sqlite3.Connection) -> dict[int, int]:
     return undone
 
 
-def _current(con: sqlite3.Connection, sample_ids: np.ndarray) -> np.ndarray:
-    """(M, 3) int64 [sample, class, state] of the non-unknown cells of these samples."""
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS _ids (id INTEGER PRIMARY KEY)")
-    con.execute("DELETE FROM _ids")
-    con.executemany("INSERT OR IGNORE INTO _ids VALUES (?)", [(int(i),) for i in sample_ids])
-    rows = con.execute("SELECT l.sample_id, l.class_id, l.state FROM labels l JOIN _ids ON _ids.id=l.sample_id "
-                       "WHERE l.state != 0").fetchall()
-    return np.array(rows, np.int64).reshape(-1, 3)
-
-
-def _changed_since(con: sqlite3.Connection, batch_id: int, current: pd.DataFrame) -> np.ndarray:
-    """Samples of ``_ids`` (filled by ``_current``) whose label row differs now from right after a batch.
-
-    Parameters
-    ----------
-    batch_id : the batch; only events after its last one are read (a rowid range, so a recent batch is cheap).
-    current : columns s, c, now: the non-unknown cells of those samples now.
-
-    Returns
-    -------
-    (M,) int64 sample ids, ascending.
-    """
-    last = con.execute("SELECT MAX(id) FROM events WHERE batch_id=?", (batch_id,)).fetchone()[0]
-    later = pd.DataFrame(con.execute("SELECT sample_id, class_id, prev_state FROM events WHERE id > ? AND "
-                                     "sample_id IN (SELECT id FROM _ids) ORDER BY id", (int(last),)).fetchall(),
-                         columns=["s", "c", "then"])
-    if later.empty:
-        return np.zeros(0, np.int64)
-    then = later.drop_duplicates(["s", "c"], keep="first")  # each cell's state right after the batch
-    cmp = then.merge(current, on=["s", "c"], how="left").fillna({"now": 0})
-    return np.unique(cmp.loc[cmp["then"] != cmp["now"], "s"].to_numpy(np.int64))
-
-
 def _append_batch(con: sqlite3.Connection, s: np.ndarray, c: np.ndarray, st: np.ndarray, *, source: str,
                   actor: str, note: str, undoes: int | None = None, skip_noop: bool = True) -> int | None:
-    """Write one batch: dedupe cells (last wins), drop no-ops, log events, update the projection."""
+    """Write one batch of cells inside the caller's transaction (the last write of a cell wins; no-ops are dropped
+    unless ``skip_noop`` is false), as set operations (:mod:`curation.data.cells`); for modules that write a
+    batch together with other rows (``curation.data.classes``). Returns the batch id, or None when nothing changed."""
+    s, c, st = (np.asarray(a, np.int64).ravel() for a in (s, c, st))
     if s.size == 0:
         return None
-    df = pd.DataFrame({"s": s, "c": c, "st": st}).drop_duplicates(["s", "c"], keep="last")
-    cur = _current(con, df["s"].unique())
-    prev = pd.DataFrame(cur, columns=["s", "c", "prev"])
-    df = df.merge(prev, on=["s", "c"], how="left")
-    df["prev"] = df["prev"].fillna(0).astype(np.int64)
-    if skip_noop:
-        df = df[df["st"] != df["prev"]]
-    if df.empty:
-        return None
-    b = con.execute("INSERT INTO batches(time, actor, source, note, undoes, n_events) VALUES (?,?,?,?,?,?)",
-                    (time.time(), actor, source, note, undoes, len(df)))
-    batch_id = int(b.lastrowid)
-    first = int(con.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
-    ev_ids = np.arange(first, first + len(df), dtype=np.int64)
-    rows = list(zip(ev_ids.tolist(), [batch_id] * len(df), df["s"].tolist(), df["c"].tolist(),
-                    df["st"].tolist(), df["prev"].tolist()))
-    con.executemany("INSERT INTO events(id, batch_id, sample_id, class_id, state, prev_state) VALUES (?,?,?,?,?,?)",
-                    rows)
-    con.executemany("INSERT OR REPLACE INTO labels(sample_id, class_id, state, event_id) VALUES (?,?,?,?)",
-                    [(r[2], r[3], r[4], r[0]) for r in rows])
-    return batch_id
+    _cells.load_cells(con, s, c, st)
+    return _cells.append_batch(con, source=source, actor=actor, note=note, undoes=undoes, skip_noop=skip_noop)
 
 
 def _dense(cells: np.ndarray, sample_ids: np.ndarray, class_ids: np.ndarray) -> np.ndarray:

@@ -36,6 +36,10 @@ _PATH_COLUMNS = ("path", "file_name", "filename", "filepath", "file", "image", "
 _ID_COLUMNS = ("id", "sample_id")
 
 
+_CHUNK = 65536
+"""Rows validated and normalised at a time."""
+
+
 def _validate_matrix(arr: Any, src: str) -> np.ndarray:
     """Check a user matrix: 2-D, numeric, finite, non-zero rows → float32 L2-normalised."""
     arr = np.asarray(arr)
@@ -47,18 +51,29 @@ def _validate_matrix(arr: Any, src: str) -> np.ndarray:
                              "per image. Reshape it (e.g. `vectors.reshape(len(vectors), -1)`) and save again.")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise EmbeddingError(f"{src} is empty (shape {arr.shape}); it needs one vector per image.")
-    arr = arr.astype(np.float32)
-    bad = ~np.isfinite(arr).all(1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
+    # chunk by chunk into one float32 result: a memory-mapped million-row file never sits in memory twice
+    out = np.empty(arr.shape, np.float32)
+    bad_rows, zero_rows = [], []
+    for a in range(0, arr.shape[0], _CHUNK):
+        block = np.asarray(arr[a:a + _CHUNK], np.float32)
+        bad = ~np.isfinite(block).all(1)
+        if bad.any():
+            bad_rows.append(a + np.flatnonzero(bad))
+            continue
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        if (norms[:, 0] == 0).any():
+            zero_rows.append(a + np.flatnonzero(norms[:, 0] == 0))
+            continue
+        out[a:a + len(block)] = block / norms
+    if bad_rows:
+        rows = np.concatenate(bad_rows)
         raise EmbeddingError(f"{src} has NaN or infinite values in {len(rows)} rows (first: {rows[:5].tolist()}); "
                              "recompute or drop those rows (and their manifest entries) before importing.")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    zero = np.flatnonzero(norms[:, 0] == 0)
-    if len(zero):
+    if zero_rows:
+        zero = np.concatenate(zero_rows)
         raise EmbeddingError(f"{src} has {len(zero)} all-zero rows (first: {zero[:5].tolist()}); they have no "
                              "direction to compare: recompute or drop them.")
-    return arr / norms
+    return out
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -141,7 +156,7 @@ def import_embeddings(ws: "Workspace", path: str | Path, *, ids_or_paths: None |
     suf = path.suffix.lower()
     if suf == ".npy":
         try:
-            raw = np.load(path, allow_pickle=False)
+            raw = np.load(path, allow_pickle=False, mmap_mode="r")
         except ValueError as exc:
             raise EmbeddingError(f"{src} holds Python objects, not a numeric array ({exc}); save the vectors as "
                                  "a float array: `np.save(path, np.asarray(vectors, 'float32'))`.") from exc
@@ -197,10 +212,14 @@ def import_embeddings(ws: "Workspace", path: str | Path, *, ids_or_paths: None |
         raise EmbeddingError(f"Cannot import {src}: use a .npy array (with a manifest) or a .parquet table.")
 
     ids = _match_ids(ws, keys, src)
-    order = np.argsort(ids)
-    ids, vecs = ids[order], vecs[order]
+    if len(ids) > 1 and not (np.diff(ids) > 0).all():  # already in id order: no copy of the vectors
+        order = np.argsort(ids)
+        ids, vecs = ids[order], vecs[order]
     enc_name = f"precomputed:{name}"
-    fp = hashlib.sha1(ids.tobytes() + vecs.tobytes()).hexdigest()[:16]
+    h = hashlib.sha1(ids.tobytes())  # the same digest as of ids.tobytes() + vecs.tobytes(), chunk by chunk
+    for a in range(0, len(vecs), _CHUNK):
+        h.update(np.ascontiguousarray(vecs[a:a + _CHUNK]).tobytes())
+    fp = h.hexdigest()[:16]
     key = make_key({"encoder": enc_name, "fingerprint": fp, "version": FORMAT_VERSION})
     d = store_dir(ws, key)
     for p in d.glob("chunk-*"):

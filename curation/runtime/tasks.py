@@ -128,7 +128,18 @@ def _pipeline(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     out["clusters"] = _clusters(ws, params.get("clusters") or {}, sub_progress(progress, 0.9, 0.95))
     out["suggest"] = _suggest(ws, {}, sub_progress(progress, 0.95, 0.99))
     out["issues"] = _issues(ws, {}, sub_progress(progress, 0.99, 1.0))  # reuses the suggestions' fit
+    out["rescore"] = _rescore(ws, {"debounce": 0}, progress)  # the scores pages show, saved beside the store
     return out
+
+
+@job("rescore")
+def _rescore(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Suggestions, issue scores and second-label candidates of the current labels, saved for the pages
+    (:func:`curation.runtime.rescore.rescore`); params: ``debounce`` seconds of label silence to wait for."""
+    from curation.runtime.rescore import DEBOUNCE, rescore
+
+    meta = rescore(ws, debounce=float(params.get("debounce", DEBOUNCE)), progress=progress)
+    return {k: meta[k] for k in ("last_event", "n", "seconds", "skipped")}
 
 
 def _pipeline_on_ray(ws: Workspace, params: dict, embed_params: dict, progress: ProgressFn) -> dict:
@@ -149,6 +160,7 @@ def _pipeline_on_ray(ws: Workspace, params: dict, embed_params: dict, progress: 
     with oof_on_ray(address):
         out["suggest"] = _suggest(ws, {}, sub_progress(progress, 0.9, 0.98))
         out["issues"] = _issues(ws, {}, sub_progress(progress, 0.98, 1.0))
+    out["rescore"] = _rescore(ws, {"debounce": 0}, progress)  # the scores pages show, saved beside the store
     out["engine"] = "ray"
     return out
 

@@ -14,7 +14,7 @@ from curation.core.vocab import POSITIVE
 from curation.data.workspace import Workspace
 from curation.structure import pockets
 from curation.structure.cluster import K_REPEATS, K_SCAN_DIMS
-from curation.ui import actions, classes, grid, jobpanel, labels, loaders, widgets
+from curation.ui import actions, classes, freshness, grid, jobpanel, labels, loaders, widgets
 
 K_OPEN = "clusters_open"  # int: the cluster opened below the gallery
 K_SPLIT = "clusters_split"  # (clustering key, cluster): the cluster whose split is shown
@@ -125,6 +125,7 @@ def summary_table(ws: Workspace, emb: Any, clustering: Any) -> pd.DataFrame:
     """Per-cluster summary for the current labels, suggestions and (when available) label-issue flags."""
     ids = np.asarray(emb.ids, np.int64)
     sugg = widgets.optional(loaders.suggestions, ws, "suggestions")
+    freshness.show(ws)
     issues = widgets.optional(loaders.issues, ws, "issue scores")
     suggested = None if sugg is None else sugg["class_idx"].reindex(ids).fillna(-1).to_numpy(np.int64)
     flags = None if issues is None else issues["is_label_issue"].reindex(ids).fillna(False).to_numpy(bool)

@@ -8,6 +8,8 @@ import pandas as pd
 
 from curation.core.vocab import STATE_NAMES
 
+EVENTS_SHOWN = 10_000
+"""Events of a batch listed on the History page (a bulk batch of a million images lists its first ones)."""
 EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf", "hf-parquet", "imagefolder", "fiftyone", "coco", "cleanlab")
 
 

@@ -7,8 +7,8 @@ Labels are not cached: pages read them fresh with ``ws.store.label_matrix(ids)``
 
 from __future__ import annotations
 
-import importlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import pandas as pd
 import streamlit as st
 
 from curation.data.workspace import DB_NAME, Workspace
-from curation.labels.suggest import state_token
 from curation.ui import state
 
 log = logging.getLogger(__name__)
@@ -168,37 +167,92 @@ def cluster_pockets(ws: Workspace, cluster: int) -> pd.DataFrame:
     return _cluster_pockets(str(ws.root), stamp(ws), int(cluster))
 
 
-# Frames that depend on the current labels: (module, function(ws, emb)), recomputed per label state (the
-# last label event and the class prompts: ``curation.labels.suggest.state_token``); the expensive fits behind them
-# are cached on disk and refreshed only when labels changed enough (``curation.labels.suggest.refit_threshold``).
-_LABEL_DERIVED = {"suggestions": ("curation.labels.suggest", "suggestions"),
-                  "issues": ("curation.labels.issues", "compute_issues"),
-                  "missing": ("curation.labels.issues", "missing_labels")}
+# Frames that depend on the current labels. The worker computes and saves them after label changes
+# (``curation.runtime.rescore``, job kind ``rescore``, debounced); a page run only reads the newest saved ones,
+# so no action ever waits for rescoring. Only a small workspace that has none saved at all scores inline once.
+RESCORE_ENV = "CURATION_RESCORE"
+"""Set to ``off`` to never queue background rescoring from a page (the pages show the scores they have)."""
+INLINE_LIMIT = 20_000
+"""Up to this many samples, missing scores are computed in the page run once (seconds); above, by the worker."""
 
 
-@st.cache_resource(show_spinner="Scoring samples against the current labels…", max_entries=8)
-def _label_derived(root: str, token: Stamp, labels: tuple[int, str], what: str) -> pd.DataFrame | None:
-    emb = _embeddings(root, token)
+@st.cache_resource(show_spinner="Loading scores…", max_entries=4)
+def _saved_scores(root: str, folder: str) -> dict[str, pd.DataFrame] | None:
+    from curation.runtime import rescore
+
+    ws = _workspace(root)
+    meta = rescore.scores_meta(ws)
+    if meta is None or meta["folder"] != folder:
+        meta = {"folder": folder}
+    return rescore.load_scores(ws, meta)
+
+
+def request_rescore(ws: Workspace) -> int | None:
+    """Queue a background rescore unless the saved scores are current or a queued one will pick the change up
+    (clicks in a burst share one job). Returns the job id, or None when nothing needs scoring."""
+    from curation.runtime import jobs, rescore
+
+    if os.environ.get(RESCORE_ENV, "").lower() in ("0", "off", "no"):  # read-only viewing, browser benchmarks
+        return None
+    if not rescore.needs_rescore(ws):
+        return None
+    pending = rescore.pending_job(ws)
+    if pending is not None and pending["status"] == "queued":
+        return pending["id"]
+    if rescore.failed_recently(ws):  # no retry on every rerun: the job panel shows the error
+        return None
+    try:
+        return jobs.submit(ws, rescore.KIND, {})
+    except Exception:  # noqa: BLE001 - the page still shows the scores it has; the panel shows the job error
+        log.exception("could not queue a rescore")
+        return None
+
+
+def scores_meta(ws: Workspace) -> dict[str, Any] | None:
+    """The record of the saved scores pages show (``last_event``, ``time``, ...; ``curation.runtime.rescore``)."""
+    from curation.runtime import rescore
+
+    return rescore.scores_meta(ws)
+
+
+def _label_derived(ws: Workspace, what: str) -> pd.DataFrame | None:
+    from curation.runtime import rescore
+
+    emb = embeddings(ws)
     if emb is None:
         return None
-    module, name = _LABEL_DERIVED[what]
-    return getattr(importlib.import_module(module), name)(_workspace(root), emb)
+    meta = rescore.scores_meta(ws)
+    if meta is None or meta.get("emb") != emb.key:  # none yet, or of other embeddings
+        if len(emb.ids) > INLINE_LIMIT:
+            request_rescore(ws)
+            return None
+        with st.spinner("Scoring samples against the current labels (first time)…"):
+            meta = rescore.rescore(ws, debounce=0)
+    elif rescore.needs_rescore(ws, meta):
+        request_rescore(ws)
+    frames = _saved_scores(str(ws.root), meta["folder"])
+    if frames is None:  # replaced while we read: the newer ones are there now
+        _saved_scores.clear()
+        meta = rescore.scores_meta(ws)
+        frames = None if meta is None else _saved_scores(str(ws.root), meta["folder"])
+    return None if frames is None else frames[what]
 
 
 def suggestions(ws: Workspace) -> pd.DataFrame | None:
     """Suggestions indexed by sample id (class_idx, class_name, confidence, source, label_idx, agrees, and each
-    source's probability of the suggested class p_knn, p_prop, p_zeroshot, p_model, p_oof), or None."""
-    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "suggestions")
+    source's probability of the suggested class p_knn, p_prop, p_zeroshot, p_model, p_oof), or None; the newest
+    saved ones (see :func:`_label_derived`)."""
+    return _label_derived(ws, "suggestions")
 
 
 def issues(ws: Workspace) -> pd.DataFrame | None:
     """Label-quality, outlier and duplicate scores per sample id (``curation.labels.issues``), or None."""
-    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "issues")
+    return _label_derived(ws, "issues")
 
 
 def missing_labels(ws: Workspace) -> pd.DataFrame | None:
     """Second-label candidates DataFrame[sample, class, class_name, score] (``curation.labels.issues.missing_labels``)."""
-    return _label_derived(str(ws.root), stamp(ws), state_token(ws), "missing")
+    return _label_derived(ws, "missing")
 
 
 @st.cache_resource(show_spinner="Loading predictions…", max_entries=4)

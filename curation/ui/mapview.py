@@ -28,8 +28,12 @@ lasso/box mode, so previewing a point by click needs the pan mode."""
 RUN_MODES = {"fast": "fast (parallel)", "reproducible": "reproducible (seeded)"}
 """How a UMAP map job runs: parallel on every core, or seeded on one thread (the same map every time)."""
 PREVIEW_SIZE = 480
-MAX_POINTS = 100_000
-"""Most points drawn at once (see docs/performance.md, browser draw time); beyond it the map is sampled."""
+MAX_POINTS = 2_000_000
+"""Most points drawn at once: every point of a million-image map is drawn (docs/performance.md, browser draw
+time); only beyond this is the map density-sampled."""
+HOVER_LIMIT = 50_000
+"""Above this many points the hover shows only the sample id: per-point hover text is most of the bytes sent to
+the browser (the labels and suggestion of a point are one click away, in the preview panel)."""
 MISSING_COLOUR = "#c8ccd4"
 CONTEXT_COLOUR = "#dde1e7"
 """Points outside the current filter, drawn as faint context."""
@@ -135,10 +139,12 @@ def map_figure(xy: np.ndarray, ids: np.ndarray, *, categories: Sequence[str] | N
     elif categories is not None and colours is not None:
         palette = [*colours.values(), MISSING_COLOUR, CONTEXT_COLOUR]
         code = {c: i for i, c in enumerate(colours)}
-        codes = np.fromiter((code.get(c, len(colours)) for c in categories), np.int16, len(categories))
+        codes = pd.Series(categories, dtype=object).map(code).fillna(len(colours)).to_numpy(np.int16)
         marker.update(color=np.where(f, len(palette) - 1, codes).astype(np.int16),
                       colorscale=_discrete_scale(palette), cmin=-0.5, cmax=len(palette) - 0.5, showscale=False)
     tail = f"<br><i>{escape(hint)}</i>" if hint else ""
+    if hover is not None and len(xy) > HOVER_LIMIT:
+        hover = None  # the id only: hover text would be most of the bytes
     trace = go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=np.asarray(ids, np.int64),
                          hovertext=np.asarray(list(hover), dtype=object) if hover is not None else None,
                          hovertemplate=("#%{customdata} · %{hovertext}" if hover is not None else "#%{customdata}")
