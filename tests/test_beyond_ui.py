@@ -53,7 +53,7 @@ def test_home_compares_encoders(embedded, cheap_encoders):  # noqa: F811
 
 
 def test_guidelines_page_saves_a_note_and_exports(embedded):  # noqa: F811
-    at = open_page("pages/8_Guidelines.py")
+    at = open_page("pages/9_Guidelines.py")
     assert [s.value for s in at.subheader][:1] == [CLASSES[0]]
     cid = embedded.store.class_id(CLASSES[0])
     at.text_area(key=f"guide_note_{cid}").input("<b>only</b> round shapes").run()

@@ -101,8 +101,8 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
     ws = Workspace.open(demo_ws)
     _visit(page, server, "Samples")
     nav = page.locator('[data-testid="stSidebar"] a').all_inner_texts()
-    assert [t.split()[-1] for t in nav][:8] == ["Home", "Map", "Clusters", "Review", "Train", "Evaluate", "Search",
-                                           "History"], nav
+    assert [t.split()[-1] for t in nav] == ["Home", "Map", "Clusters", "Review", "Train", "Evaluate", "Search",
+                                        "History", "Grid", "Guidelines"], nav
     _shot(page, "1_home.png")
 
     # Map: lasso → accept the selection's suggestions as one bulk batch

@@ -18,7 +18,7 @@ from curation.data.workspace import Workspace
 from curation.ui import labels, mapview, runs, selection, state
 
 PAGES = ["pages/1_Map.py", "pages/2_Clusters.py", "pages/3_Review.py", "pages/4_Train.py", "pages/5_Evaluate.py",
-         "pages/6_Search.py", "pages/7_History.py"]
+         "pages/6_Search.py", "pages/7_History.py", "pages/8_Grid.py", "pages/9_Guidelines.py"]
 CLASSES = ["circle", "square", "triangle"]
 N = 60
 

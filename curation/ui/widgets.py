@@ -43,7 +43,8 @@ PAGES = [("app.py", "Home", ":material/home:"), ("pages/1_Map.py", "Map", ":mate
          ("pages/4_Train.py", "Train", ":material/model_training:"),
          ("pages/5_Evaluate.py", "Evaluate", ":material/analytics:"),
          ("pages/6_Search.py", "Search", ":material/search:"), ("pages/7_History.py", "History", ":material/history:"),
-         ("pages/8_Grid.py", "Grid", ":material/grid_view:")]
+         ("pages/8_Grid.py", "Grid", ":material/grid_view:"),
+         ("pages/9_Guidelines.py", "Guidelines", ":material/menu_book:")]
 """The pages in loop order (see → fix → retrain → inspect): script, title, icon. Streamlit's own page list is
 off (``client.showSidebarNavigation``): it would title Home after its file, "app"."""
 
