@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "tests"))  # the bad-input generators and the app-server helpers live there
 
-from appserver import CHROMIUM, AppServer, chromium, errors_shown, pick_batch, wait_idle  # noqa: E402
+from appserver import CHROMIUM, AppServer, chromium, click_undo, errors_shown, pick_batch, wait_idle  # noqa: E402
 from badfiles import make_bad_manifests, make_corpus, shown  # noqa: E402
 
 from curation.data.ingest import IngestError, ingest  # noqa: E402
@@ -302,7 +302,7 @@ def server_kill_trial(server: AppServer, browser: Any, db: Path, *, delay: float
     wait_idle(page)
     if batch != int(hist.index.max()):
         pick_batch(page, store, batch)
-    page.get_by_role("button", name=f"Undo batch {batch}", exact=True).click()
+    click_undo(page, batch)
     end, locked = time.monotonic() + timeout, False
     while time.monotonic() < end and not locked:
         locked = write_locked(db)

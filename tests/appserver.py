@@ -109,6 +109,15 @@ def pick_batch(page: Any, store: Any, batch: int, *, timeout: float = 60_000) ->
     page.get_by_role("button", name=f"Undo batch {batch}", exact=True).wait_for(timeout=timeout)
 
 
+def click_undo(page: Any, batch: int, *, timeout: float = 60_000) -> None:
+    """Click "Undo batch N", ticking the confirmation a big batch asks for first (curation.ui.widgets.BIG_UNDO)."""
+    sure = page.get_by_text("Yes, undo", exact=False)
+    if sure.count():
+        sure.first.click()
+        wait_idle(page)
+    page.get_by_role("button", name=f"Undo batch {batch}", exact=True).click(timeout=timeout)
+
+
 def errors_shown(page: Any) -> list[str]:
     """Texts of the exceptions and error boxes on a page (empty when there are none)."""
     boxes = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')

@@ -124,7 +124,10 @@ def test_whole_loop(page, server: str, demo_ws: Path) -> None:
     # Map: with Mouse on "click to preview", a click on a point opens that sample (its id from customdata)
     page.get_by_role("radio", name="click to preview").click()
     wait_idle(page)
-    page.wait_for_function("document.querySelector('.js-plotly-plot')._fullLayout.dragmode === 'pan'")
+    # the map may be redrawn meanwhile (fresh scores from the background rescore rerun the page): wait for it
+    page.wait_for_function("(document.querySelector('.js-plotly-plot') || {})._fullLayout?.dragmode === 'pan'",
+                           timeout=90_000)
+    wait_idle(page)
     page.wait_for_timeout(1000)  # the redrawn plot binds its click handlers
     x, y, near = page.evaluate("""() => { const gd = document.querySelector('.js-plotly-plot');
         const d = gd._fullData[0], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from appserver import CHROMIUM, ROOT, AppServer, chromium, errors_shown, pick_batch, wait_idle
+from appserver import CHROMIUM, ROOT, AppServer, chromium, click_undo, errors_shown, pick_batch, wait_idle
 
 from benchmarks.reliability import make_workspace, server_kill_trial
 
@@ -48,7 +48,7 @@ def test_server_killed_mid_bulk_undo(tmp_path: Path) -> None:
             page.get_by_text(f"Already undone by batch {acked}.").wait_for(timeout=60_000)
             pick_batch(page, store, big)
             if not res["committed"]:
-                page.get_by_role("button", name=f"Undo batch {big}", exact=True).click()
+                click_undo(page, big)
             page.get_by_text("Already undone by batch").wait_for(timeout=120_000)
             wait_idle(page)
             assert errors_shown(page) == []

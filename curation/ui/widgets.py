@@ -96,13 +96,16 @@ def read_only_banner(ws: Workspace) -> None:
 
 def thumbnails(ws: Workspace, ids: Sequence[int]) -> tuple[list[str], list[int]]:
     """Thumbnail files of the samples that can be shown, and the ids that cannot (missing or broken)."""
-    from curation.data.images import thumbnail_path
+    from curation.data.images import ImageError, thumbnail_path
 
     paths, bad = [], []
     for sid in ids:
         try:
             paths.append(str(thumbnail_path(ws, int(sid))))
-        except Exception:  # a vanished or broken file must not hide the rest of the grid
+        except ImageError as exc:  # a vanished or broken file is expected: the card says so, the log one line
+            log.warning("no thumbnail for sample %s: %s", sid, exc)
+            bad.append(int(sid))
+        except Exception:  # anything else is a bug worth its traceback, but must not hide the rest of the grid
             log.warning("no thumbnail for sample %s", sid, exc_info=True)
             bad.append(int(sid))
     return paths, bad
