@@ -1,7 +1,6 @@
 """History: every label batch (undoable), its events, and exporting the curated labels."""
 
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
