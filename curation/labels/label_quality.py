@@ -142,6 +142,18 @@ def _label_quality(y: np.ndarray, p: np.ndarray, idx: Any, sims: Any, method: st
     return score, pm
 
 
+def _checked(labels: np.ndarray, pred_probs: np.ndarray, knn_idx: np.ndarray | None, knn_sims: np.ndarray | None,
+             method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The public functions' inputs, validated against each other: (labels, probs, knn_idx, knn_sims)."""
+    _check_choice("method", method, METHODS)
+    p = _check_probs(pred_probs)
+    y = _check_labels(labels, p.shape[1])
+    if len(y) != len(p):
+        raise IssuesError(f"labels has {len(y)} entries but pred_probs {len(p)} rows; align them by sample.")
+    idx, sims = _check_knn(knn_idx, knn_sims, len(y))
+    return y, p, idx, sims
+
+
 def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx: np.ndarray | None = None,
                          knn_sims: np.ndarray | None = None, method: str = "ensemble",
                          knn_weight: float = KNN_WEIGHT) -> np.ndarray:
@@ -173,12 +185,7 @@ def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx:
     (a "Shirt" whose probability mass sits on T-shirt, often mislabelled as Shirt, is more suspect than one
     whose mass sits on Bag): the transition estimate is trusted only when the noise is clearly structured.
     """
-    _check_choice("method", method, METHODS)
-    p = _check_probs(pred_probs)
-    y = _check_labels(labels, p.shape[1])
-    if len(y) != len(p):
-        raise IssuesError(f"labels has {len(y)} entries but pred_probs {len(p)} rows; align them by sample.")
-    idx, sims = _check_knn(knn_idx, knn_sims, len(y))
+    y, p, idx, sims = _checked(labels, pred_probs, knn_idx, knn_sims, method)
     score, _ = _label_quality(y, p, idx, sims, method, knn_weight)
     return np.where(y >= 0, np.clip(score, 0.0, 1.0), 1.0)
 
@@ -203,12 +210,7 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, knn_idx: np
     DataFrame indexed by sample id, sorted by score ascending: ``is_issue`` bool, ``score`` float in [0, 1],
     ``given`` int (-1 = unlabelled), ``suggested`` int (most probable class), ``suggested_prob`` float.
     """
-    _check_choice("method", method, METHODS)
-    p = _check_probs(pred_probs)
-    y = _check_labels(labels, p.shape[1])
-    if len(y) != len(p):
-        raise IssuesError(f"labels has {len(y)} entries but pred_probs {len(p)} rows; align them by sample.")
-    idx, sims = _check_knn(knn_idx, knn_sims, len(y))
+    y, p, idx, sims = _checked(labels, pred_probs, knn_idx, knn_sims, method)
     index = _ids(ids, len(y))
     score, pm = _label_quality(y, p, idx, sims, method, knn_weight)
     score = np.where(y >= 0, np.clip(score, 0.0, 1.0), 1.0)

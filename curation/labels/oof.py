@@ -151,6 +151,18 @@ def fold_map(fn: FoldMap) -> Iterator[None]:
         _FOLD_MAP.reset(token)
 
 
+def _assemble(fits: Iterable[tuple[np.ndarray, np.ndarray]], out: np.ndarray, fold: np.ndarray, unl: np.ndarray,
+              F: int, progress: ProgressFn) -> np.ndarray:
+    """Fill ``out`` (N, K) from the ``F`` per-fold fits: each fold's held-out rows, and the mean over folds for
+    the unlabelled rows ``unl``; reports progress per fold."""
+    for f, (p_te, p_unl) in enumerate(fits):
+        out[fold == f] = p_te
+        if unl.size:
+            out[unl] += p_unl / F
+        progress((f + 1) / F, f"out-of-fold model {f + 1}/{F}")
+    return out
+
+
 def out_of_fold_probs(X: np.ndarray, labels: np.ndarray, *, n_classes: int | None = None, folds: int = 5,
                       seed: int = 0, C: float = DEFAULT_C, max_iter: int = 100,
                       progress: ProgressFn | None = None) -> np.ndarray:
@@ -207,12 +219,7 @@ def out_of_fold_probs(X: np.ndarray, labels: np.ndarray, *, n_classes: int | Non
     out = np.zeros((len(y), K), np.float32)
     unl = np.flatnonzero(y < 0)
     fits = (_FOLD_MAP.get() or _map_here)(range(F), Xs, y, fold, kind="softmax", n_out=K, C=C, max_iter=max_iter)
-    for f, (p_te, p_unl) in enumerate(fits):
-        out[fold == f] = p_te
-        if unl.size:
-            out[unl] += p_unl / F
-        progress((f + 1) / F, f"out-of-fold model {f + 1}/{F}")
-    return out
+    return _assemble(fits, out, fold, unl, F, progress)
 
 
 def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, seed: int = 0, C: float = DEFAULT_C,
@@ -272,12 +279,7 @@ def out_of_fold_probs_multi(X: np.ndarray, Y: np.ndarray, *, folds: int = 5, see
     unl = np.flatnonzero(~known)
     fits = (_FOLD_MAP.get() or _map_here)(range(F), Xs, pos.astype(np.float32), fold, kind="sigmoid", n_out=K, C=C,
                                           max_iter=max_iter, weight=weight)
-    for f, (p_te, p_unl) in enumerate(fits):
-        out[fold == f] = p_te
-        if unl.size:
-            out[unl] += p_unl / F
-        progress((f + 1) / F, f"out-of-fold model {f + 1}/{F}")
-    return out
+    return _assemble(fits, out, fold, unl, F, progress)
 
 
 # ---------------------------------------------------------------------- kNN classifier (out-of-fold by construction)
