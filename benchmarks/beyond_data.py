@@ -7,26 +7,16 @@ layer and five intermediate depths) plus brightness- and colour-shifted copies, 
 from __future__ import annotations
 
 import argparse
-import gzip
 import time
 from pathlib import Path
 
 import numpy as np
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from benchmarks.label_quality import load_fashion  # noqa: E402  one Fashion-MNIST reader
+
 CACHE = Path(__file__).resolve().parent / ".cache"
 TAPS = (2, 4, 7, 10, 13)
 """Blocks after which a pooled feature is also kept (EfficientNet-Lite0 has 16 blocks)."""
-
-
-def load_fashion(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random training images (n, 28, 28) uint8 and labels (n,) int64."""
-    with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
-        X = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
-    sel = np.sort(np.random.default_rng(seed).choice(len(X), n, replace=False))
-    return X[sel], y[sel]
 
 
 def to_rgb(images: np.ndarray) -> np.ndarray:

@@ -42,17 +42,16 @@ def sample_frame(ws: Workspace) -> pd.DataFrame:
     ``split``, ``label`` (first positive class name or None), ``labels`` (list), ``rejected`` (list),
     ``sha1``, ``width``, ``height``.
     """
-    s = ws.store.samples()
-    ids = s.index.to_numpy(np.int64)
-    names = np.array(ws.store.class_names(), dtype=object)
-    m = ws.store.label_matrix(ids)
-    pos = [list(names[r == POSITIVE]) for r in m] if m.shape[1] else [[] for _ in ids]
-    rej = [list(names[r == REJECTED]) for r in m] if m.shape[1] else [[] for _ in ids]
-    return pd.DataFrame({"path": s["path"].to_numpy(), "file": [str(Path(r) / p) for r, p in zip(s["root"], s["path"])],
-                         "split": s["split"].to_numpy(), "label": [p[0] if p else None for p in pos],
-                         "labels": pos, "rejected": rej, "sha1": s["sha1"].to_numpy(),
-                         "width": s["width"].to_numpy(), "height": s["height"].to_numpy()},
-                        index=pd.Index(ids, name="sample_id"))
+    from curation.data.export import label_table
+
+    table = label_table(ws)  # the export's own view of the labels: one definition of "current labels"
+    paths = ws.store.samples()["path"].reindex(table.index)
+    return pd.DataFrame({"path": paths.to_numpy(), "file": table["file"].map(str).to_numpy(),
+                         "split": table["split"].to_numpy(),
+                         "label": [p[0] if p else None for p in table["labels"]], "labels": table["labels"],
+                         "rejected": table["rejected"], "sha1": table["sha1"].to_numpy(),
+                         "width": table["width"].to_numpy(), "height": table["height"].to_numpy()},
+                        index=table.index)
 
 
 def select(ws: Workspace, *, ids: Sequence[int] | None = None, query: str | None = None) -> np.ndarray:
